@@ -1,0 +1,473 @@
+"""The DAC model (Kumar et al. 2023): encoder, residual vector quantizer, decoder.
+
+Weight-compatible with the official descript-audio-codec checkpoints: module names, parameter
+names (old-style weight norm ``weight_g``/``weight_v``) and numerics follow the official 1.0.0
+release, so its ``.pth`` files load here and our files load there.
+
+Layout of a checkpoint (``torch.save`` of a plain dict)::
+
+    {"state_dict": {name: tensor}, "metadata": {"kwargs": {constructor arguments}}}
+
+For inference the weight norm is folded into plain conv weights at load (``fold_weight_norm``);
+for training it stays as ``g · v / ‖v‖`` so that the training code optimises g and v as the paper
+does.
+"""
+
+import hashlib
+import math
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import DacliError
+
+# Constructor kwargs of the four released models (DAC_FACTS §1); the checkpoint's own kwargs win.
+PRESETS = {
+    "44khz-8kbps": dict(encoder_dim=64, encoder_rates=[2, 4, 8, 8], latent_dim=1024, decoder_dim=1536,
+                        decoder_rates=[8, 8, 4, 2], n_codebooks=9, codebook_size=1024, codebook_dim=8,
+                        sample_rate=44100),
+    "44khz-16kbps": dict(encoder_dim=64, encoder_rates=[2, 4, 8, 8], latent_dim=128, decoder_dim=1536,
+                         decoder_rates=[8, 8, 4, 2], n_codebooks=18, codebook_size=1024, codebook_dim=8,
+                         sample_rate=44100),
+    "24khz": dict(encoder_dim=64, encoder_rates=[2, 4, 5, 8], latent_dim=1024, decoder_dim=1536,
+                  decoder_rates=[8, 5, 4, 2], n_codebooks=32, codebook_size=1024, codebook_dim=8,
+                  sample_rate=24000),
+    "16khz": dict(encoder_dim=64, encoder_rates=[2, 4, 5, 8], latent_dim=1024, decoder_dim=1536,
+                  decoder_rates=[8, 5, 4, 2], n_codebooks=12, codebook_size=1024, codebook_dim=8,
+                  sample_rate=16000),
+}
+
+KWARGS = ("encoder_dim", "encoder_rates", "latent_dim", "decoder_dim", "decoder_rates", "n_codebooks",
+          "codebook_size", "codebook_dim", "quantizer_dropout", "sample_rate")
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class _WeightNormConv(nn.Module):
+    """A convolution whose weight is ``g · v / ‖v‖`` (norm over all dims but 0), or a plain
+    ``weight`` once :meth:`fold` has been called. Parameter names match ``torch.nn.utils.weight_norm``."""
+
+    transposed = False
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, dilation=1):
+        super().__init__()
+        shape = (in_ch, out_ch, kernel_size) if self.transposed else (out_ch, in_ch, kernel_size)
+        v = torch.empty(shape)
+        nn.init.trunc_normal_(v, std=0.02)
+        self.weight_v = nn.Parameter(v)
+        self.weight_g = nn.Parameter(torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+
+    @property
+    def folded(self):
+        return "weight" in self._parameters
+
+    def weight_now(self):
+        if self.folded:
+            return self.weight
+        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+
+    @torch.no_grad()
+    def fold(self):
+        """Replace g and v by the plain weight they define (for inference)."""
+        if self.folded:
+            return
+        w = self.weight_now().detach().clone()
+        del self.weight_g, self.weight_v
+        self.weight = nn.Parameter(w, requires_grad=False)
+
+    def extra_repr(self):
+        w = self.weight if self.folded else self.weight_v
+        return f"{tuple(w.shape)}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+
+
+class WNConv1d(_WeightNormConv):
+    def forward(self, x):
+        return F.conv1d(x, self.weight_now(), self.bias, self.stride, self.padding, self.dilation)
+
+
+class WNConvTranspose1d(_WeightNormConv):
+    transposed = True
+
+    def forward(self, x):
+        return F.conv_transpose1d(x, self.weight_now(), self.bias, self.stride, self.padding, 0, 1,
+                                  self.dilation)
+
+
+def snake(x, alpha):
+    """Snake activation: x + sin²(αx)/α, with the official 1e-9 guard."""
+    return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
+
+
+class Snake1d(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x):
+        return snake(x, self.alpha)
+
+
+class ResidualUnit(nn.Module):
+    """Snake → dilated conv k7 → Snake → conv k1, plus the skip path."""
+
+    def __init__(self, dim, dilation=1):
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake1d(dim), WNConv1d(dim, dim, 7, dilation=dilation, padding=3 * dilation),
+            Snake1d(dim), WNConv1d(dim, dim, 1))
+
+    def forward(self, x):
+        y = self.block(x)
+        crop = (x.shape[-1] - y.shape[-1]) // 2
+        if crop > 0:
+            x = x[..., crop:-crop]
+        return x + y
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim, stride):
+        super().__init__()
+        self.block = nn.Sequential(
+            ResidualUnit(dim // 2, 1), ResidualUnit(dim // 2, 3), ResidualUnit(dim // 2, 9),
+            Snake1d(dim // 2),
+            WNConv1d(dim // 2, dim, 2 * stride, stride=stride, padding=math.ceil(stride / 2)))
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, d_model, strides, d_latent):
+        super().__init__()
+        layers = [WNConv1d(1, d_model, 7, padding=3)]
+        for stride in strides:
+            d_model *= 2
+            layers.append(EncoderBlock(d_model, stride))
+        layers += [Snake1d(d_model), WNConv1d(d_model, d_latent, 3, padding=1)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, in_dim, out_dim, stride):
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake1d(in_dim),
+            WNConvTranspose1d(in_dim, out_dim, 2 * stride, stride=stride, padding=math.ceil(stride / 2)),
+            ResidualUnit(out_dim, 1), ResidualUnit(out_dim, 3), ResidualUnit(out_dim, 9))
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, d_latent, channels, rates):
+        super().__init__()
+        layers = [WNConv1d(d_latent, channels, 7, padding=3)]
+        for i, stride in enumerate(rates):
+            layers.append(DecoderBlock(channels // 2 ** i, channels // 2 ** (i + 1), stride))
+        out_dim = channels // 2 ** len(rates)
+        layers += [Snake1d(out_dim), WNConv1d(out_dim, 1, 7, padding=3), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Quantizer
+
+
+class VectorQuantize(nn.Module):
+    """One RVQ stage: project to a low-dimensional space, pick the codebook row of highest cosine
+    similarity, project back (factorised, L2-normalised codes, as in the paper)."""
+
+    def __init__(self, input_dim, codebook_size, codebook_dim):
+        super().__init__()
+        self.in_proj = WNConv1d(input_dim, codebook_dim, 1)
+        self.out_proj = WNConv1d(codebook_dim, input_dim, 1)
+        self.codebook = nn.Embedding(codebook_size, codebook_dim)
+
+    def lookup(self, z_e):
+        """(B, D, T) projected latents → (B, T) indices of the nearest codebook rows."""
+        b = z_e.shape[0]
+        enc = F.normalize(z_e.transpose(1, 2).reshape(-1, z_e.shape[1]))
+        book = F.normalize(self.codebook.weight)
+        dist = enc.pow(2).sum(1, keepdim=True) - 2 * enc @ book.t() + book.pow(2).sum(1, keepdim=True).t()
+        return (-dist).max(1)[1].reshape(b, -1)
+
+    def embed(self, indices):
+        """(B, T) indices → (B, D, T) raw (un-normalised) codebook vectors."""
+        return F.embedding(indices, self.codebook.weight).transpose(1, 2)
+
+    def forward(self, z):
+        z_e = self.in_proj(z)
+        indices = self.lookup(z_e)
+        z_q = self.embed(indices)
+        commitment = F.mse_loss(z_e, z_q.detach(), reduction="none").mean([1, 2])
+        codebook = F.mse_loss(z_q, z_e.detach(), reduction="none").mean([1, 2])
+        z_q = z_e + (z_q - z_e).detach()  # straight-through; kept in eval too, for exact parity
+        return self.out_proj(z_q), commitment, codebook, indices, z_e
+
+
+class ResidualVectorQuantize(nn.Module):
+    """N VectorQuantize stages, each coding the residual of the ones before. In training, a
+    ``quantizer_dropout`` fraction of the batch uses a random number of stages."""
+
+    def __init__(self, input_dim, n_codebooks, codebook_size, codebook_dim, quantizer_dropout=0.0):
+        super().__init__()
+        dims = codebook_dim if isinstance(codebook_dim, (list, tuple)) else [codebook_dim] * n_codebooks
+        self.n_codebooks = n_codebooks
+        self.quantizer_dropout = float(quantizer_dropout)
+        self.quantizers = nn.ModuleList(VectorQuantize(input_dim, codebook_size, d) for d in dims)
+
+    def forward(self, z, n_quantizers=None):
+        """Returns (z_q, codes (B, n, T), latents, commitment loss, codebook loss)."""
+        b = z.shape[0]
+        n_quantizers = n_quantizers or self.n_codebooks
+        if self.training:
+            n_q = torch.full((b,), self.n_codebooks + 1, device=z.device)
+            n_drop = int(b * self.quantizer_dropout)
+            n_q[:n_drop] = torch.randint(1, self.n_codebooks + 1, (n_drop,), device=z.device)
+        z_q, residual = 0, z
+        commitment = codebook = torch.zeros((), device=z.device)
+        codes, latents = [], []
+        for i, q in enumerate(self.quantizers):
+            if not self.training and i >= n_quantizers:
+                break
+            z_q_i, commit_i, book_i, idx_i, z_e_i = q(residual)
+            if self.training:
+                mask = (i < n_q).to(z.dtype)
+                z_q = z_q + z_q_i * mask[:, None, None]
+                commitment = commitment + (commit_i * mask).mean()
+                codebook = codebook + (book_i * mask).mean()
+            else:
+                z_q = z_q + z_q_i
+            residual = residual - z_q_i
+            codes.append(idx_i)
+            latents.append(z_e_i)
+        return z_q, torch.stack(codes, 1), torch.cat(latents, 1), commitment, codebook
+
+    def from_codes(self, codes):
+        """(B, K, T) codes, K ≤ n_codebooks → (B, latent, T) quantized latent."""
+        z_q = 0
+        for i in range(codes.shape[1]):
+            z_q = z_q + self.quantizers[i].out_proj(self.quantizers[i].embed(codes[:, i]))
+        return z_q
+
+
+# --------------------------------------------------------------------------------------------------
+# The codec
+
+
+class DAC(nn.Module):
+    """The Descript Audio Codec. Constructor arguments are those stored in official checkpoints."""
+
+    def __init__(self, encoder_dim=64, encoder_rates=(2, 4, 8, 8), latent_dim=None, decoder_dim=1536,
+                 decoder_rates=(8, 8, 4, 2), n_codebooks=9, codebook_size=1024, codebook_dim=8,
+                 quantizer_dropout=False, sample_rate=44100):
+        super().__init__()
+        if latent_dim is None:
+            latent_dim = encoder_dim * 2 ** len(encoder_rates)
+        self.kwargs = dict(encoder_dim=encoder_dim, encoder_rates=list(encoder_rates), latent_dim=latent_dim,
+                           decoder_dim=decoder_dim, decoder_rates=list(decoder_rates), n_codebooks=n_codebooks,
+                           codebook_size=codebook_size, codebook_dim=codebook_dim,
+                           quantizer_dropout=quantizer_dropout, sample_rate=sample_rate)
+        self.sample_rate = sample_rate
+        self.hop_length = int(np.prod(encoder_rates))
+        self.n_codebooks = n_codebooks
+        self.codebook_size = codebook_size
+        self.encoder = Encoder(encoder_dim, encoder_rates, latent_dim)
+        self.quantizer = ResidualVectorQuantize(latent_dim, n_codebooks, codebook_size, codebook_dim,
+                                                quantizer_dropout)
+        self.decoder = Decoder(latent_dim, decoder_dim, decoder_rates)
+        self.name = None          # preset name or file name, set by the loader
+        self.weights_hash = None  # sha256 of the checkpoint weights, set by the loader
+
+    # ---- rates ------------------------------------------------------------------------------------
+    @property
+    def frame_rate(self):
+        """Code frames per second, as an exact fraction (sample_rate / hop)."""
+        return Fraction(self.sample_rate, self.hop_length)
+
+    @property
+    def bits_per_code(self):
+        return math.log2(self.codebook_size)
+
+    def kbps(self, n_codebooks=None):
+        """Exact bitrate in kbps for ``n_codebooks`` (all by default)."""
+        return float(self.frame_rate) * self.bits_per_code * (n_codebooks or self.n_codebooks) / 1000
+
+    def n_codebooks_for_kbps(self, kbps):
+        """The largest codebook count whose exact bitrate does not exceed ``kbps`` (at least 1)."""
+        per = self.kbps(1)
+        n = int(math.floor(kbps / per + 1e-9))
+        return max(1, min(self.n_codebooks, n))
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    # ---- training-style forward -------------------------------------------------------------------
+    def forward(self, audio, n_quantizers=None):
+        """(B, 1, L) audio at the model rate, L a multiple of hop → dict of the reconstruction,
+        codes and the VQ losses (used for training)."""
+        z = self.encoder(audio)
+        z_q, codes, latents, commitment, codebook = self.quantizer(z, n_quantizers)
+        return {"audio": self.decoder(z_q), "codes": codes, "latents": latents,
+                "vq/commitment_loss": commitment, "vq/codebook_loss": codebook}
+
+    # ---- inference API ----------------------------------------------------------------------------
+    def _check_n(self, n_codebooks):
+        if n_codebooks is None:
+            return self.n_codebooks
+        if not 1 <= int(n_codebooks) <= self.n_codebooks:
+            raise DacliError(f"n_codebooks must be 1..{self.n_codebooks}, got {n_codebooks}")
+        return int(n_codebooks)
+
+    def encode_frames(self, x, n_codebooks=None):
+        """(B, 1, L) tensor on the model's device, L a multiple of hop → (B, n, L/hop) codes.
+        One pass with padded convolutions."""
+        z = self.encoder(x)
+        return self.quantizer(z, self._check_n(n_codebooks))[1]
+
+    def decode_frames(self, codes):
+        """(B, n, T) codes on the model's device → (B, 1, L') audio."""
+        return self.decoder(self.quantizer.from_codes(codes))
+
+    def encode(self, audio, n_codebooks=None):
+        """Audio at the model rate, (channels, samples) or (samples,), array or tensor →
+        int64 codes (channels, n_codebooks, ceil(samples/hop)) on the CPU.
+        Channels are coded independently. The whole signal goes through in one pass: for long
+        files use :mod:`dacli.codec`, which windows it."""
+        x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not torch.is_tensor(audio) else audio)
+        x = x.float().reshape(-1, x.shape[-1])[:, None, :]
+        pad = -x.shape[-1] % self.hop_length
+        with torch.inference_mode():
+            x = F.pad(x.to(self.device), (0, pad))
+            return self.encode_frames(x, n_codebooks).cpu()
+
+    def decode(self, codes):
+        """Codes (channels, n, frames) → float32 audio (channels, samples) on the CPU, at the model
+        rate. 44.1 kHz models give hop·frames samples; models with an odd stride a few fewer."""
+        c = torch.as_tensor(np.asarray(codes) if not torch.is_tensor(codes) else codes).long()
+        if c.ndim == 2:
+            c = c[None]
+        if c.shape[1] > self.n_codebooks or c.numel() and (c.min() < 0 or c.max() >= self.codebook_size):
+            raise DacliError("codes do not fit this model (codebook count or index out of range)")
+        with torch.inference_mode():
+            return self.decode_frames(c.to(self.device))[:, 0].float().cpu()
+
+    # ---- weights ----------------------------------------------------------------------------------
+    def fold_weight_norm(self):
+        """Fold every weight-normed conv into a plain weight (inference only; not reversible)."""
+        for m in self.modules():
+            if isinstance(m, _WeightNormConv):
+                m.fold()
+        return self
+
+    def checkpoint(self):
+        """This model in the official checkpoint layout (needs unfolded weight norm)."""
+        if any(isinstance(m, _WeightNormConv) and m.folded for m in self.modules()):
+            raise ValueError("cannot save a model whose weight norm is folded")
+        sd = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        return {"state_dict": sd, "metadata": {"kwargs": dict(self.kwargs)}}
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def build(preset_or_kwargs):
+    """A freshly initialised DAC from a preset name or a kwargs dict."""
+    if isinstance(preset_or_kwargs, str):
+        if preset_or_kwargs not in PRESETS:
+            raise DacliError(f"unknown preset {preset_or_kwargs!r}; known: {', '.join(PRESETS)}")
+        model = DAC(**PRESETS[preset_or_kwargs])
+        model.name = preset_or_kwargs
+        return model
+    return DAC(**preset_or_kwargs)
+
+
+def _canonical_key(key):
+    """Map new-style parametrization names to the old weight-norm names of the official files."""
+    key = key.replace(".parametrizations.weight.original0", ".weight_g")
+    return key.replace(".parametrizations.weight.original1", ".weight_v")
+
+
+def weights_hash(state_dict):
+    """sha256 over the (canonical) names, shapes and float32 bytes of a state dict, sorted by name."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous().float()
+        h.update(f"{k}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _describe(keys, n=4):
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" … (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def read_checkpoint(path):
+    """Load and validate a checkpoint file → (kwargs, canonical state dict). Raises DacliError."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DacliError(f"{path}: no such checkpoint file") from None
+    except IsADirectoryError:
+        raise DacliError(f"{path}: is a directory, not a checkpoint file") from None
+    except Exception as e:  # torch raises many types for non-torch or unsafe files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DacliError(f"{path}: not a readable torch checkpoint ({msg[:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt["state_dict"], dict):
+        raise DacliError(f"{path}: not a DAC checkpoint (expected a dict with 'state_dict' and 'metadata')")
+    meta = ckpt.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("kwargs"), dict):
+        raise DacliError(f"{path}: checkpoint has no metadata['kwargs'] with the model's constructor arguments")
+    kwargs = {k: v for k, v in meta["kwargs"].items() if k in KWARGS}
+    sd = {}
+    for k, v in ckpt["state_dict"].items():
+        if not torch.is_tensor(v):
+            raise DacliError(f"{path}: state_dict entry {k!r} is not a tensor")
+        sd[_canonical_key(k)] = v
+    return kwargs, sd
+
+
+def load_checkpoint(path, fold=True):
+    """Build a DAC from a checkpoint file in the official layout, strictly: missing, unexpected or
+    wrongly shaped tensors are refused (the official loader silently ignores them)."""
+    kwargs, sd = read_checkpoint(path)
+    try:
+        model = DAC(**kwargs)
+    except Exception as e:
+        raise DacliError(f"{path}: cannot build a model from its kwargs {kwargs} ({e})") from None
+    expected = model.state_dict()
+    missing, unexpected = expected.keys() - sd.keys(), sd.keys() - expected.keys()
+    if missing or unexpected:
+        parts = ([f"missing {len(missing)} keys: {_describe(missing)}"] if missing else []) + \
+                ([f"unexpected {len(unexpected)} keys: {_describe(unexpected)}"] if unexpected else [])
+        raise DacliError(f"{path}: state_dict does not match the model its kwargs describe; " + "; ".join(parts))
+    bad = [k for k in expected if tuple(expected[k].shape) != tuple(sd[k].shape)]
+    if bad:
+        k = bad[0]
+        raise DacliError(f"{path}: {len(bad)} tensors have the wrong shape, e.g. {k}: "
+                         f"{tuple(sd[k].shape)} in the file, {tuple(expected[k].shape)} expected")
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
+    model.weights_hash = weights_hash(sd)
+    model.eval()
+    if fold:
+        model.fold_weight_norm()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,126 @@
+"""Where models come from: the bundled model in ``weights/``, the four official releases (downloaded
+into a user cache), or any checkpoint path. ``load_model`` is the one entry point."""
+
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from .errors import DacliError
+from .model import PRESETS, load_checkpoint
+
+DEFAULT_MODEL = "dacli-44khz"
+WEIGHTS_DIR = Path(os.environ.get("DACLI_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+BUNDLED = {DEFAULT_MODEL: "dacli_44khz_7.75kbps.pth"}
+
+OFFICIAL_BASE = "https://github.com/descriptinc/descript-audio-codec/releases/download"
+# name → (release tag, asset file, file name in the official cache) — DAC_FACTS §1
+OFFICIAL = {
+    "44khz-8kbps": ("0.0.1", "weights.pth", "weights_44khz_8kbps_0.0.1.pth"),
+    "24khz": ("0.0.4", "weights_24khz.pth", "weights_24khz_8kbps_0.0.4.pth"),
+    "16khz": ("0.0.5", "weights_16khz.pth", "weights_16khz_8kbps_0.0.5.pth"),
+    "44khz-16kbps": ("1.0.0", "weights_44khz_16kbps.pth", "weights_44khz_16kbps_1.0.0.pth"),
+}
+assert OFFICIAL.keys() == PRESETS.keys()
+
+
+def cache_dir():
+    """The user cache for downloaded weights: $DACLI_CACHE, else $XDG_CACHE_HOME/dacli, else ~/.cache/dacli."""
+    if os.environ.get("DACLI_CACHE"):
+        return Path(os.environ["DACLI_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dacli"
+
+
+def official_url(name, base=None):
+    tag, asset, _ = OFFICIAL[name]
+    return f"{base or os.environ.get('DACLI_DOWNLOAD_BASE', OFFICIAL_BASE)}/{tag}/{asset}"
+
+
+def candidates(name):
+    """Paths where a model of this name may already be on disk, in order of preference."""
+    if name in BUNDLED:
+        return [WEIGHTS_DIR / BUNDLED[name]]
+    if name in OFFICIAL:
+        fname = OFFICIAL[name][2]
+        return [cache_dir() / fname, Path.home() / ".cache" / "descript" / "dac" / fname]
+    return []
+
+
+def locate(name):
+    """The file of a known model name, or None when it is not on disk."""
+    return next((p for p in candidates(name) if p.is_file()), None)
+
+
+def models():
+    """[(name, kind, path or None)] for the bundled and official models."""
+    rows = [(n, "bundled", locate(n)) for n in BUNDLED]
+    return rows + [(n, "official", locate(n)) for n in OFFICIAL]
+
+
+def download(name, base=None, progress=None, timeout=60):
+    """Fetch an official release into the cache (atomic: temp file + rename). Returns the path."""
+    if name not in OFFICIAL:
+        raise DacliError(f"unknown official model {name!r}; known: {', '.join(OFFICIAL)}")
+    dest = cache_dir() / OFFICIAL[name][2]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    url = official_url(name, base)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                resp = urllib.request.urlopen(url, timeout=timeout)
+            except Exception as e:
+                raise DacliError(f"download of {name} from {url} failed: {e}") from None
+            with resp:
+                if getattr(resp, "status", 200) != 200:
+                    raise DacliError(f"download of {name} from {url} failed: HTTP {resp.status}")
+                total = int(resp.headers.get("Content-Length") or 0)
+                got = 0
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    got += len(chunk)
+                    if progress:
+                        progress(len(chunk), total)
+                if total and got != total:
+                    raise DacliError(f"download of {name} from {url} was cut short ({got} of {total} bytes)")
+        load_checkpoint(tmp)  # refuse to cache something that is not a valid checkpoint
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def resolve_device(device="auto"):
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise DacliError("CUDA was requested but is not available on this machine")
+    return torch.device(device)
+
+
+def load_model(name_or_path=None, device="auto"):
+    """A ready-to-use DAC in eval mode with folded weight norm.
+
+    ``name_or_path``: a checkpoint path, the bundled model's name (default), or an official model name
+    (``44khz-8kbps``, ``44khz-16kbps``, ``24khz``, ``16khz``) already in the cache (see ``dacli download``)."""
+    name = name_or_path or DEFAULT_MODEL
+    if isinstance(name, Path) or os.path.exists(str(name)) or str(name).endswith(".pth"):
+        path, label = Path(name), Path(name).name
+    elif name in BUNDLED or name in OFFICIAL:
+        path, label = locate(name), name
+        if path is None:
+            hint = f"run 'dacli download {name}'" if name in OFFICIAL else f"expected {candidates(name)[0]}"
+            raise DacliError(f"model {name} is not on this machine; {hint}")
+    else:
+        raise DacliError(f"unknown model {name!r}: not a file, and not one of "
+                         f"{', '.join(list(BUNDLED) + list(OFFICIAL))}")
+    model = load_checkpoint(path)
+    model.name = label
+    return model.to(resolve_device(device))

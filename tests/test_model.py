@@ -1,0 +1,157 @@
+"""Codec core: architecture keys, strict loading, numerical parity with the official implementation."""
+
+import numpy as np
+import pytest
+import torch
+
+import dacli
+from dacli.errors import DacliError
+from dacli.model import PRESETS, build, load_checkpoint
+
+from conftest import FIXTURES, vectors
+
+KEY_FILES = {"44khz-8kbps": "keys_44khz.txt", "44khz-16kbps": "keys_44khz_16kbps.txt",
+             "24khz": "keys_24khz.txt", "16khz": "keys_16khz.txt"}
+
+
+def read_keys(path):
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, shape, dtype = line.split("\t")
+        out[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+    return out
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_keys_and_shapes_match_official(preset):
+    ref = read_keys(FIXTURES / "keys" / KEY_FILES[preset])
+    got = {k: tuple(v.shape) for k, v in build(preset).state_dict().items()}
+    assert got.keys() == ref.keys()
+    assert got == ref
+
+
+@pytest.mark.parametrize("name", ["tiny44", "tiny24"])
+def test_parity_with_official(name, request):
+    model = request.getfixturevalue(name)
+    v = vectors(name)
+    codes = model.encode(v["audio"])
+    assert codes.dtype == torch.int64 and codes.shape == (1, model.n_codebooks, v["codes"].shape[1])
+    np.testing.assert_array_equal(codes[0].numpy(), v["codes"])
+    np.testing.assert_array_equal(model.encode(v["audio"], n_codebooks=4)[0].numpy(), v["codes_nq4"])
+    dec = model.decode(codes)
+    assert dec.shape == (1, v["decoded"].shape[0])
+    np.testing.assert_allclose(dec[0].numpy(), v["decoded"], atol=1e-4, rtol=0)
+    dec4 = model.decode(v["codes_nq4"][None])
+    np.testing.assert_allclose(dec4[0].numpy(), v["decoded_nq4"], atol=1e-4, rtol=0)
+    z = model.quantizer.from_codes(torch.as_tensor(v["codes"])[None])
+    np.testing.assert_allclose(z[0].numpy(), v["z_from_codes"], atol=1e-4, rtol=0)
+
+
+def test_odd_stride_length(tiny24):
+    codes = torch.zeros(1, 3, 10, dtype=torch.long)
+    assert tiny24.decode(codes).shape[-1] == 320 * 10 - 8
+
+
+def test_bitrate_arithmetic():
+    m = build("44khz-8kbps")
+    assert m.hop_length == 512 and m.bits_per_code == 10
+    assert float(m.frame_rate) == pytest.approx(86.1328125)
+    assert m.kbps(9) == pytest.approx(7.752, abs=1e-3)
+    assert m.n_codebooks_for_kbps(8) == 9
+    assert m.n_codebooks_for_kbps(7.75) == 8          # 9 codebooks are 7.752 kbps > 7.75
+    assert m.n_codebooks_for_kbps(6.9) == 8 and m.n_codebooks_for_kbps(6.8) == 7
+    assert m.n_codebooks_for_kbps(0.1) == 1
+    assert m.n_codebooks_for_kbps(100) == 9
+    m24 = build("24khz")
+    assert m24.kbps() == pytest.approx(24.0) and m24.n_codebooks_for_kbps(24) == 32
+    m16 = build("16khz")
+    assert m16.kbps() == pytest.approx(6.0) and m16.n_codebooks_for_kbps(3) == 6
+
+
+def test_accepts_parametrization_names(tmp_path, tiny44):
+    ck = torch.load(FIXTURES / "tiny44.pth", weights_only=True)
+    sd = {k.replace(".weight_g", ".parametrizations.weight.original0")
+           .replace(".weight_v", ".parametrizations.weight.original1"): v for k, v in ck["state_dict"].items()}
+    path = tmp_path / "new_style.pth"
+    torch.save({"state_dict": sd, "metadata": ck["metadata"]}, path)
+    m = load_checkpoint(path)
+    assert m.weights_hash == tiny44.weights_hash
+    v = vectors("tiny44")
+    np.testing.assert_array_equal(m.encode(v["audio"])[0].numpy(), v["codes"])
+
+
+def test_folding_does_not_change_output():
+    unfolded = load_checkpoint(FIXTURES / "tiny44.pth", fold=False)
+    folded = load_checkpoint(FIXTURES / "tiny44.pth")
+    assert not any(k.endswith("weight_g") for k in folded.state_dict())
+    v = vectors("tiny44")
+    a, b = unfolded.encode(v["audio"]), folded.encode(v["audio"])
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(unfolded.decode(a).numpy(), folded.decode(a).numpy(), atol=1e-5)
+
+
+def _edited(tmp_path, edit):
+    ck = torch.load(FIXTURES / "tiny44.pth", weights_only=True)
+    edit(ck)
+    path = tmp_path / "edited.pth"
+    torch.save(ck, path)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda ck: ck["state_dict"].pop("encoder.block.0.bias"), "missing 1 keys: encoder.block.0.bias"),
+    (lambda ck: ck["state_dict"].__setitem__("extra.weight", torch.zeros(1)), "unexpected 1 keys: extra.weight"),
+    (lambda ck: ck["state_dict"].__setitem__("encoder.block.0.bias", torch.zeros(3)), "wrong shape"),
+    (lambda ck: ck.pop("metadata"), "metadata"),
+    (lambda ck: ck["metadata"]["kwargs"].__setitem__("n_codebooks", 5), "unexpected 28 keys"),
+])
+def test_refuses_bad_checkpoints(tmp_path, edit, message):
+    path = _edited(tmp_path, edit)
+    with pytest.raises(DacliError) as e:
+        load_checkpoint(path)
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+def test_refuses_non_torch_and_non_dict(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(DacliError, match="not a readable torch checkpoint"):
+        load_checkpoint(junk)
+    lst = tmp_path / "list.pth"
+    torch.save([1, 2, 3], lst)
+    with pytest.raises(DacliError, match="not a DAC checkpoint"):
+        load_checkpoint(lst)
+    with pytest.raises(DacliError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_refuses_pickled_objects(tmp_path):
+    """weights_only loading: a checkpoint holding an arbitrary Python object is refused, not run."""
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "metadata": {"kwargs": {}}, "x": Exception("boom")}, path)
+    with pytest.raises(DacliError, match="not a readable torch checkpoint"):
+        load_checkpoint(path)
+
+
+def test_python_api(tmp_path):
+    model = dacli.load_model(FIXTURES / "tiny44.pth", device="cpu")
+    assert model.name == "tiny44.pth" and not model.training
+    assert all(not p.requires_grad for p in model.parameters())
+    stereo = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 5000)).astype(np.float32)
+    codes = model.encode(stereo, n_codebooks=3)
+    assert codes.shape == (2, 3, 10)  # ceil(5000 / 512)
+    out = model.decode(codes)
+    assert out.shape == (2, 5120) and not out.requires_grad
+    with pytest.raises(DacliError):
+        model.encode(stereo, n_codebooks=10)
+    with pytest.raises(DacliError, match="unknown model"):
+        dacli.load_model("no-such-model")
+    with pytest.raises(DacliError, match="not on this machine"):
+        import os
+        os.environ["DACLI_CACHE"] = str(tmp_path)
+        try:
+            dacli.load_model("24khz")
+        finally:
+            del os.environ["DACLI_CACHE"]
