@@ -1,0 +1,341 @@
+"""Training a DAC model with the paper's recipe, scaled to what a small CPU can train.
+
+Generator: :class:`dacli.model.DAC` with quantizer dropout. Discriminators: multi-period (waveform
+reshaped by periods 2, 3, 5, 7, 11) and multi-band multi-scale complex STFT (FFT 2048, 1024, 512;
+five frequency bands), both with configurable widths. Losses: least-squares GAN, feature matching,
+7-scale mel distance, codebook and commitment; weights 1, 2, 15, 1, 0.25. AdamW (β = 0.8, 0.99) with
+an exponential learning-rate decay per step.
+
+Usage::
+
+    python -m dacli.train --data CORPUS_DIR --run ~/.cache/dacli/runs/bundled [--config bundled]
+                          [--steps N] [--init weights/x.pth] [--export-every 500]
+
+The run folder holds ``state.pt`` (everything needed to resume exactly: models, optimisers,
+schedulers, step, random states), ``log.jsonl`` and exported generator weights in the official
+checkpoint layout (``weights_latest.pth``). Run it again with the same ``--run`` to resume.
+"""
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from . import audio
+from .metrics import mel_distance
+from .model import DAC, load_checkpoint
+
+CONFIGS = {
+    # The bundled default model: 44.1 kHz, hop 512, 9 codebooks × 10 bits (7.75 kbps), narrow channels.
+    "bundled": dict(
+        model=dict(encoder_dim=16, encoder_rates=[2, 4, 8, 8], latent_dim=256, decoder_dim=384,
+                   decoder_rates=[8, 8, 4, 2], n_codebooks=9, codebook_size=1024, codebook_dim=8,
+                   quantizer_dropout=0.5, sample_rate=44100),
+        disc=dict(periods=[2, 3, 5, 7, 11], mpd_channels=[16, 32, 64, 128], fft_sizes=[2048, 1024, 512],
+                  mrd_channels=16),
+        batch=8, excerpt=0.38, lr=1e-4, betas=(0.8, 0.99), gamma=0.999996, disc_start=0,
+        lambdas={"mel": 15.0, "feat": 2.0, "gen": 1.0, "codebook": 1.0, "commitment": 0.25},
+    ),
+    # A tiny configuration for the CI smoke test.
+    "tiny": dict(
+        model=dict(encoder_dim=4, encoder_rates=[2, 4, 8, 8], latent_dim=16, decoder_dim=16,
+                   decoder_rates=[8, 8, 4, 2], n_codebooks=3, codebook_size=64, codebook_dim=4,
+                   quantizer_dropout=0.5, sample_rate=44100),
+        disc=dict(periods=[2, 3], mpd_channels=[4, 8, 8, 8], fft_sizes=[512], mrd_channels=4),
+        batch=2, excerpt=0.1, lr=1e-4, betas=(0.8, 0.99), gamma=0.999996, disc_start=0,
+        lambdas={"mel": 15.0, "feat": 2.0, "gen": 1.0, "codebook": 1.0, "commitment": 0.25},
+    ),
+}
+
+BANDS = [(0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Discriminators
+
+
+class PeriodDiscriminator(nn.Module):
+    """Looks at the waveform folded into rows of ``period`` samples (2-D convs along time)."""
+
+    def __init__(self, period, channels):
+        super().__init__()
+        self.period = period
+        dims = [1] + list(channels)
+        self.convs = nn.ModuleList(
+            [weight_norm(nn.Conv2d(a, b, (5, 1), (3, 1), padding=(2, 0))) for a, b in zip(dims, dims[1:])]
+            + [weight_norm(nn.Conv2d(dims[-1], dims[-1], (5, 1), 1, padding=(2, 0)))])
+        self.post = weight_norm(nn.Conv2d(dims[-1], 1, (3, 1), 1, padding=(1, 0)))
+
+    def forward(self, x):
+        x = F.pad(x, (0, self.period - x.shape[-1] % self.period), mode="reflect")
+        x = x.reshape(x.shape[0], 1, -1, self.period)
+        fmap = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.1)
+            fmap.append(x)
+        fmap.append(self.post(x))
+        return fmap
+
+
+class BandSTFTDiscriminator(nn.Module):
+    """Looks at the complex STFT (real and imaginary parts), split into frequency bands."""
+
+    def __init__(self, n_fft, channels, bands=BANDS):
+        super().__init__()
+        self.n_fft = n_fft
+        bins = n_fft // 2 + 1
+        self.bands = [(int(a * bins), int(b * bins)) for a, b in bands]
+        ch = channels
+
+        def stack():
+            return nn.ModuleList([
+                weight_norm(nn.Conv2d(2, ch, (3, 9), (1, 1), padding=(1, 4))),
+                weight_norm(nn.Conv2d(ch, ch, (3, 9), (1, 2), padding=(1, 4))),
+                weight_norm(nn.Conv2d(ch, ch, (3, 9), (1, 2), padding=(1, 4))),
+                weight_norm(nn.Conv2d(ch, ch, (3, 9), (1, 2), padding=(1, 4))),
+                weight_norm(nn.Conv2d(ch, ch, (3, 3), (1, 1), padding=(1, 1)))])
+        self.stacks = nn.ModuleList(stack() for _ in self.bands)
+        self.post = weight_norm(nn.Conv2d(ch, 1, (3, 3), (1, 1), padding=(1, 1)))
+
+    def forward(self, x):
+        win = torch.hann_window(self.n_fft, device=x.device)
+        spec = torch.stft(x[:, 0], self.n_fft, self.n_fft // 4, window=win, return_complex=True)
+        spec = torch.view_as_real(spec).permute(0, 3, 2, 1)  # (B, 2, frames, bins)
+        fmap, outs = [], []
+        for (lo, hi), stack in zip(self.bands, self.stacks):
+            h = spec[..., lo:hi]
+            for conv in stack:
+                h = F.leaky_relu(conv(h), 0.1)
+                fmap.append(h)
+            outs.append(h)
+        fmap.append(self.post(torch.cat(outs, -1)))
+        return fmap
+
+
+class Discriminator(nn.Module):
+    """All discriminators; ``forward`` returns one feature list per discriminator (last = logits)."""
+
+    def __init__(self, periods, mpd_channels, fft_sizes, mrd_channels):
+        super().__init__()
+        self.discs = nn.ModuleList([PeriodDiscriminator(p, mpd_channels) for p in periods]
+                                   + [BandSTFTDiscriminator(n, mrd_channels) for n in fft_sizes])
+
+    def forward(self, x):
+        return [d(x) for d in self.discs]
+
+
+def discriminator_loss(d_fake, d_real):
+    return sum(f[-1].pow(2).mean() + (1 - r[-1]).pow(2).mean() for f, r in zip(d_fake, d_real))
+
+
+def generator_losses(d_fake, d_real):
+    """(least-squares adversarial loss, feature-matching L1 loss)."""
+    adv = sum((1 - f[-1]).pow(2).mean() for f in d_fake)
+    feat = sum(F.l1_loss(a, b.detach()) for f, r in zip(d_fake, d_real) for a, b in zip(f[:-1], r[:-1]))
+    return adv, feat
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
+
+
+class Corpus:
+    """All audio of a folder, mono at the model rate, in memory; draws loudness-normalised excerpts."""
+
+    def __init__(self, folder, sample_rate, min_loudness=-40.0, target=-16.0):
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+        if not files:
+            raise SystemExit(f"no audio files under {folder}")
+        self.clips = []
+        for p in files:
+            x, sr = audio.read(p)
+            self.clips.append(audio.resample(x.mean(1), sr, sample_rate).astype(np.float32))
+        self.weights = np.array([len(c) for c in self.clips], dtype=np.float64)
+        self.weights /= self.weights.sum()
+        self.rate, self.min_loudness, self.target = sample_rate, min_loudness, target
+        self.seconds = sum(len(c) for c in self.clips) / sample_rate
+
+    def excerpt(self, rng, n):
+        for _ in range(20):
+            c = self.clips[rng.choice(len(self.clips), p=self.weights)]
+            start = rng.integers(0, max(1, len(c) - n))
+            x = c[start:start + n]
+            x = np.pad(x, (0, n - len(x)))
+            db = audio.loudness(x, self.rate)
+            if db > self.min_loudness:
+                break
+        x = x * audio.db_to_gain(self.target - db)
+        peak = np.abs(x).max()
+        return (x / peak if peak > 1 else x).astype(np.float32)
+
+    def batch(self, rng, size, n):
+        return torch.from_numpy(np.stack([self.excerpt(rng, n) for _ in range(size)]))[:, None]
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    def __init__(self, cfg, seed=0):
+        self.cfg = cfg
+        torch.manual_seed(seed)
+        self.gen = DAC(**cfg["model"])
+        self.disc = Discriminator(**cfg["disc"])
+        self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=cfg["lr"], betas=cfg["betas"])
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg["lr"], betas=cfg["betas"])
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, cfg["gamma"])
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, cfg["gamma"])
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        hop = self.gen.hop_length
+        self.n = int(math.ceil(cfg["excerpt"] * self.gen.sample_rate / hop)) * hop
+
+    def init_generator(self, path):
+        """Start the generator from exported weights (fresh optimisers)."""
+        src = load_checkpoint(path, fold=False)
+        if src.kwargs | {"quantizer_dropout": 0} != self.gen.kwargs | {"quantizer_dropout": 0}:
+            raise SystemExit(f"{path}: kwargs {src.kwargs} differ from the config's {self.gen.kwargs}")
+        self.gen.load_state_dict(src.state_dict())
+
+    def train_step(self, x):
+        cfg, lam = self.cfg, self.cfg["lambdas"]
+        self.gen.train()
+        self.disc.train()
+        out = self.gen(x)
+        y = out["audio"]
+        logs = {}
+        use_d = self.step >= cfg["disc_start"]
+        if use_d:
+            d_loss = discriminator_loss(self.disc(y.detach()), self.disc(x))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            logs["grad_d"] = float(nn.utils.clip_grad_norm_(self.disc.parameters(), 10.0))
+            self.opt_d.step()
+            logs["disc"] = d_loss.item()
+        mel = mel_distance(y[:, 0], x[:, 0], self.gen.sample_rate)
+        loss = lam["mel"] * mel + lam["codebook"] * out["vq/codebook_loss"] + \
+            lam["commitment"] * out["vq/commitment_loss"]
+        if use_d:
+            adv, feat = generator_losses(self.disc(y), self.disc(x))
+            loss = loss + lam["gen"] * adv + lam["feat"] * feat
+            logs.update(gen=float(adv), feat=float(feat))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        logs["grad_g"] = float(nn.utils.clip_grad_norm_(self.gen.parameters(), 1e3))
+        self.opt_g.step()
+        self.sched_g.step()
+        if use_d:
+            self.sched_d.step()
+        self.step += 1
+        logs.update(step=self.step, loss=float(loss), mel=float(mel),
+                    codebook=float(out["vq/codebook_loss"]), commitment=float(out["vq/commitment_loss"]))
+        return logs
+
+    def state(self):
+        return {"step": self.step, "cfg": self.cfg, "gen": self.gen.state_dict(), "disc": self.disc.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+                "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "py_rng": random.getstate()}
+
+    def load_state(self, st):
+        self.step = st["step"]
+        self.gen.load_state_dict(st["gen"])
+        self.disc.load_state_dict(st["disc"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.sched_g.load_state_dict(st["sched_g"])
+        self.sched_d.load_state_dict(st["sched_d"])
+        self.rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate(st["py_rng"])
+
+    def save(self, path):
+        tmp = f"{path}.tmp"
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def export(self, path):
+        """The generator in the official checkpoint layout (no optimiser state)."""
+        ck = self.gen.checkpoint()
+        ck["metadata"]["dacli"] = {"step": self.step}
+        tmp = f"{path}.tmp"
+        torch.save(ck, tmp)
+        os.replace(tmp, path)
+
+
+@torch.no_grad()
+def validate(gen, batch):
+    """Mean mel distance of full-rate reconstructions of a fixed batch (eval mode)."""
+    gen.eval()
+    y = gen(batch)["audio"]
+    return float(mel_distance(y[:, 0], batch[:, 0], gen.sample_rate))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="folder of training audio")
+    ap.add_argument("--run", required=True, help="run folder (state, log, exported weights)")
+    ap.add_argument("--config", default="bundled", choices=sorted(CONFIGS))
+    ap.add_argument("--steps", type=int, default=10 ** 9, help="stop after this many total steps")
+    ap.add_argument("--hours", type=float, default=None, help="stop after this much wall time")
+    ap.add_argument("--init", help="start the generator from these weights (fresh optimisers)")
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--export-every", type=int, default=500)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(CONFIGS[args.config])
+    state_path = run / "state.pt"
+    if state_path.exists():
+        trainer.load_state(torch.load(state_path, weights_only=False))
+        print(f"resumed at step {trainer.step}", flush=True)
+    elif args.init:
+        trainer.init_generator(args.init)
+        print(f"generator initialised from {args.init}", flush=True)
+    corpus = Corpus(args.data, trainer.gen.sample_rate)
+    print(f"corpus: {len(corpus.clips)} files, {corpus.seconds / 60:.1f} min; "
+          f"generator {sum(p.numel() for p in trainer.gen.parameters()) / 1e6:.2f} M params, "
+          f"discriminator {sum(p.numel() for p in trainer.disc.parameters()) / 1e6:.2f} M", flush=True)
+    val = corpus.batch(np.random.default_rng(12345), 16, trainer.n)
+    t0, deadline = time.time(), time.time() + 3600 * args.hours if args.hours else None
+    with open(run / "log.jsonl", "a") as log:
+        while trainer.step < args.steps and (deadline is None or time.time() < deadline):
+            ts = time.time()
+            logs = trainer.train_step(corpus.batch(trainer.rng, trainer.cfg["batch"], trainer.n))
+            logs["sec"] = round(time.time() - ts, 3)
+            if trainer.step % args.log_every == 0:
+                log.write(json.dumps(logs) + "\n")
+                log.flush()
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()),
+                      flush=True)
+            if trainer.step % args.save_every == 0:
+                trainer.save(state_path)
+            if trainer.step % args.export_every == 0:
+                v = validate(trainer.gen, val)
+                log.write(json.dumps({"step": trainer.step, "val_mel": v, "hours": (time.time() - t0) / 3600}) + "\n")
+                trainer.export(run / "weights_latest.pth")
+                print(f"step {trainer.step}: validation mel distance {v:.4f}", flush=True)
+    trainer.save(state_path)
+    trainer.export(run / "weights_latest.pth")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
