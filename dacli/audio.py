@@ -128,3 +128,30 @@ def read(path, dtype="float32"):
 def _sf_reason(e):
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return msg.replace("Error opening ", "").strip()[:200]
+
+
+def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
+    """Windowed-sinc resampling exactly as the official tool does it (julius' ``resample_frac``:
+    Hann-squared window, 24 zero crossings, roll-off 0.945, replicate padding, output length
+    floor(L · out / in)). Used to reproduce legacy decodes; :func:`resample` is better otherwise.
+    ``x``: (channels, samples) array."""
+    import torch
+    import torch.nn.functional as F
+    g = math.gcd(rate_in, rate_out)
+    old, new = rate_in // g, rate_out // g
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    if old == new:
+        return x.numpy()
+    sr = min(old, new) * rolloff
+    width = math.ceil(zeros * old / sr)
+    idx = torch.arange(-width, width + old).float()
+    kernels = []
+    for i in range(new):
+        t = ((-i / new + idx / old) * sr).clamp(-zeros, zeros) * math.pi
+        k = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * torch.cos(t / zeros / 2) ** 2
+        kernels.append(k / k.sum())
+    kernel = torch.stack(kernels)[:, None]
+    length = x.shape[-1]
+    y = F.conv1d(F.pad(x.reshape(-1, 1, length), (width, width + old), mode="replicate"), kernel, stride=old)
+    y = y.transpose(1, 2).reshape(*x.shape[:-1], -1)
+    return y[..., :int(new * length / old)].numpy()

@@ -63,6 +63,7 @@ class _WeightNormConv(nn.Module):
         self.weight_g = nn.Parameter(torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True))
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.kernel_size, self.default_padding = kernel_size, padding
 
     @property
     def folded(self):
@@ -366,6 +367,14 @@ class DAC(nn.Module):
             raise DacliError("codes do not fit this model (codebook count or index out of range)")
         with torch.inference_mode():
             return self.decode_frames(c.to(self.device))[:, 0].float().cpu()
+
+    def set_padding(self, enabled):
+        """Switch every conv between its normal zero padding (True) and 'valid' convolution (False),
+        as the official tool does for its chunked legacy files."""
+        for m in self.modules():
+            if isinstance(m, _WeightNormConv):
+                m.padding = m.default_padding if enabled else 0
+        return self
 
     # ---- weights ----------------------------------------------------------------------------------
     def fold_weight_norm(self):

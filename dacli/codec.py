@@ -1,0 +1,309 @@
+"""From audio files to codes and back, window by window, in bounded memory.
+
+Encoding: a first streaming pass measures loudness (BS.1770) and peak; a second pass resamples to the
+model rate, applies the gain, and encodes **overlap-save windows**: each window of ``W`` frames is
+encoded with ``C`` frames of real context on both sides (C covers the encoder's receptive field,
+computed from the model's layers) and only its centre frames are kept. Every frame therefore sees the
+same input a one-pass encode would show it, so the codes do not depend on the window size and the
+file holds exactly ceil(L / hop) frames. Decoding works the same way on code frames.
+"""
+
+import math
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from . import audio, container
+from .errors import DacliError
+from .fileio import atomic_output
+from .model import WNConv1d, WNConvTranspose1d
+
+TARGET_LOUDNESS = -16.0
+READ_BLOCK = 1 << 16          # samples per read from disk
+DEFAULT_CHUNK_SECONDS = 10.0  # window length; the result does not depend on it
+
+
+# --------------------------------------------------------------------------------------------------
+# Receptive fields and windows
+
+
+def _convs(module):
+    return [m for m in module.modules() if isinstance(m, (WNConv1d, WNConvTranspose1d))]
+
+
+def encoder_context(model):
+    """Frames of context needed on each side of a window so that the encoder's centre frames equal a
+    one-pass encode: half the encoder's receptive field (from its layers), in frames, rounded up."""
+    span, step = 0, 1  # receptive field in input samples; input samples per position at this layer
+    for conv in _convs(model.encoder):
+        span += (conv.kernel_size - 1) * conv.dilation * step
+        step *= conv.stride
+    return math.ceil(span / 2 / model.hop_length) + 1
+
+
+def decoder_context(model):
+    """Frames of context on each side so that a window's centre samples equal a one-pass decode."""
+    span, per_frame = 0.0, 1  # receptive field in frames; positions per frame at this layer
+    for conv in _convs(model.decoder):
+        if isinstance(conv, WNConvTranspose1d):
+            span += (math.ceil(conv.kernel_size / conv.stride)) / per_frame
+            per_frame *= conv.stride
+        else:
+            span += (conv.kernel_size - 1) * conv.dilation / per_frame
+    return math.ceil(span / 2) + 1
+
+
+def window_frames(model, chunk_seconds):
+    if not chunk_seconds or chunk_seconds <= 0:
+        raise DacliError("--chunk-seconds must be positive")
+    return max(1, int(round(chunk_seconds * model.sample_rate / model.hop_length)))
+
+
+class WindowEncoder:
+    """Streaming overlap-save encoder: ``feed`` (channels, n) audio at the model rate, already gained;
+    it returns the code frames completed so far as (channels, n_codebooks, frames) arrays."""
+
+    def __init__(self, model, channels, total_samples, n_codebooks, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+        self.model, self.n_codebooks = model, n_codebooks
+        self.hop = model.hop_length
+        self.frames = math.ceil(total_samples / self.hop)
+        self.padded = self.frames * self.hop  # the one-pass encode zero-pads to a hop multiple
+        self.W, self.C = window_frames(model, chunk_seconds), encoder_context(model)
+        self.buf = np.zeros((channels, 0), np.float32)
+        self.buf_start = 0     # sample index of buf[:, 0]
+        self.received = 0
+        self.next = 0          # first frame of the next window
+
+    def feed(self, x, last=False):
+        self.buf = np.concatenate([self.buf, np.asarray(x, np.float32)], axis=1)
+        self.received += x.shape[1]
+        if last:
+            if self.received > self.padded:
+                raise DacliError("the audio grew while it was being read")
+            self.buf = np.pad(self.buf, ((0, 0), (0, self.padded - self.received)))
+            self.received = self.padded
+        out = []
+        while self.next < self.frames:
+            s, w = self.next, min(self.W, self.frames - self.next)
+            a, b = max(0, s - self.C), min(self.frames, s + w + self.C)
+            if b * self.hop > self.received:
+                break
+            seg = self.buf[:, a * self.hop - self.buf_start:b * self.hop - self.buf_start]
+            with torch.inference_mode():
+                x_t = torch.from_numpy(np.ascontiguousarray(seg))[:, None].to(self.model.device)
+                codes = self.model.encode_frames(x_t, self.n_codebooks)
+            out.append(codes[:, :, s - a:s - a + w].cpu().numpy())
+            self.next = s + w
+            keep = max(0, self.next - self.C) * self.hop
+            self.buf = self.buf[:, keep - self.buf_start:]
+            self.buf_start = keep
+        return out
+
+
+def decode_windows(model, codes, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+    """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order."""
+    codes = torch.as_tensor(np.asarray(codes)).long()
+    hop, frames = model.hop_length, codes.shape[-1]
+    W, C = window_frames(model, chunk_seconds), decoder_context(model)
+    for s in range(0, frames, W):
+        w = min(W, frames - s)
+        a, b = max(0, s - C), min(frames, s + w + C)
+        with torch.inference_mode():
+            y = model.decode_frames(codes[:, :, a:b].to(model.device))[:, 0].float().cpu().numpy()
+        start = (s - a) * hop
+        yield y[:, start:start + w * hop] if s + w < frames else y[:, start:]
+
+
+def encode_array(model, x, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+    """Windowed encode of (channels, samples) audio at the model rate → (channels, n, frames) int64."""
+    x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
+    enc = WindowEncoder(model, x.shape[0], x.shape[1], model._check_n(n_codebooks), chunk_seconds)
+    parts = enc.feed(x, last=True)
+    return np.concatenate(parts, axis=2) if parts else np.zeros((x.shape[0], enc.n_codebooks, 0), np.int64)
+
+
+def decode_array(model, codes, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+    """Windowed decode of (channels, n, frames) codes → (channels, samples) audio at the model rate."""
+    parts = list(decode_windows(model, codes, chunk_seconds))
+    return np.concatenate(parts, axis=1) if parts else np.zeros((np.shape(codes)[0], 0), np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+
+
+def _blocks(path, block=READ_BLOCK):
+    """(samples, channels) float32 blocks of an audio file; refuses NaN and Inf."""
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as e:
+        raise DacliError(f"{path}: cannot read audio ({audio._sf_reason(e)})") from None
+    with f:
+        while True:
+            try:
+                x = f.read(block, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise DacliError(f"{path}: corrupt audio ({audio._sf_reason(e)})") from None
+            if not len(x):
+                return
+            if not np.isfinite(x).all():
+                raise DacliError(f"{path}: audio contains NaN or infinite samples")
+            yield x
+
+
+def _resampled(blocks, rate_in, rate_out, channels):
+    """Stream-resample (samples, channels) blocks (soxr VHQ; identical to one-shot resampling)."""
+    if rate_in == rate_out:
+        yield from blocks
+        return
+    rs = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="VHQ")
+    for x in blocks:
+        y = rs.resample_chunk(x, last=False)
+        if len(y):
+            yield y
+    y = rs.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+    if len(y):
+        yield y
+
+
+def measure(path, model_rate):
+    """First pass: (sample rate, channels, input length, model-rate length, loudness, model-rate peak)."""
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise DacliError(f"{path}: cannot read audio ({audio._sf_reason(e)})") from None
+    meter = audio.LoudnessMeter(model_rate, info.channels)
+    n_in = n_model = 0
+    peak = 0.0
+
+    def counted():
+        nonlocal n_in
+        for x in _blocks(path):
+            n_in += len(x)
+            yield x
+
+    for y in _resampled(counted(), info.samplerate, model_rate, info.channels):
+        meter.feed(y)
+        n_model += len(y)
+        peak = max(peak, float(np.abs(y).max()))
+    if n_in == 0:
+        raise DacliError(f"{path}: the file holds no audio")
+    return info.samplerate, info.channels, n_in, n_model, meter.result(), peak
+
+
+def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_SECONDS, progress=None):
+    """Encode an audio file into a .dac container (atomically). ``progress(seconds)`` is called as
+    audio is encoded. Returns the header written."""
+    n_codebooks = model._check_n(n_codebooks)
+    rate, channels, n_in, n_model, loud, peak = measure(src, model.sample_rate)
+    gain_db = TARGET_LOUDNESS - loud
+    if peak * audio.db_to_gain(gain_db) > 1.0:  # peak-limit: one gain for all channels, recorded
+        gain_db = -20 * math.log10(peak)
+    g = np.float32(audio.db_to_gain(gain_db))
+    enc = WindowEncoder(model, channels, n_model, n_codebooks, chunk_seconds)
+    parts, n_seen, n_model2 = [], 0, 0
+
+    def counted():
+        nonlocal n_seen
+        for x in _blocks(src):
+            n_seen += len(x)
+            yield x
+
+    for y in _resampled(counted(), rate, model.sample_rate, channels):
+        n_model2 += len(y)
+        if n_model2 > n_model:
+            raise DacliError(f"{src}: the file changed while it was being read")
+        parts += enc.feed(y.T * g)
+        if progress:
+            progress(len(y) / model.sample_rate)
+    if n_seen != n_in or n_model2 != n_model:
+        raise DacliError(f"{src}: the file changed while it was being read ({n_in} then {n_seen} samples)")
+    parts += enc.feed(np.zeros((channels, 0), np.float32), last=True)
+    codes = np.concatenate(parts, axis=2)
+    header = container.Header(
+        model_sample_rate=model.sample_rate, hop_length=model.hop_length, original_sample_rate=rate,
+        channels=channels, n_codebooks=n_codebooks, bits_per_code=int(round(model.bits_per_code)),
+        original_length=n_in, model_length=n_model, n_frames=codes.shape[-1], input_loudness=loud,
+        gain_db=gain_db, model_hash=bytes.fromhex(model.weights_hash), model_name=model.name or "")
+    container.write(dst, header, codes)
+    return header
+
+
+def check_model(model, header, path):
+    if model.weights_hash != header.model_hash.hex():
+        raise DacliError(f"{path}: encoded with model {header.model_name!r} (weights {header.model_hash.hex()[:12]}), "
+                         f"not with {model.name!r} ({model.weights_hash[:12]}); decode with --model pointing at it")
+    if model.sample_rate != header.model_sample_rate or model.hop_length != header.hop_length:
+        raise DacliError(f"{path}: model rates do not match the file")
+
+
+def _write_blocks(dst, blocks, rate, channels, length, fmt, progress=None):
+    """Write (samples, channels) blocks to ``dst`` (atomically), exactly ``length`` samples."""
+    fmt = fmt.upper()
+    written = 0
+    with atomic_output(dst) as tmp:
+        with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype="PCM_16", format=fmt) as f:
+            for y in blocks:
+                y = y[:length - written]
+                if len(y):
+                    f.write(np.clip(y, -1.0, 1.0))
+                    written += len(y)
+                    if progress:
+                        progress(len(y) / rate)
+            if written < length:
+                f.write(np.zeros((length - written, channels), np.float32))
+
+
+def decode_file(model, src, dst, fmt="wav", chunk_seconds=DEFAULT_CHUNK_SECONDS, progress=None):
+    """Decode a .dac container (ours or the official tool's) to an audio file, atomically."""
+    if container.is_legacy(src):
+        return decode_legacy_file(model, src, dst, fmt)
+    header, codes = container.read(src)
+    check_model(model, header, src)
+    g = np.float32(audio.db_to_gain(-header.gain_db))
+
+    def model_rate():
+        done = 0
+        for y in decode_windows(model, codes, chunk_seconds):
+            y = y[:, :header.model_length - done]
+            done += y.shape[1]
+            yield (y * g).T
+        if done < header.model_length:  # odd-stride models give a few samples fewer
+            yield np.zeros((header.model_length - done, header.channels), np.float32)
+
+    blocks = _resampled(model_rate(), header.model_sample_rate, header.original_sample_rate, header.channels)
+    _write_blocks(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,
+                  progress)
+    return header
+
+
+def decode_legacy(model, legacy):
+    """Decode an official-tool file exactly as the official ``decompress`` does (including its
+    per-channel loudness restoration) → (samples, channels) at the original rate."""
+    if legacy.codes.shape[1] > model.n_codebooks:
+        raise DacliError("legacy file has more codebooks than the model")
+    model.set_padding(legacy.padding)
+    try:
+        chunks = []
+        for i in range(0, legacy.codes.shape[-1], legacy.chunk_length):
+            c = torch.from_numpy(legacy.codes[:, :, i:i + legacy.chunk_length]).to(model.device)
+            with torch.inference_mode():
+                chunks.append(model.decode_frames(c)[:, 0].float().cpu().numpy())
+    finally:
+        model.set_padding(True)
+    y = np.concatenate(chunks, axis=1)
+    for c in range(y.shape[0]):  # the official tool normalises each channel to the stored loudness
+        y[c] *= audio.db_to_gain(legacy.input_db - audio.loudness(y[c], model.sample_rate))
+    y = audio.resample_sinc(y, model.sample_rate, legacy.sample_rate).T
+    if len(y) < legacy.original_length:
+        raise DacliError("legacy file decodes to fewer samples than its original length")
+    return y[:legacy.original_length]
+
+
+def decode_legacy_file(model, src, dst, fmt="wav"):
+    legacy = container.read_legacy(src)
+    y = decode_legacy(model, legacy)
+    _write_blocks(dst, [y], legacy.sample_rate, y.shape[1], len(y), fmt)
+    return legacy
