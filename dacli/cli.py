@@ -1,0 +1,318 @@
+"""The ``dacli`` command line: parses, reports and loops over files; the work is done elsewhere."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from . import codec, container, registry
+from .errors import DacliError
+from .fileio import AUDIO_EXTS, find_inputs
+from .fileio import shard as take_shard
+
+AUDIO_IN = AUDIO_EXTS - {".raw"}
+DAC_EXTS = {".dac"}
+
+
+class Reporter:
+    """Progress bars on stderr (a bar over files, one over audio seconds per long file)."""
+
+    def __init__(self, quiet, total):
+        self.quiet = quiet
+        self.files = tqdm(total=total, unit="file", disable=quiet or total < 2, file=sys.stderr, position=0,
+                          dynamic_ncols=True)
+
+    def seconds(self, name, total):
+        bar = tqdm(total=round(total, 1), unit="s", desc=str(name)[-40:], leave=False, file=sys.stderr,
+                   disable=self.quiet or total < 20, position=1, dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+        return bar, (lambda s: bar.update(s))
+
+    def error(self, msg):
+        tqdm.write(f"dacli: error: {msg}", file=sys.stderr)
+
+    def info(self, msg):
+        if not self.quiet:
+            tqdm.write(msg, file=sys.stderr)
+
+
+def _destinations(items, output, suffix, single_exts):
+    """Map inputs to outputs: a single file with an output path ending in one of ``single_exts`` (or no
+    output: beside the input) writes there; otherwise ``output`` is a folder mirroring the inputs."""
+    if len(items) == 1 and items[0][1] == Path(items[0][0].name):
+        src = items[0][0]
+        if output is None:
+            return [(src, src.with_suffix(suffix))]
+        if Path(output).suffix.lower() in single_exts and not Path(output).is_dir():
+            return [(src, Path(output))]
+    if output is None:
+        raise DacliError("-o/--output FOLDER is needed when the input is a folder or several files")
+    return [(src, Path(output) / rel.with_suffix(suffix)) for src, rel in items]
+
+
+def _batch(pairs, overwrite, quiet, work, verb):
+    """Run ``work(src, dst, reporter)`` on each pair; one bad file does not stop the rest."""
+    rep = Reporter(quiet, len(pairs))
+    ok = skipped = failed = 0
+    try:
+        for src, dst in pairs:
+            rep.files.set_description(str(src.name)[-30:])
+            if dst.exists() and not overwrite:
+                skipped += 1
+                rep.info(f"skip {dst} (exists; --overwrite to replace)")
+            else:
+                try:
+                    work(src, dst, rep)
+                    ok += 1
+                except DacliError as e:
+                    failed += 1
+                    rep.error(str(e))
+            rep.files.update(1)
+    finally:
+        rep.files.close()
+    if len(pairs) > 1 or failed:
+        rep.info(f"{verb} {ok} file(s), skipped {skipped}, failed {failed}")
+    if failed:
+        raise SystemExit(1)
+
+
+def _model_option(f):
+    f = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+                     help="Where to run the model ('auto' picks CUDA when present).")(f)
+    return click.option("--model", "model_name", metavar="NAME|PATH", default=None,
+                        help=f"Model: a checkpoint file, '{registry.DEFAULT_MODEL}' (bundled, the default) or an "
+                             f"official name ({', '.join(registry.OFFICIAL)}) downloaded with 'dacli download'.")(f)
+
+
+def _common_batch(f):
+    f = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")(f)
+    f = click.option("--shard", metavar="K/N", help="Process only the K-th of N deterministic shares of the "
+                                                    "files (for job arrays).")(f)
+    f = click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")(f)
+    return click.option("--chunk-seconds", type=float, default=codec.DEFAULT_CHUNK_SECONDS, show_default=True,
+                        help="Window length for inference; results do not depend on it, memory does.")(f)
+
+
+class Failure(click.ClickException):
+    """A user-facing error: one line on stderr, exit code 1 (130 for an interrupt)."""
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file=None):
+        click.echo(f"dacli: error: {self.message}", err=True)
+
+
+class Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DacliError as e:
+            raise Failure(str(e)) from None
+        except KeyboardInterrupt:
+            raise Failure("interrupted", 130) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dacli")
+def cli():
+    """Neural audio compression with the Descript Audio Codec (DAC).
+
+    \b
+    dacli encode song.wav -o song.dac --kbps 6     audio -> .dac
+    dacli decode song.dac -o song.wav              .dac -> audio
+    dacli encode music/ -o codes/                  a whole folder, tree mirrored
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output .dac file (one input) or folder (default: beside the input).")
+@click.option("--kbps", type=float, help="Target bitrate: the most codebooks whose exact bitrate fits.")
+@click.option("--n-codebooks", type=int, help="Number of codebooks to keep (default: all).")
+@_model_option
+@_common_batch
+def encode(inputs, output, kbps, n_codebooks, model_name, device, chunk_seconds, overwrite, shard, quiet):
+    """Encode audio files or folders (any rate, channels, length) into .dac files."""
+    if kbps is not None and n_codebooks is not None:
+        raise click.UsageError("give --kbps or --n-codebooks, not both")
+    pairs = _destinations(take_shard(find_inputs(inputs, AUDIO_IN), shard), output, ".dac", DAC_EXTS)
+    model = registry.load_model(model_name, device)
+    n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model._check_n(n_codebooks)
+    if not quiet:
+        click.echo(f"model {model.name}: {n} of {model.n_codebooks} codebooks = {model.kbps(n):.3f} kbps per channel",
+                   err=True)
+
+    def work(src, dst, rep):
+        rate, frames = _duration(src)
+        bar, tick = rep.seconds(src.name, frames / rate if rate else 0)
+        try:
+            codec.encode_file(model, src, dst, n, chunk_seconds, progress=tick)
+        finally:
+            bar.close()
+
+    _batch(pairs, overwrite, quiet, work, "encoded")
+
+
+def _duration(path):
+    try:
+        import soundfile as sf
+        i = sf.info(str(path))
+        return i.samplerate, i.frames
+    except Exception:
+        return 0, 0
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output audio file (one input) or folder (default: beside the input).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None,
+              help="Output format (default: from the output name, else wav). 16-bit PCM.")
+@_model_option
+@_common_batch
+def decode(inputs, output, fmt, model_name, device, chunk_seconds, overwrite, shard, quiet):
+    """Decode .dac files or folders back to audio at the original rate, channels and length.
+
+    The model recorded in each file is used (its weights are checked); --model overrides it, and is
+    needed for files written by the official tool."""
+    if fmt is None:
+        fmt = output.suffix.lower()[1:] if output is not None and output.suffix.lower() in (".wav", ".flac") else "wav"
+    pairs = _destinations(take_shard(find_inputs(inputs, DAC_EXTS), shard), output, "." + fmt,
+                          {".wav", ".flac"})
+    models = {}
+
+    def get_model(name):
+        if name not in models:
+            models[name] = registry.load_model(name, device)
+        return models[name]
+
+    def work(src, dst, rep):
+        if container.is_legacy(src):
+            if model_name is None:
+                raise DacliError(f"{src}: a file of the official tool records no model; pass --model")
+            codec.decode_legacy_file(get_model(model_name), src, dst, fmt)
+            return
+        header = container.read_header(src)
+        name = model_name or header.model_name
+        if model_name is None and name not in registry.BUNDLED and name not in registry.OFFICIAL:
+            raise DacliError(f"{src}: encoded with model {name!r}, which is not a known name; pass --model PATH")
+        bar, tick = rep.seconds(src.name, header.duration)
+        try:
+            codec.decode_file(get_model(name), src, dst, fmt, chunk_seconds, progress=tick)
+        finally:
+            bar.close()
+
+    _batch(pairs, overwrite, quiet, work, "decoded")
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output .dac file (one input) or folder.")
+@click.option("--kbps", type=float, help="Target bitrate (drops the last codebooks).")
+@click.option("--n-codebooks", type=int, help="Number of codebooks to keep.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
+def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
+    """Rewrite .dac files at a lower bitrate from their codes alone (no model, no re-encoding)."""
+    if (kbps is None) == (n_codebooks is None):
+        raise click.UsageError("give exactly one of --kbps and --n-codebooks")
+
+    def work(src, dst, rep):
+        header, codes = container.read(src)
+        per = header.frame_rate * header.bits_per_code / 1000
+        n = n_codebooks if n_codebooks is not None else max(1, min(header.n_codebooks, int(kbps / per + 1e-9)))
+        container.write(dst, *container.truncate_codebooks(header, codes, n))
+
+    _batch(_destinations(find_inputs(inputs, DAC_EXTS), output, ".dac", DAC_EXTS), overwrite, quiet, work,
+           "transcoded")
+
+
+def describe(path):
+    """A dict describing a .dac file (ours or legacy)."""
+    size = os.path.getsize(path)
+    if container.is_legacy(path):
+        lg = container.read_legacy(path)
+        dur = lg.original_length / lg.sample_rate
+        return {"file": str(path), "format": "official descript-audio-codec 1.0.0 (legacy, pickled numpy)",
+                "original_sample_rate": lg.sample_rate, "channels": lg.channels, "duration_s": round(dur, 3),
+                "n_codebooks": int(lg.codes.shape[1]), "frames": int(lg.codes.shape[-1]),
+                "chunk_length": lg.chunk_length, "input_loudness_lufs": round(lg.input_db, 2),
+                "file_bytes": size, "file_kbps": round(size * 8 / dur / 1000, 3) if dur else None}
+    h, _ = container.read(path)  # reads everything, so the CRCs are checked too
+    pcm = h.original_length * h.channels * 2
+    return {"file": str(path), "format": f"dacli .dac v{container.VERSION}", "model": h.model_name,
+            "model_sha256": h.model_hash.hex(), "model_sample_rate": h.model_sample_rate,
+            "frame_rate_hz": round(h.frame_rate, 4), "original_sample_rate": h.original_sample_rate,
+            "channels": h.channels, "duration_s": round(h.duration, 3), "frames": h.n_frames,
+            "n_codebooks": h.n_codebooks, "bits_per_code": h.bits_per_code,
+            "kbps": round(h.kbps * h.channels, 3),
+            "file_kbps": round(size * 8 / h.duration / 1000, 3) if h.duration else None,
+            "file_bytes": size, "compression_ratio_vs_pcm16": round(pcm / size, 1),
+            "input_loudness_lufs": round(h.input_loudness, 2), "gain_db": round(h.gain_db, 2)}
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(files, as_json):
+    """Describe .dac files: model, rates, channels, duration, codebooks, bitrate, compression ratio."""
+    failed = False
+    rows = []
+    for f in files:
+        try:
+            rows.append(describe(f))
+        except DacliError as e:
+            click.echo(f"dacli: error: {e}", err=True)
+            failed = True
+    if as_json:
+        click.echo(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+    else:
+        for r in rows:
+            width = max(len(k) for k in r)
+            click.echo("\n".join(f"{k:<{width}}  {v}" for k, v in r.items()) + "\n")
+    if failed:
+        raise SystemExit(1)
+
+
+@cli.command()
+def models():
+    """List the bundled and official models and where each is on disk."""
+    for name, kind, path in registry.models():
+        where = str(path) if path else ("not downloaded: dacli download " + name if kind == "official" else "missing")
+        click.echo(f"{name:<14} {kind:<9} {where}")
+    click.echo(f"cache: {registry.cache_dir()}")
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(sorted(registry.OFFICIAL)))
+@click.option("--base-url", default=None, hidden=True, help="Release base URL (for testing mirrors).")
+@click.option("--quiet", "-q", is_flag=True)
+def download(name, base_url, quiet):
+    """Download an official DAC release into the user cache."""
+    bar = tqdm(unit="B", unit_scale=True, desc=name, disable=quiet, file=sys.stderr)
+
+    def progress(n, total):
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(n)
+
+    try:
+        path = registry.download(name, base=base_url, progress=progress)
+    finally:
+        bar.close()
+    click.echo(str(path))
+
+
+def main():
+    cli(prog_name="dacli")
+
+
+if __name__ == "__main__":
+    main()
