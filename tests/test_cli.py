@@ -1,0 +1,280 @@
+"""The command line, through click's runner and once through a real subprocess."""
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from dacli import audio, codec, container, registry
+from dacli.cli import cli
+
+from conftest import FIXTURES
+
+TINY = str(FIXTURES / "tiny44.pth")
+
+
+def run(*args, ok=True):
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    return res
+
+
+def tone(path, rate=44100, seconds=1.0, channels=1, subtype="PCM_16", amp=0.3):
+    t = np.arange(int(rate * seconds)) / rate
+    x = np.stack([amp / (c + 1) * np.sin(2 * np.pi * (220 * (c + 1)) * t) for c in range(channels)], 1)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x, rate, subtype=subtype)
+    return x
+
+
+def test_encode_decode_info_single_file(tmp_path):
+    tone(tmp_path / "a.wav", rate=48000, seconds=1.3, channels=2, subtype="PCM_24")
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--kbps", 6, "--model", TINY, "-q")
+    h = container.read_header(tmp_path / "a.dac")
+    assert (h.n_codebooks, h.channels, h.original_sample_rate, h.original_length) == (6, 2, 48000, 62400)
+    assert h.model_name == "tiny44.pth"
+    run("decode", tmp_path / "a.dac", "-o", tmp_path / "b.flac", "--model", TINY, "-q")
+    i = sf.info(tmp_path / "b.flac")
+    assert (i.samplerate, i.channels, i.frames, i.format) == (48000, 2, 62400, "FLAC")
+    res = run("info", tmp_path / "a.dac", "--json")
+    import json
+    d = json.loads(res.output)
+    assert d["n_codebooks"] == 6 and d["channels"] == 2 and d["duration_s"] == 1.3
+    assert d["kbps"] == pytest.approx(2 * 6 * 44100 / 512 * 10 / 1000, abs=1e-3)
+    assert d["file_bytes"] == (tmp_path / "a.dac").stat().st_size
+    assert "compression_ratio_vs_pcm16" in d
+    assert "frame_rate_hz" in run("info", tmp_path / "a.dac").output
+
+
+def test_default_output_beside_input(tmp_path):
+    tone(tmp_path / "a.flac", seconds=0.5)
+    run("encode", tmp_path / "a.flac", "--model", TINY, "-q")
+    assert (tmp_path / "a.dac").exists()
+    run("decode", tmp_path / "a.dac", "--model", TINY, "-q")
+    assert sf.info(tmp_path / "a.wav").frames == 22050
+
+
+def test_n_codebooks_and_kbps_choices(tmp_path):
+    tone(tmp_path / "a.wav", seconds=0.3)
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--n-codebooks", 2, "--model", TINY, "-q")
+    assert container.read_header(tmp_path / "a.dac").n_codebooks == 2
+    res = run("encode", tmp_path / "a.wav", "-o", tmp_path / "b.dac", "--kbps", 7.75, "--model", TINY)
+    assert "8 of 9 codebooks = 6.891 kbps" in res.output
+    res = run("encode", tmp_path / "a.wav", "-o", tmp_path / "c.dac", "--kbps", 4, "--n-codebooks", 2,
+              "--model", TINY, ok=False)
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+def test_folder_batch_mirror_skip_overwrite_and_bad_file(tmp_path):
+    src = tmp_path / "in"
+    tone(src / "x.wav", seconds=0.4)
+    tone(src / "sub" / "y.FLAC", rate=22050, seconds=0.4)
+    tone(src / "sub" / "deep" / "z.Wav", rate=16000, seconds=0.2, channels=3)
+    (src / "notes.txt").write_text("not audio")
+    (src / "broken.wav").write_bytes(b"RIFF nonsense")
+    res = run("encode", src, "-o", tmp_path / "out", "--model", TINY, ok=False)
+    assert res.exit_code == 1
+    assert "broken.wav" in res.output and "encoded 3 file(s), skipped 0, failed 1" in res.output
+    assert "Traceback" not in res.output
+    made = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.dac"))
+    assert made == ["sub/deep/z.dac", "sub/y.dac", "x.dac"]
+    assert not list((tmp_path / "out").rglob("*.part"))
+    # existing outputs are skipped unless --overwrite
+    before = (tmp_path / "out" / "x.dac").stat().st_mtime_ns
+    (src / "broken.wav").unlink()
+    res = run("encode", src, "-o", tmp_path / "out", "--model", TINY)
+    assert "skipped 3" in res.output
+    assert (tmp_path / "out" / "x.dac").stat().st_mtime_ns == before
+    res = run("encode", src, "-o", tmp_path / "out", "--model", TINY, "--overwrite")
+    assert "encoded 3 file(s)" in res.output
+    run("decode", tmp_path / "out", "-o", tmp_path / "dec", "--model", TINY, "-q")
+    i = sf.info(tmp_path / "dec" / "sub" / "deep" / "z.wav")
+    assert (i.samplerate, i.channels, i.frames) == (16000, 3, 3200)
+
+
+def test_shards_partition_the_files(tmp_path):
+    for i in range(12):
+        tone(tmp_path / "in" / f"f{i:02d}.wav", seconds=0.05)
+    seen = []
+    for k in (1, 2, 3):
+        out = tmp_path / f"out{k}"
+        run("encode", tmp_path / "in", "-o", out, "--shard", f"{k}/3", "--model", TINY, "-q")
+        seen.append(sorted(p.name for p in out.rglob("*.dac")) if out.exists() else [])
+    flat = [n for s in seen for n in s]
+    assert sorted(flat) == [f"f{i:02d}.dac" for i in range(12)] and len(set(flat)) == 12
+    assert all(seen), "every shard should get some of 12 files"
+    res = run("encode", tmp_path / "in", "-o", tmp_path / "x", "--shard", "4/3", "--model", TINY, ok=False)
+    assert res.exit_code == 1 and "--shard must be K/N" in res.output
+
+
+def test_transcode_lower_bitrate(tmp_path):
+    tone(tmp_path / "a.wav", seconds=1.0)
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--model", TINY, "-q")
+    run("transcode", tmp_path / "a.dac", "-o", tmp_path / "b.dac", "--kbps", 4)
+    h, c = container.read(tmp_path / "b.dac")
+    h0, c0 = container.read(tmp_path / "a.dac")
+    assert h.n_codebooks == 4  # 4 × 0.861 = 3.45 kbps ≤ 4 < 5 × 0.861
+    np.testing.assert_array_equal(c, c0[:, :4])
+    # identical to encoding at that bitrate directly
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "c.dac", "--n-codebooks", 4, "--model", TINY, "-q")
+    assert (tmp_path / "c.dac").read_bytes() == (tmp_path / "b.dac").read_bytes()
+
+
+@pytest.mark.parametrize("mangle, message", [
+    (lambda b: b[:-3], "truncated"),
+    (lambda b: b[:200] + bytes([b[200] ^ 4]) + b[201:], "CRC mismatch"),
+    (lambda b: b[:8] + b"\x09\x00" + b[10:], "version 9 is not supported"),
+    (lambda b: b"OggS" + b[4:], "not a .dac file"),
+])
+def test_decode_refuses_bad_dac_with_one_line(tmp_path, mangle, message):
+    tone(tmp_path / "a.wav", seconds=2.0)
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--model", TINY, "-q")
+    p = tmp_path / "a.dac"
+    p.write_bytes(mangle(p.read_bytes()))
+    res = run("decode", p, "-o", tmp_path / "a.wav2.wav", "--model", TINY, ok=False)
+    assert res.exit_code == 1 and message in res.output, res.output
+    assert "Traceback" not in res.output and not isinstance(res.exception, (ValueError, RuntimeError))
+    assert not (tmp_path / "a.wav2.wav").exists()
+
+
+def test_decode_with_another_model_is_refused(tmp_path):
+    tone(tmp_path / "a.wav", seconds=0.5)
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--model", TINY, "-q")
+    ck = torch.load(TINY, weights_only=True)
+    ck["state_dict"]["decoder.model.0.bias"] += 0.01
+    other = tmp_path / "other.pth"
+    torch.save(ck, other)
+    res = run("decode", tmp_path / "a.dac", "-o", tmp_path / "x.wav", "--model", other, ok=False)
+    assert res.exit_code == 1 and "encoded with model 'tiny44.pth'" in res.output
+    res = run("decode", tmp_path / "a.dac", "-o", tmp_path / "x.wav", ok=False)
+    assert res.exit_code == 1 and "pass --model" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["encode", "missing.wav", "--model", TINY], "no such file or folder"),
+    (["encode", "{tmp}/empty.wav", "--model", TINY], "holds no audio"),
+    (["encode", "{tmp}/nan.wav", "--model", TINY], "NaN or infinite"),
+    (["encode", "{tmp}/a.wav", "--model", "{tmp}/nope.pth"], "no such checkpoint"),
+    (["encode", "{tmp}/a.wav", "--model", "nonsense-model"], "unknown model"),
+    (["decode", "{tmp}/nothing.dac"], "no such file"),
+    (["info", "{tmp}/a.wav"], "not a .dac file"),
+    (["decode", FIXTURES / "tiny44_mono_short.dac", "-o", "{tmp}/l.wav"], "records no model; pass --model"),
+])
+def test_user_mistakes_give_one_line(tmp_path, args, message):
+    tone(tmp_path / "a.wav", seconds=0.2)
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1)), 44100)
+    sf.write(tmp_path / "nan.wav", np.full((100, 1), np.nan), 44100, subtype="FLOAT")
+    res = run(*[str(a).replace("{tmp}", str(tmp_path)) for a in args], ok=False)
+    assert res.exit_code == 1, res.output
+    lines = [l for l in res.output.splitlines() if "error" in l]
+    assert len(lines) == 1 and message in lines[0], res.output
+    assert "Traceback" not in res.output
+
+
+def test_legacy_decode_through_cli(tmp_path):
+    run("decode", FIXTURES / "tiny44_stereo.dac", "-o", tmp_path / "s.wav", "--model", TINY, "-q")
+    y, sr = sf.read(tmp_path / "s.wav", dtype="float32")
+    ref = np.load(FIXTURES / "tiny44_stereo_decompressed.npy")
+    assert sr == 44100 and y.T.shape == ref.shape
+    np.testing.assert_allclose(y.T, np.clip(ref, -1, 1), atol=1.0 / 32768 + 1e-6)
+    assert "legacy" in run("info", FIXTURES / "tiny44_stereo.dac").output
+
+
+def test_interrupted_decode_leaves_nothing(tmp_path, monkeypatch, tiny44):
+    tone(tmp_path / "a.wav", seconds=3.0)
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--model", TINY, "-q")
+    calls = {"n": 0}
+    real = type(tiny44).decode_frames
+
+    def flaky(self, codes):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, codes)
+
+    monkeypatch.setattr(type(tiny44), "decode_frames", flaky)
+    res = run("decode", tmp_path / "a.dac", "-o", tmp_path / "out.wav", "--model", TINY, "--chunk-seconds", 1,
+              "-q", ok=False)
+    assert res.exit_code == 130 and "interrupted" in res.output
+    assert calls["n"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dac", "a.wav"]
+
+
+def test_models_and_download_from_local_server(tmp_path, monkeypatch):
+    """`dacli download` against an HTTP server on 127.0.0.1 serving the official URL layout."""
+    monkeypatch.setenv("DACLI_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "srv"
+    (root / "0.0.4").mkdir(parents=True)
+    (root / "0.0.4" / "weights_24khz.pth").write_bytes((FIXTURES / "tiny24.pth").read_bytes())
+    (root / "0.0.5").mkdir()
+    (root / "0.0.5" / "weights_16khz.pth").write_bytes(b"<html>not found</html>")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert "not downloaded: dacli download 24khz" in run("models").output
+        res = run("download", "24khz", "--base-url", base, "-q")
+        dest = tmp_path / "cache" / "weights_24khz_8kbps_0.0.4.pth"
+        assert res.stdout.strip() == str(dest) and dest.read_bytes() == (FIXTURES / "tiny24.pth").read_bytes()
+        assert str(dest) in run("models").output
+        assert registry.load_model("24khz", "cpu").sample_rate == 24000
+        res = run("download", "16khz", "--base-url", base, "-q", ok=False)  # not a checkpoint
+        assert res.exit_code == 1 and "not a readable torch checkpoint" in res.output
+        res = run("download", "44khz-16kbps", "--base-url", base, "-q", ok=False)  # 404
+        assert res.exit_code == 1 and "HTTP Error 404" in res.output
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["weights_24khz_8kbps_0.0.4.pth"]
+    finally:
+        srv.shutdown()
+    assert registry.official_url("44khz-8kbps") == \
+        "https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.1/weights.pth"
+
+
+def test_real_subprocess(tmp_path):
+    tone(tmp_path / "a.wav", seconds=0.5)
+    exe = Path(sys.executable).parent / "dacli"
+    r = subprocess.run([str(exe), "encode", str(tmp_path / "a.wav"), "-o", str(tmp_path / "a.dac"), "--model", TINY],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(exe), "info", str(tmp_path / "a.dac"), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0 and '"n_codebooks": 9' in r.stdout
+    r = subprocess.run([str(exe), "decode", str(tmp_path / "missing.dac")], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().startswith("dacli: error:") and "Traceback" not in r.stderr
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "encode" in r.stdout
+
+
+def test_loudness_restored_for_whole_signal(tmp_path, tiny44):
+    """One gain for all channels (normalise to -16 LUFS, peak-limited), undone exactly on decode."""
+    x = tone(tmp_path / "s.wav", seconds=2.0, channels=2, amp=0.05)  # channel 2 is 6 dB quieter
+    h = codec.encode_file(tiny44, tmp_path / "s.wav", tmp_path / "s.dac")
+    assert h.input_loudness == pytest.approx(audio.loudness(x, 44100), abs=0.05)
+    assert h.gain_db == pytest.approx(-16 - h.input_loudness, abs=1e-4)
+    hdr, codes = container.read(tmp_path / "s.dac")
+    y = codec.decode_array(tiny44, codes)[:, :hdr.model_length] * audio.db_to_gain(-hdr.gain_db)
+    codec.decode_file(tiny44, tmp_path / "s.dac", tmp_path / "d.wav")
+    d, _ = sf.read(tmp_path / "d.wav", dtype="float32")
+    np.testing.assert_allclose(d.T, np.clip(y, -1, 1), atol=1.5 / 32768)
+
+
+def test_peak_limit(tmp_path, tiny44):
+    x = np.zeros((44100, 1), np.float32)
+    x[1000:1100] = 0.9  # a click: very quiet integrated loudness, high peak
+    sf.write(tmp_path / "c.wav", x, 44100, subtype="FLOAT")
+    h = codec.encode_file(tiny44, tmp_path / "c.wav", tmp_path / "c.dac")
+    assert -16 - h.input_loudness > h.gain_db
+    assert 0.9 * audio.db_to_gain(h.gain_db) == pytest.approx(1.0, abs=2e-2)  # soxr overshoot aside
