@@ -231,7 +231,7 @@ class Trainer:
         if use_d:
             adv, feat = generator_losses(self.disc(y), self.disc(x))
             loss = loss + lam["gen"] * adv + lam["feat"] * feat
-            logs.update(gen=float(adv), feat=float(feat))
+            logs.update(gen=adv.item(), feat=feat.item())
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         logs["grad_g"] = float(nn.utils.clip_grad_norm_(self.gen.parameters(), 1e3))
