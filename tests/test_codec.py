@@ -1,0 +1,143 @@
+"""Overlap-save windowed inference: equality with one pass, independence from the window size,
+receptive fields measured from the model, and awkward inputs."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from dacli import codec, container
+from dacli.errors import DacliError
+
+from conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def clip():
+    x, sr = sf.read(FIXTURES / "music20s.flac", dtype="float32")
+    assert sr == 44100 and len(x) == 20 * sr
+    return x[None]
+
+
+@pytest.mark.parametrize("name", ["tiny44", "tiny24"])
+def test_windowed_equals_one_pass(name, request, clip):
+    model = request.getfixturevalue(name)
+    x = clip if name == "tiny44" else clip[:, ::2][:, :24000 * 10]  # a 10 s 22.05→24 kHz-ish clip
+    one = model.encode(x).numpy()
+    assert one.shape[-1] == -(-x.shape[-1] // model.hop_length)
+    dec_one = model.decode(one).numpy()
+    for seconds in (1.0, 3.7):
+        w = codec.encode_array(model, x, chunk_seconds=seconds)
+        assert w.shape == one.shape
+        assert (w != one).mean() <= 0.001, f"{(w != one).sum()} codes differ"
+        d = codec.decode_array(model, one, chunk_seconds=seconds)
+        assert d.shape == dec_one.shape
+        np.testing.assert_allclose(d, dec_one, atol=1e-4, rtol=0)
+
+
+def test_no_seam_at_window_boundaries(tiny44, clip):
+    """Around every boundary of 1 s windows the decoded signal matches one pass as well as anywhere."""
+    codes = tiny44.encode(clip[:, :44100 * 5]).numpy()
+    one = tiny44.decode(codes).numpy()
+    win = codec.decode_array(tiny44, codes, chunk_seconds=1.0)
+    hop = tiny44.hop_length * codec.window_frames(tiny44, 1.0)
+    err = np.abs(one - win)[0]
+    at_seams = np.concatenate([err[b - 64:b + 64] for b in range(hop, err.shape[0], hop)])
+    assert at_seams.max() < 1e-5
+
+
+def test_result_independent_of_window_size_through_files(tmp_path, tiny44):
+    src = FIXTURES / "music20s.flac"
+    codec.encode_file(tiny44, src, tmp_path / "a.dac", chunk_seconds=2.0)
+    codec.encode_file(tiny44, src, tmp_path / "b.dac", chunk_seconds=7.5)
+    ha, ca = container.read(tmp_path / "a.dac")
+    hb, cb = container.read(tmp_path / "b.dac")
+    assert ha == hb and (ca != cb).mean() <= 0.001
+    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "a.wav", chunk_seconds=2.0)
+    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "b.wav", chunk_seconds=7.5)
+    ya, _ = sf.read(tmp_path / "a.wav", dtype="int16")
+    yb, _ = sf.read(tmp_path / "b.wav", dtype="int16")
+    assert np.abs(ya.astype(int) - yb).max() <= 1
+
+
+def test_receptive_field_is_measured(tiny44):
+    """Perturbing one input sample changes codes no further away than the computed context."""
+    C = codec.encoder_context(tiny44)
+    hop = tiny44.hop_length
+    assert C * hop >= 3900  # half the encoder's span for the 2-4-8-8 strides is ~3989 samples
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, (1, 64 * hop)).astype(np.float32)
+    model = tiny44
+    with torch.inference_mode():
+        base = model.encoder(torch.from_numpy(x)[:, None])
+        y = x.copy()
+        y[0, 32 * hop] += 0.5
+        moved = model.encoder(torch.from_numpy(y)[:, None])
+    changed = np.nonzero((moved - base).abs().amax(1)[0].numpy() > 0)[0]
+    assert changed.min() >= 32 - C and changed.max() <= 32 + C
+    assert changed.max() - changed.min() >= 2 * (C - 2)  # and the context is not grossly oversized
+    Cd = codec.decoder_context(tiny44)
+    assert 5 <= Cd <= 16
+
+
+@pytest.mark.parametrize("n", [1, 100, 511, 512, 513])
+def test_very_short_inputs(tmp_path, tiny44, n):
+    x = np.random.default_rng(n).uniform(-0.3, 0.3, (n, 1)).astype(np.float32)
+    sf.write(tmp_path / "s.wav", x, 44100, subtype="FLOAT")
+    h = codec.encode_file(tiny44, tmp_path / "s.wav", tmp_path / "s.dac")
+    assert h.n_frames == -(-n // 512) and h.original_length == n
+    codec.decode_file(tiny44, tmp_path / "s.dac", tmp_path / "o.wav")
+    assert sf.info(tmp_path / "o.wav").frames == n
+
+
+def test_silence(tmp_path, tiny44):
+    sf.write(tmp_path / "z.wav", np.zeros((30000, 2)), 32000)
+    h = codec.encode_file(tiny44, tmp_path / "z.wav", tmp_path / "z.dac")
+    assert h.input_loudness == -70.0 and np.isfinite(h.gain_db)
+    codec.decode_file(tiny44, tmp_path / "z.dac", tmp_path / "z_out.wav")
+    y, sr = sf.read(tmp_path / "z_out.wav")
+    assert sr == 32000 and y.shape == (30000, 2) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_inf_refused(tmp_path, tiny44, bad):
+    x = np.zeros((5000, 1), np.float32)
+    x[4000] = bad
+    sf.write(tmp_path / "n.wav", x, 44100, subtype="FLOAT")
+    with pytest.raises(DacliError, match="NaN or infinite"):
+        codec.encode_file(tiny44, tmp_path / "n.wav", tmp_path / "n.dac")
+    assert not (tmp_path / "n.dac").exists()
+
+
+def test_file_changing_while_read(tmp_path, tiny44, monkeypatch):
+    sf.write(tmp_path / "g.wav", np.zeros((100000, 1)), 44100)
+    real = codec._blocks
+    calls = {"n": 0}
+
+    def growing(path, block=codec.READ_BLOCK):
+        calls["n"] += 1
+        yield from real(path, block)
+        if calls["n"] == 2:  # the second pass sees more audio than the first
+            yield np.zeros((70000, 1), np.float32)
+
+    monkeypatch.setattr(codec, "_blocks", growing)
+    with pytest.raises(DacliError, match="changed while it was being read"):
+        codec.encode_file(tiny44, tmp_path / "g.wav", tmp_path / "g.dac")
+    assert not (tmp_path / "g.dac").exists()
+
+
+def test_file_shrinking_while_read(tmp_path, tiny44, monkeypatch):
+    sf.write(tmp_path / "g.wav", np.zeros((100000, 1)), 44100)
+    real = codec._blocks
+    calls = {"n": 0}
+
+    def shrinking(path, block=codec.READ_BLOCK):
+        calls["n"] += 1
+        for i, x in enumerate(real(path, 4096)):
+            if calls["n"] == 2 and i == 5:
+                return
+            yield x
+
+    monkeypatch.setattr(codec, "_blocks", shrinking)
+    with pytest.raises(DacliError, match="changed while it was being read"):
+        codec.encode_file(tiny44, tmp_path / "g.wav", tmp_path / "g.dac")
