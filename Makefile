@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test clean corpus
+.PHONY: install test clean corpus eval-deps
 
 install: $(STAMP)
 
@@ -12,10 +12,16 @@ $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,eval]'
 	touch $(STAMP)
 
-test: install
+# ffmpeg (Debian's package) for the Opus and MP3 baselines of `dacli eval --codec`
+eval-deps:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends ffmpeg; \
+	  else sudo apt-get update -q && sudo apt-get install -y -q --no-install-recommends ffmpeg; fi; }
+
+test: install eval-deps
 	$(BIN)/python -m pytest -q
 
 clean:

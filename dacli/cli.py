@@ -80,6 +80,9 @@ def _batch(pairs, overwrite, quiet, work, verb):
 
 
 def _model_option(f):
+    f = click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
+                     help="bf16 runs the convolutions in bfloat16: faster where the CPU/GPU supports it, "
+                          "codes may differ slightly from fp32.")(f)
     f = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                      help="Where to run the model ('auto' picks CUDA when present).")(f)
     return click.option("--model", "model_name", metavar="NAME|PATH", default=None,
@@ -137,12 +140,12 @@ def cli():
 @click.option("--n-codebooks", type=int, help="Number of codebooks to keep (default: all).")
 @_model_option
 @_common_batch
-def encode(inputs, output, kbps, n_codebooks, model_name, device, chunk_seconds, overwrite, shard, quiet):
+def encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
     """Encode audio files or folders (any rate, channels, length) into .dac files."""
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
     pairs = _destinations(take_shard(find_inputs(inputs, AUDIO_IN), shard), output, ".dac", DAC_EXTS)
-    model = registry.load_model(model_name, device)
+    model = registry.load_model(model_name, device, precision)
     n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model._check_n(n_codebooks)
     if not quiet:
         click.echo(f"model {model.name}: {n} of {model.n_codebooks} codebooks = {model.kbps(n):.3f} kbps per channel",
@@ -176,7 +179,7 @@ def _duration(path):
               help="Output format (default: from the output name, else wav). 16-bit PCM.")
 @_model_option
 @_common_batch
-def decode(inputs, output, fmt, model_name, device, chunk_seconds, overwrite, shard, quiet):
+def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
     """Decode .dac files or folders back to audio at the original rate, channels and length.
 
     The model recorded in each file is used (its weights are checked); --model overrides it, and is
@@ -189,7 +192,7 @@ def decode(inputs, output, fmt, model_name, device, chunk_seconds, overwrite, sh
 
     def get_model(name):
         if name not in models:
-            models[name] = registry.load_model(name, device)
+            models[name] = registry.load_model(name, device, precision)
         return models[name]
 
     def work(src, dst, rep):
@@ -308,6 +311,95 @@ def download(name, base_url, quiet):
     finally:
         bar.close()
     click.echo(str(path))
+
+
+@cli.command("bench")
+@click.option("--model", "model_name", default="44khz-8kbps", show_default=True, metavar="NAME|PATH",
+              help="A preset (random weights unless downloaded), the bundled model, or a checkpoint.")
+@click.option("--seconds", type=float, default=60.0, show_default=True, help="Audio length to time.")
+@click.option("--channels", type=int, default=1, show_default=True)
+@click.option("--input", "source", type=click.Path(exists=True, dir_okay=False),
+              help="A recording to loop as test audio (default: synthetic).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
+@click.option("--chunk-seconds", type=float, default=codec.DEFAULT_CHUNK_SECONDS, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_cmd(model_name, seconds, channels, source, device, precision, chunk_seconds, as_json):
+    """Time file-to-file encode and decode: real-time factors, peak RSS, GFLOP/s."""
+    from . import bench
+    res = bench.bench(model_name, source, seconds, channels, device, precision, chunk_seconds)
+    click.echo(json.dumps(res, indent=2) if as_json else bench.report(res))
+
+
+@cli.command("eval")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--codec", "codecs", multiple=True, metavar="SPEC",
+              help="Run this codec over SOURCE_DIR: dac:MODEL@KBPS (or dac@KBPS for the default model), "
+                   "opus@KBPS, mp3@KBPS (ffmpeg). Repeatable.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-file rows as CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw rate-distortion curves (with --codec) to this PNG.")
+@click.option("--no-visqol", is_flag=True, help="Skip ViSQOL (the slowest metric).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--quiet", "-q", is_flag=True)
+def eval_cmd(paths, codecs, csv_path, as_json, plot_path, no_visqol, device, quiet):
+    """Measure quality with the DAC paper's metrics (mel and STFT distance, SI-SDR, ViSQOL).
+
+    \b
+    dacli eval REF DEGRADED                      two files, or two folders with mirrored trees
+    dacli eval --codec dac@7.75 --codec opus@8 --codec mp3@8 SOURCE_DIR --plot rd.png
+    """
+    from . import evaluate
+    if codecs:
+        if len(paths) != 1 or not paths[0].is_dir():
+            raise click.UsageError("with --codec, give one SOURCE_DIR")
+        bar = tqdm(total=None, unit="run", disable=quiet, file=sys.stderr)
+        rows, summary = evaluate.evaluate_codecs(codecs, paths[0], not no_visqol, device,
+                                                 progress=lambda c, f: (bar.set_description(c), bar.update(1)))
+        bar.close()
+    else:
+        if len(paths) != 2:
+            raise click.UsageError("give REF and DEGRADED (files or folders), or --codec SPEC SOURCE_DIR")
+        rows = []
+        for ref, deg, rel in _pairs(*paths):
+            m = evaluate.compare_files(ref, deg, not no_visqol)
+            rows.append({"codec": "degraded", "family": "degraded", "file": str(rel), **m})
+        summary = {"degraded": {k: float(sum(r[k] for r in rows) / len(rows)) for k in evaluate.METRICS}}
+        summary["degraded"].update(family="degraded", files=len(rows), kbps=float("nan"))
+    if csv_path:
+        import csv
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    if plot_path:
+        evaluate.plot(summary, plot_path)
+    if as_json:
+        click.echo(json.dumps({"files": rows, "summary": summary}, indent=2))
+    else:
+        if not codecs:
+            for r in rows:
+                click.echo(f"{r['file']}: " + ", ".join(f"{k} {r[k]:.3f}" for k in evaluate.METRICS))
+        click.echo(evaluate.table(summary))
+
+
+def _pairs(ref, deg):
+    """(reference file, degraded file, relative path): two files, or folders matched by relative
+    path with any audio extension."""
+    if ref.is_file() and deg.is_file():
+        return [(ref, deg, Path(ref.name))]
+    if not (ref.is_dir() and deg.is_dir()):
+        raise DacliError("REF and DEGRADED must both be files or both be folders")
+    out = []
+    for src, rel in find_inputs([ref], AUDIO_IN):
+        cands = [c for c in (deg / rel).parent.glob(rel.stem + ".*") if c.suffix.lower() in AUDIO_IN]
+        if not cands:
+            raise DacliError(f"{deg / rel}: no degraded file for {src}")
+        out.append((src, cands[0], rel))
+    if not out:
+        raise DacliError(f"{ref}: no audio files")
+    return out
 
 
 def main():

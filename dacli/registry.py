@@ -1,8 +1,9 @@
 """Where models come from: the bundled model in ``weights/``, the four official releases (downloaded
 into a user cache), or any checkpoint path. ``load_model`` is the one entry point."""
 
+import ctypes
 import os
-import shutil
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -105,11 +106,34 @@ def resolve_device(device="auto"):
     return torch.device(device)
 
 
-def load_model(name_or_path=None, device="auto"):
+def tune_allocator():
+    """Keep large freed blocks in glibc's heap instead of returning them to the OS: inference allocates
+    the same big activations window after window, and page-faulting them in afresh costs about half
+    of the CPU time (measured: 44.1 kHz encode 0.45 → 0.23 s per second of audio)."""
+    global _TUNED
+    if _TUNED or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+    _TUNED = True
+
+
+_TUNED = False
+
+
+def load_model(name_or_path=None, device="auto", precision="fp32"):
     """A ready-to-use DAC in eval mode with folded weight norm.
 
     ``name_or_path``: a checkpoint path, the bundled model's name (default), or an official model name
-    (``44khz-8kbps``, ``44khz-16kbps``, ``24khz``, ``16khz``) already in the cache (see ``dacli download``)."""
+    (``44khz-8kbps``, ``44khz-16kbps``, ``24khz``, ``16khz``) already in the cache (see ``dacli download``).
+    ``precision``: "fp32", or "bf16" (faster where the CPU or GPU supports bfloat16; codes may differ a little)."""
+    if precision not in ("fp32", "bf16"):
+        raise DacliError(f"precision must be fp32 or bf16, got {precision!r}")
+    tune_allocator()
     name = name_or_path or DEFAULT_MODEL
     if isinstance(name, Path) or os.path.exists(str(name)) or str(name).endswith(".pth"):
         path, label = Path(name), Path(name).name
@@ -122,5 +146,5 @@ def load_model(name_or_path=None, device="auto"):
         raise DacliError(f"unknown model {name!r}: not a file, and not one of "
                          f"{', '.join(list(BUNDLED) + list(OFFICIAL))}")
     model = load_checkpoint(path)
-    model.name = label
+    model.name, model.precision = label, precision
     return model.to(resolve_device(device))

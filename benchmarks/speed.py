@@ -1,0 +1,97 @@
+"""Encode and decode speed of dacli against the official implementation, same machine, same run.
+
+    python benchmarks/speed.py [--seconds 60] [--precision fp32 bf16] [--official-venv DIR]
+
+Times file-to-file encode and decode of the same real recording (tests/fixtures/music20s.flac looped
+to --seconds) with the full-size 44khz preset (random weights) for dacli and, when the official package
+is installed in its own venv (see ../shared/reference/install_official_dac.sh), for the official
+compress/decompress with its CLI's 5 s window. Prints real-time factors, the dacli/official ratios,
+peak RSS and GFLOP/s, and for bf16 the SNR against the fp32 decode and the share of codes equal to fp32.
+Stop other work on the machine first (e.g. kill -STOP a training run).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from dacli import bench, codec  # noqa: E402
+
+
+def official(venv, src, tmp):
+    py = Path(venv) / "bin" / "python"
+    out = {}
+    for kind, a, b in (("encode", src, tmp / "o.dac"), ("decode", tmp / "o.dac", tmp / "o.wav")):
+        r = subprocess.run([str(py), str(ROOT / "benchmarks" / "official_phase.py"), kind, str(a), str(b)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"official {kind} failed:\n{r.stderr[-3000:]}")
+        out[kind] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+def bf16_quality(source, seconds=10.0):
+    """(SNR dB of the bf16 decode against fp32, share of bf16 codes equal to fp32) on real audio."""
+    x, sr = sf.read(str(source), dtype="float32")
+    x = x[:int(seconds * sr)][None]
+    m = bench.make_model("44khz-8kbps", "cpu", "fp32")
+    c32 = codec.encode_array(m, x)
+    y32 = codec.decode_array(m, c32)
+    m.precision = "bf16"
+    c16 = codec.encode_array(m, x)
+    y16 = codec.decode_array(m, c32)
+    snr = 10 * np.log10((y32 ** 2).sum() / ((y32 - y16) ** 2).sum())
+    return float(snr), float((c16 == c32).mean())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--source", default=str(ROOT / "tests" / "fixtures" / "music20s.flac"))
+    ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
+                                                              str(Path.home() / ".cache/dacli/official/venv")))
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    results = {"cpu": os.cpu_count(), "torch": torch.__version__}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = bench.test_audio(tmp / "in.wav", args.seconds, 1, args.source)
+        if (Path(args.official_venv) / "bin" / "python").exists():
+            off = official(args.official_venv, src, tmp)
+            results["official"] = off
+            print(f"official 1.0.0 (5 s windows): encode {off['encode']['seconds']:.2f} s "
+                  f"({args.seconds / off['encode']['seconds']:.2f}× real time, {off['encode']['peak_rss_mib']:.0f} MiB), "
+                  f"decode {off['decode']['seconds']:.2f} s ({args.seconds / off['decode']['seconds']:.2f}× real time, "
+                  f"{off['decode']['peak_rss_mib']:.0f} MiB)", flush=True)
+        else:
+            off = None
+            print(f"official package not found in {args.official_venv}: dacli only", flush=True)
+        for prec in args.precision:
+            r = bench.bench("44khz-8kbps", args.source, args.seconds, 1, "cpu", prec)
+            results[prec] = r
+            print(bench.report(r), flush=True)
+            if off:
+                r["encode_speedup"] = off["encode"]["seconds"] / r["encode_seconds"]
+                r["decode_speedup"] = off["decode"]["seconds"] / r["decode_seconds"]
+                print(f"  dacli/official speed: encode {r['encode_speedup']:.2f}×, decode {r['decode_speedup']:.2f}×",
+                      flush=True)
+            if prec == "bf16":
+                snr, equal = bf16_quality(args.source)
+                r["bf16_snr_db"], r["bf16_codes_equal"] = snr, equal
+                print(f"  bf16 vs fp32: decode SNR {snr:.1f} dB, codes equal {100 * equal:.2f}%", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

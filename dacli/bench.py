@@ -1,0 +1,166 @@
+"""Speed and memory of file-to-file encode and decode (``dacli bench``; ``benchmarks/`` adds the
+official implementation beside it).
+
+Each phase runs in a fresh child process, so its peak RSS is its own. Models are built from a preset
+with seeded random weights (speed and memory do not depend on weight values) unless a checkpoint
+is named.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from . import codec, registry
+from .model import PRESETS, WNConv1d, WNConvTranspose1d, build
+
+
+def flops_per_second(model):
+    """(encode, decode) FLOPs (2 per multiply-add) for one second of mono audio, counted by running
+    one second through the model with hooks on every convolution."""
+    counts = {"encode": 0, "decode": 0}
+    part = ["encode"]
+
+    def hook(mod, inp, out):
+        w = mod.weight_now()
+        positions = inp[0].shape[-1] if isinstance(mod, WNConvTranspose1d) else out.shape[-1]
+        counts[part[0]] += 2 * w.numel() * positions
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (WNConv1d, WNConvTranspose1d))]
+    n = model.sample_rate // model.hop_length * model.hop_length
+    try:
+        with torch.inference_mode():
+            codes = model.encode_frames(torch.zeros(1, 1, n, device=model.device))
+            part[0] = "decode"
+            model.decode_frames(codes)
+    finally:
+        for h in handles:
+            h.remove()
+    return counts["encode"] * model.sample_rate / n, counts["decode"] * model.sample_rate / n
+
+
+def make_model(name, device, precision):
+    registry.tune_allocator()
+    if name in PRESETS and registry.locate(name) is None:
+        torch.manual_seed(0)
+        model = build(name).eval().fold_weight_norm()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.weights_hash = "0" * 64
+        model = model.to(registry.resolve_device(device))
+        model.precision = precision
+        return model
+    return registry.load_model(name, device, precision)
+
+
+def phase(kind, model_name, src, dst, device="auto", precision="fp32", chunk_seconds=codec.DEFAULT_CHUNK_SECONDS,
+          n_codebooks=None):
+    """Run one phase in this process → dict with seconds and peak RSS (MiB)."""
+    model = make_model(model_name, device, precision)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    t = time.perf_counter()
+    if kind == "encode":
+        codec.encode_file(model, src, dst, n_codebooks, chunk_seconds)
+    else:
+        codec.decode_file(model, src, dst, "wav", chunk_seconds)
+    sync()
+    seconds = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if model.device.type == "cuda":
+        rss_gpu = torch.cuda.max_memory_allocated() / 2 ** 20
+    else:
+        rss_gpu = None
+    return {"phase": kind, "seconds": seconds, "peak_rss_mib": rss, "peak_cuda_mib": rss_gpu}
+
+
+def run_phase(kind, model_name, src, dst, **kw):
+    """Run :func:`phase` in a child process (fresh peak RSS) → its dict."""
+    args = [sys.executable, "-m", "dacli.bench", "--phase", kind, "--model", model_name, "--src", str(src),
+            "--dst", str(dst), "--json-args", json.dumps(kw)]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark phase {kind} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_audio(path, seconds=60.0, channels=1, source=None, rate=44100):
+    """Write ``seconds`` of audio: the given real recording looped (forwards, backwards), or noise-like
+    music-ish synthetic audio when none is given."""
+    if source:
+        x, rate = sf.read(str(source), dtype="float32", always_2d=True)
+        x = x.mean(1)
+    else:
+        rng = np.random.default_rng(0)
+        t = np.arange(int(rate * 10)) / rate
+        x = (0.2 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(t))) + 0.03 * rng.standard_normal(len(t)))
+        x = x.astype(np.float32)
+    n = int(seconds * rate)
+    with sf.SoundFile(str(path), "w", rate, channels, subtype="PCM_16") as f:
+        done, k = 0, 0
+        while done < n:
+            piece = (x if k % 2 == 0 else x[::-1])[:n - done]
+            f.write(np.repeat(piece[:, None], channels, 1) * (1.0 if channels == 1 else
+                                                              np.linspace(1, 0.6, channels)[None]))
+            done += len(piece)
+            k += 1
+    return path
+
+
+def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, device="auto", precision="fp32",
+          chunk_seconds=codec.DEFAULT_CHUNK_SECONDS, workdir=None):
+    """Time file-to-file encode and decode → dict of results (real-time factors, RSS, GFLOP/s)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        src = test_audio(Path(tmp) / "in.wav", seconds, channels, source)
+        kw = dict(device=device, precision=precision, chunk_seconds=chunk_seconds)
+        enc = run_phase("encode", model_name, src, Path(tmp) / "x.dac", **kw)
+        dec = run_phase("decode", model_name, Path(tmp) / "x.dac", Path(tmp) / "y.wav", **kw)
+    model = make_model(model_name, "cpu", "fp32")
+    f_enc, f_dec = flops_per_second(model)
+    audio_s = seconds * channels
+    res = {"model": model_name, "device": str(registry.resolve_device(device)), "precision": precision,
+           "threads": torch.get_num_threads(), "audio_seconds": seconds, "channels": channels,
+           "chunk_seconds": chunk_seconds,
+           "encode_seconds": enc["seconds"], "decode_seconds": dec["seconds"],
+           "encode_rtf": seconds / enc["seconds"], "decode_rtf": seconds / dec["seconds"],
+           "encode_peak_rss_mib": enc["peak_rss_mib"], "decode_peak_rss_mib": dec["peak_rss_mib"],
+           "encode_gflop_per_audio_s": f_enc / 1e9, "decode_gflop_per_audio_s": f_dec / 1e9,
+           "encode_gflops": f_enc * audio_s / enc["seconds"] / 1e9,
+           "decode_gflops": f_dec * audio_s / dec["seconds"] / 1e9}
+    if enc["peak_cuda_mib"] is not None:
+        res.update(encode_peak_cuda_mib=enc["peak_cuda_mib"], decode_peak_cuda_mib=dec["peak_cuda_mib"])
+    return res
+
+
+def report(res):
+    lines = [f"model {res['model']} on {res['device']} ({res['precision']}, {res['threads']} threads), "
+             f"{res['audio_seconds']:.0f} s × {res['channels']} ch, window {res['chunk_seconds']} s"]
+    for k in ("encode", "decode"):
+        lines.append(f"  {k}: {res[k + '_seconds']:.2f} s = {res[k + '_rtf']:.2f}× real time, "
+                     f"peak RSS {res[k + '_peak_rss_mib']:.0f} MiB, "
+                     f"{res[k + '_gflops']:.0f} GFLOP/s ({res[k + '_gflop_per_audio_s']:.1f} GFLOP per audio second)")
+    return "\n".join(lines)
+
+
+def _child(argv):
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--phase", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--src", required=True)
+    ap.add_argument("--dst", required=True)
+    ap.add_argument("--json-args", default="{}")
+    a = ap.parse_args(argv)
+    print(json.dumps(phase(a.phase, a.model, a.src, a.dst, **json.loads(a.json_args))))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
