@@ -38,7 +38,10 @@ def visqol(ref, deg, rate):
         _VISQOL.create(mode="audio")
     r = audio.resample(ref, rate, 48000).astype(np.float64)
     d = audio.resample(deg, rate, 48000).astype(np.float64)
-    return float(_VISQOL.measure_from_arrays(r, d, 48000).moslqo)
+    try:
+        return float(_VISQOL.measure_from_arrays(r, d, 48000).moslqo)
+    except ValueError:  # shorter than ViSQOL's minimum patch (about a second)
+        return float("nan")
 
 
 def compare(ref, deg, rate, with_visqol=True):

@@ -58,7 +58,7 @@ class _WeightNormConv(nn.Module):
         super().__init__()
         shape = (in_ch, out_ch, kernel_size) if self.transposed else (out_ch, in_ch, kernel_size)
         v = torch.empty(shape)
-        nn.init.trunc_normal_(v, std=0.02)
+        nn.init.kaiming_uniform_(v, a=math.sqrt(5))  # torch's default conv init, as the official model has
         self.weight_v = nn.Parameter(v)
         self.weight_g = nn.Parameter(torch.linalg.vector_norm(v, dim=(1, 2), keepdim=True))
         self.bias = nn.Parameter(torch.zeros(out_ch))
