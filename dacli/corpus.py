@@ -1,0 +1,250 @@
+"""Training and held-out sets of real recordings (speech, music, environmental sound), built from
+Debian packages so that anyone can rebuild them bit for bit from the same package versions.
+
+    python -m dacli.corpus train   OUT_DIR      # ~55 min for training      (make corpus)
+    python -m dacli.corpus heldout OUT_DIR      # ~2 min for evaluation, from other packages
+
+Packages are fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into a cache
+(``$DACLI_CORPUS_CACHE``, default ~/.cache/dacli/corpus-cache); nothing is installed. Output:
+``OUT_DIR/{speech,music,env}/<source>_<nnn>.flac`` (mono, 44.1 kHz, 16-bit, loudness-normalised),
+``OUT_DIR/manifest.tsv`` (every source segment: package, version, file, offsets, licence) and
+``OUT_DIR/LICENSES/<package>.copyright``. Selection is seeded and sorted: deterministic.
+"""
+
+import glob
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from . import audio
+
+RATE = 44100
+SEGMENT = 30.0
+
+
+@dataclass
+class Source:
+    name: str
+    package: str
+    category: str            # speech | music | env
+    patterns: tuple          # globs inside the unpacked package ("zip:" prefix: members of zip files)
+    seconds: float           # budget
+    licence: str
+    mode: str = "bundle"     # bundle: concatenate short recordings; crop: random excerpts of long ones
+    seed: int = 0
+    segment: float = SEGMENT
+    group_depth: int = 0     # bundle round-robin over the path component at this depth (e.g. language)
+
+
+TRAIN = [
+    Source("tuxpaint-desc", "tuxpaint-stamps-default", "speech", ("usr/share/tuxpaint/stamps/**/*_desc*.ogg",),
+           720, "GPL-2 (Tux Paint stamps)", seed=1),
+    Source("ktuberling", "ktuberling-data", "speech", ("usr/share/ktuberling/sounds/*/*.ogg",
+                                                        "usr/share/ktuberling/sounds/*/*.wav"),
+           240, "GPL-2+ / CC0 / CC-BY (per file, KDE)", seed=2, group_depth=-2),
+    Source("gcin-voice", "gcin-voice", "speech", ("usr/share/gcin-voice/ogg/*/*.ogg",), 120,
+           "GPL-3 / CC-BY-3 (per file)", seed=3),
+    Source("festvox-ru", "festvox-ru", "speech", ("usr/share/festival/voices/russian/*/wav/*.wav",), 120,
+           "GPL-3 / BSD-like (msu_ru_nsh voice database)", seed=4),
+    Source("wesnoth-music", "wesnoth-1.16-music", "music", ("usr/share/games/wesnoth/1.16/data/core/music/*.ogg",),
+           420, "GPL-2+", mode="crop", seed=5),
+    Source("nexuiz-music", "nexuiz-music", "music", ("zip:usr/share/**/*.pk3",), 240, "GPL-2+", mode="crop", seed=6),
+    Source("fof-muldjord", "fretsonfire-songs-muldjord", "music",
+           ("usr/share/games/fretsonfire/data/songs/muldjord/*/song.ogg",), 240, "CC-BY-SA-3.0", mode="crop", seed=7),
+    Source("sonic-pi", "sonic-pi-samples", "music", ("usr/share/sonic-pi/samples/*.flac",), 210,
+           "CC0 / CC-BY-SA-4.0 (per file)", seed=8),
+    Source("hydrogen-drums", "hydrogen-drumkits", "music", ("usr/share/hydrogen/data/drumkits/*/*.wav",
+                                                            "usr/share/hydrogen/data/drumkits/*/*.flac"),
+           150, "GPL-2+ / CC-BY(-SA)-3.0 / CC0 (per kit)", seed=9, group_depth=-2),
+    Source("megaglest-ambience", "megaglest-data", "env", ("usr/share/games/megaglest/tilesets/*/sounds/*.ogg",
+                                                           "usr/share/games/megaglest/tilesets/*/sounds/*.wav"),
+           480, "CC-BY-SA-3.0", mode="crop", seed=10, segment=20.0),
+    Source("megaglest-sfx", "megaglest-data", "env", ("usr/share/games/megaglest/techs/**/*.wav",), 60,
+           "CC-BY-SA-3.0", seed=11),
+    Source("qabcs-noises", "qabcs-data", "env", ("usr/share/qabcs/abcs/all/noises/*.ogg",), 150,
+           "GPL-3+ / CC0 / PD (per file)", seed=13),
+]
+
+HELDOUT = [
+    Source("klettres", "klettres-data", "speech", ("usr/share/klettres/*/alpha/*.ogg",
+                                                   "usr/share/klettres/*/syllab/*.ogg"),
+           30, "GPL-2+ (KLettres sounds, KDE)", seed=21, segment=10.0, group_depth=-3),
+    Source("etr-music", "extremetuxracer-data", "music", ("usr/share/games/etr/music/*.ogg",), 20,
+           "GPL-2+ / CC-BY-SA (Extreme Tux Racer data)", mode="crop", seed=22, segment=10.0),
+    Source("frozen-bubble-music", "frozen-bubble-data", "music", ("usr/share/games/frozen-bubble/snd/*zik*.ogg",),
+           20, "GPL-2+ (Frozen Bubble)", mode="crop", seed=23, segment=10.0),
+    Source("etr-sounds", "extremetuxracer-data", "env", ("usr/share/games/etr/sounds/*.wav",), 10,
+           "GPL-2+ (Extreme Tux Racer data)", seed=24, segment=10.0),
+    Source("frozen-bubble-sfx", "frozen-bubble-data", "env", ("usr/share/games/frozen-bubble/snd/*.ogg",), 10,
+           "GPL-2+ (Frozen Bubble)", seed=25, segment=10.0),
+]
+
+SETS = {"train": TRAIN, "heldout": HELDOUT}
+
+
+def cache_dir():
+    return Path(os.environ.get("DACLI_CORPUS_CACHE", Path.home() / ".cache" / "dacli" / "corpus-cache"))
+
+
+def fetch(package):
+    """Download and unpack a Debian package into the cache → (unpacked root, version)."""
+    debs, root = cache_dir() / "debs", cache_dir() / "x" / package
+    debs.mkdir(parents=True, exist_ok=True)
+    if not (root / ".version").exists():
+        if not list(debs.glob(f"{package}_*.deb")):
+            r = subprocess.run(["apt-get", "download", "-q", package], cwd=debs, capture_output=True, text=True)
+            if r.returncode:
+                subprocess.run(["apt-get", "update", "-q"], check=True)
+                subprocess.run(["apt-get", "download", "-q", package], cwd=debs, check=True)
+        deb = sorted(debs.glob(f"{package}_*.deb"))[-1]
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+        version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        (root / ".version").write_text(version)
+    return root, (root / ".version").read_text()
+
+
+def _files(root, patterns):
+    out = []
+    for pat in patterns:
+        if pat.startswith("zip:"):
+            for z in sorted(glob.glob(str(root / pat[4:]), recursive=True)):
+                with zipfile.ZipFile(z) as zf:
+                    out += [(z, m) for m in sorted(zf.namelist()) if m.lower().endswith((".ogg", ".wav", ".flac"))]
+        else:
+            out += sorted(f for f in glob.glob(str(root / pat), recursive=True) if os.path.isfile(f)
+                          and not os.path.islink(f))
+    return out
+
+
+def _read(src, start=0.0, seconds=None):
+    """Mono float32 at 44.1 kHz, or None if unreadable."""
+    try:
+        if isinstance(src, tuple):
+            with zipfile.ZipFile(src[0]) as zf:
+                f = io.BytesIO(zf.read(src[1]))
+        else:
+            f = src
+        with sf.SoundFile(f) as s:
+            rate = s.samplerate
+            s.seek(int(start * rate))
+            x = s.read(-1 if seconds is None else int(seconds * rate), dtype="float32", always_2d=True)
+    except Exception:
+        return None
+    return audio.resample(x.mean(1), rate, RATE).astype(np.float32)
+
+
+def _duration(src):
+    try:
+        if isinstance(src, tuple):
+            with zipfile.ZipFile(src[0]) as zf:
+                return sf.info(io.BytesIO(zf.read(src[1]))).duration
+        return sf.info(src).duration
+    except Exception:
+        return 0.0
+
+
+def _trim(x, db=-45.0):
+    e = np.abs(x)
+    idx = np.nonzero(e > e.max() * 10 ** (db / 20))[0] if len(x) else []
+    return x[max(0, idx[0] - int(0.02 * RATE)): idx[-1] + int(0.05 * RATE)] if len(idx) else x[:0]
+
+
+def _normalise(x, target=-20.0):
+    loud = audio.loudness(x, RATE)
+    y = x * audio.db_to_gain(target - loud) if loud > audio.MIN_LOUDNESS else x
+    peak = np.abs(y).max() if len(y) else 0
+    return (y * min(1.0, 0.89 / peak) if peak else y).astype(np.float32)
+
+
+def _name(src, root):
+    return f"{os.path.relpath(src[0], root)}!{src[1]}" if isinstance(src, tuple) else os.path.relpath(src, root)
+
+
+def build(set_name, out):
+    out = Path(out)
+    (out / "LICENSES").mkdir(parents=True, exist_ok=True)
+    manifest, totals, counts = [], {}, {}
+    for s in SETS[set_name]:
+        root, version = fetch(s.package)
+        rng = random.Random(s.seed)
+        files = _files(root, s.patterns)
+        done = 0.0
+
+        def emit(x, segs):
+            nonlocal done
+            if len(x) < RATE:
+                return
+            counts[s.name] = counts.get(s.name, 0) + 1
+            rel = f"{s.category}/{s.name}_{counts[s.name]:03d}.flac"
+            (out / s.category).mkdir(exist_ok=True)
+            sf.write(out / rel, _normalise(x), RATE, subtype="PCM_16")
+            for offset, src, src_offset, dur in segs:
+                manifest.append((rel, f"{offset:.3f}", s.package, version, _name(src, root), f"{src_offset:.3f}",
+                                 f"{dur:.3f}", s.licence))
+            done += len(x) / RATE
+            totals[s.category] = totals.get(s.category, 0) + len(x) / RATE
+
+        if s.mode == "crop":
+            long = [f for f in files if _duration(f) > s.segment + 2]
+            rng.shuffle(long)
+            k = 0
+            while done < s.seconds - 1 and long and k < 50 * len(long):
+                src = long[k % len(long)]
+                k += 1
+                start = rng.uniform(0, _duration(src) - s.segment - 1)
+                x = _read(src, start, min(s.segment, s.seconds - done))
+                if x is not None and np.sqrt(np.mean(x ** 2)) > 1e-3:
+                    emit(x, [(0.0, src, start, len(x) / RATE)])
+        else:
+            groups = {}
+            for f in files:
+                key = Path(f if isinstance(f, str) else f[1]).parts[s.group_depth] if s.group_depth else ""
+                groups.setdefault(key, []).append(f)
+            pools = [groups[g] for g in sorted(groups)]
+            for p in pools:
+                rng.shuffle(p)
+            buf, segs, t = [], [], 0.0
+            while done + t < s.seconds and any(pools):
+                for p in pools:
+                    if not p or done + t >= s.seconds:
+                        continue
+                    src = p.pop()
+                    x = _read(src)
+                    x = _trim(x) if x is not None else None
+                    if x is None or len(x) < int(0.2 * RATE):
+                        continue
+                    x = x[:int(s.segment * RATE)]
+                    if t + len(x) / RATE > s.segment and buf:
+                        emit(np.concatenate(buf), segs)
+                        buf, segs, t = [], [], 0.0
+                    segs.append((t, src, 0.0, len(x) / RATE))
+                    buf += [x, np.zeros(int(0.25 * RATE), np.float32)]
+                    t += len(x) / RATE + 0.25
+            if buf:
+                emit(np.concatenate(buf), segs)
+        cp = sorted(glob.glob(str(root / "usr/share/doc/*/copyright")))
+        if cp:
+            shutil.copy(cp[0], out / "LICENSES" / f"{s.package}.copyright")
+        print(f"  {s.name:22s} {done / 60:5.1f} min", flush=True)
+    with open(out / "manifest.tsv", "w") as f:
+        f.write("file\toffset_in_file\tpackage\tversion\tsource\tsource_offset\tseconds\tlicence\n")
+        f.writelines("\t".join(r) + "\n" for r in manifest)
+    print(f"{set_name}: " + ", ".join(f"{c} {v / 60:.1f} min" for c, v in sorted(totals.items())) + f" → {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in SETS:
+        raise SystemExit(__doc__)
+    build(sys.argv[1], sys.argv[2])
