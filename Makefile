@@ -24,5 +24,10 @@ eval-deps:
 test: install eval-deps
 	$(BIN)/python -m pytest -q
 
+# training and held-out sets of real recordings from Debian packages (not committed)
+corpus: install
+	$(BIN)/python -m dacli.corpus train data/train
+	$(BIN)/python -m dacli.corpus heldout data/heldout
+
 clean:
 	rm -rf $(VENV) build *.egg-info
