@@ -80,6 +80,8 @@ class _WeightNormConv(nn.Module):
         if self.folded:
             return
         w = self.weight_now().detach().clone()
+        if not self.transposed:  # store it so that the channels-last 4-D view is free (one copy in memory)
+            w = w[:, :, None].contiguous(memory_format=torch.channels_last)[:, :, 0]
         del self.weight_g, self.weight_v
         self.weight = nn.Parameter(w, requires_grad=False)
         self._fast_cache = {}
@@ -523,7 +525,8 @@ def load_checkpoint(path, fold=True):
     wrongly shaped tensors are refused (the official loader silently ignores them)."""
     kwargs, sd = read_checkpoint(path)
     try:
-        model = DAC(**kwargs)
+        with torch.device("meta"):  # no memory for initial weights: the file's tensors are used as they are
+            model = DAC(**kwargs)
     except Exception as e:
         raise DacliError(f"{path}: cannot build a model from its kwargs {kwargs} ({e})") from None
     expected = model.state_dict()
@@ -537,8 +540,9 @@ def load_checkpoint(path, fold=True):
         k = bad[0]
         raise DacliError(f"{path}: {len(bad)} tensors have the wrong shape, e.g. {k}: "
                          f"{tuple(sd[k].shape)} in the file, {tuple(expected[k].shape)} expected")
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     model.weights_hash = weights_hash(sd)
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
+    del sd
     model.eval()
     if fold:
         model.fold_weight_norm()
