@@ -240,8 +240,8 @@ class Trainer:
         if use_d:
             self.sched_d.step()
         self.step += 1
-        logs.update(step=self.step, loss=float(loss), mel=float(mel),
-                    codebook=float(out["vq/codebook_loss"]), commitment=float(out["vq/commitment_loss"]))
+        logs.update(step=self.step, loss=loss.item(), mel=mel.item(),
+                    codebook=out["vq/codebook_loss"].item(), commitment=out["vq/commitment_loss"].item())
         return logs
 
     def state(self):
