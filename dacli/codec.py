@@ -19,6 +19,7 @@ from . import audio, container
 from .errors import DacliError
 from .fileio import atomic_output
 from .model import WNConv1d, WNConvTranspose1d
+from .registry import release_memory
 
 TARGET_LOUDNESS = -16.0
 READ_BLOCK = 1 << 16          # samples per read from disk
@@ -87,6 +88,7 @@ def _batched(fn, windows, batch):
         for (i, r), yy in zip(rows[k:j], y):
             outs[i][r] = yy
         k = j
+        release_memory()
     return [torch.stack(o) for o in outs]
 
 

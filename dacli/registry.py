@@ -108,21 +108,29 @@ def resolve_device(device="auto"):
 
 def tune_allocator():
     """Keep large freed blocks in glibc's heap instead of returning them to the OS: inference allocates
-    the same big activations window after window, and page-faulting them in afresh costs about half
-    of the CPU time (measured: 44.1 kHz encode 0.45 → 0.23 s per second of audio)."""
-    global _TUNED
-    if _TUNED or not sys.platform.startswith("linux"):
+    the same big activations layer after layer, and page-faulting them in afresh costs 30-40 % of the
+    CPU time (measured, 44.1 kHz model, stereo: encode 0.30 → 0.22 s, decode 0.58 → 0.41 s per
+    second of audio). :func:`release_memory` hands the free pages back between windows."""
+    global _LIBC
+    if _LIBC is not None or not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        _LIBC = libc
     except (OSError, AttributeError):
-        pass
-    _TUNED = True
+        _LIBC = False
 
 
-_TUNED = False
+def release_memory():
+    """Return free heap pages to the OS (after a window), so that fragmentation cannot make the
+    resident size grow with the length of the file."""
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def load_model(name_or_path=None, device="auto", precision="fp32"):
