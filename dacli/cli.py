@@ -55,6 +55,8 @@ def _destinations(items, output, suffix, single_exts):
 
 def _batch(pairs, overwrite, quiet, work, verb):
     """Run ``work(src, dst, reporter)`` on each pair; one bad file does not stop the rest."""
+    if not pairs:
+        raise DacliError("no input files found (or none in this --shard)")
     rep = Reporter(quiet, len(pairs))
     ok = skipped = failed = 0
     try:
@@ -70,6 +72,9 @@ def _batch(pairs, overwrite, quiet, work, verb):
                 except DacliError as e:
                     failed += 1
                     rep.error(str(e))
+                except Exception as e:  # a bug or a resource problem: report it, go on with the batch
+                    failed += 1
+                    rep.error(f"{src}: unexpected {type(e).__name__}: {e}")
             rep.files.update(1)
     finally:
         rep.files.close()
