@@ -4,7 +4,7 @@
 
 Times file-to-file encode and decode of the same real recording (tests/fixtures/music20s.flac looped
 to --seconds) with the full-size 44khz preset (random weights) for dacli and, when the official package
-is installed in its own venv (see ../shared/reference/install_official_dac.sh), for the official
+is installed in its own venv (benchmarks/install_official.sh), for the official
 compress/decompress with its CLI's 5 s window. Prints real-time factors, the dacli/official ratios,
 peak RSS and GFLOP/s, and for bf16 the SNR against the fp32 decode and the share of codes equal to fp32.
 Stop other work on the machine first (e.g. kill -STOP a training run).
