@@ -12,6 +12,7 @@ from . import codec, container, registry
 from .errors import DacliError
 from .fileio import AUDIO_EXTS, find_inputs
 from .fileio import shard as take_shard
+from .model import codebooks_for_kbps
 
 AUDIO_IN = AUDIO_EXTS - {".raw"}
 DAC_EXTS = {".dac"}
@@ -234,8 +235,8 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
 
     def work(src, dst, rep):
         header, codes = container.read(src)
-        per = header.frame_rate * header.bits_per_code / 1000
-        n = n_codebooks if n_codebooks is not None else max(1, min(header.n_codebooks, int(kbps / per + 1e-9)))
+        n = n_codebooks if n_codebooks is not None else codebooks_for_kbps(
+            kbps, header.kbps / header.n_codebooks, header.n_codebooks)
         container.write(dst, *container.truncate_codebooks(header, codes, n))
 
     _batch(_destinations(find_inputs(inputs, DAC_EXTS), output, ".dac", DAC_EXTS), overwrite, quiet, work,

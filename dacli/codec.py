@@ -198,6 +198,13 @@ def _blocks(path, block=READ_BLOCK):
             yield x
 
 
+def _counted(blocks, count):
+    """Pass blocks through, adding their lengths to ``count[0]``."""
+    for x in blocks:
+        count[0] += len(x)
+        yield x
+
+
 def _resampled(blocks, rate_in, rate_out, channels):
     """Stream-resample (samples, channels) blocks (soxr VHQ; identical to one-shot resampling)."""
     if rate_in == rate_out:
@@ -220,22 +227,14 @@ def measure(path, model_rate):
     except Exception as e:
         raise DacliError(f"{path}: cannot read audio ({audio._sf_reason(e)})") from None
     meter = audio.LoudnessMeter(model_rate, info.channels)
-    n_in = n_model = 0
-    peak = 0.0
-
-    def counted():
-        nonlocal n_in
-        for x in _blocks(path):
-            n_in += len(x)
-            yield x
-
-    for y in _resampled(counted(), info.samplerate, model_rate, info.channels):
+    n_in, n_model, peak = [0], 0, 0.0
+    for y in _resampled(_counted(_blocks(path), n_in), info.samplerate, model_rate, info.channels):
         meter.feed(y)
         n_model += len(y)
         peak = max(peak, float(np.abs(y).max()))
-    if n_in == 0:
+    if n_in[0] == 0:
         raise DacliError(f"{path}: the file holds no audio")
-    return info.samplerate, info.channels, n_in, n_model, meter.result(), peak
+    return info.samplerate, info.channels, n_in[0], n_model, meter.result(), peak
 
 
 def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_SECONDS, progress=None):
@@ -248,23 +247,16 @@ def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_S
         gain_db = -20 * math.log10(peak)
     g = np.float32(audio.db_to_gain(gain_db))
     enc = WindowEncoder(model, channels, n_model, n_codebooks, chunk_seconds)
-    parts, n_seen, n_model2 = [], 0, 0
-
-    def counted():
-        nonlocal n_seen
-        for x in _blocks(src):
-            n_seen += len(x)
-            yield x
-
-    for y in _resampled(counted(), rate, model.sample_rate, channels):
+    parts, n_seen, n_model2 = [], [0], 0
+    for y in _resampled(_counted(_blocks(src), n_seen), rate, model.sample_rate, channels):
         n_model2 += len(y)
         if n_model2 > n_model:
             raise DacliError(f"{src}: the file changed while it was being read")
         parts += enc.feed(y.T * g)
         if progress:
             progress(len(y) / model.sample_rate)
-    if n_seen != n_in or n_model2 != n_model:
-        raise DacliError(f"{src}: the file changed while it was being read ({n_in} then {n_seen} samples)")
+    if n_seen[0] != n_in or n_model2 != n_model:
+        raise DacliError(f"{src}: the file changed while it was being read ({n_in} then {n_seen[0]} samples)")
     parts += enc.feed(np.zeros((channels, 0), np.float32), last=True)
     codes = np.concatenate(parts, axis=2)
     header = container.Header(

@@ -44,6 +44,11 @@ KWARGS = ("encoder_dim", "encoder_rates", "latent_dim", "decoder_dim", "decoder_
           "codebook_size", "codebook_dim", "quantizer_dropout", "sample_rate")
 
 
+def codebooks_for_kbps(kbps, kbps_per_codebook, n_max):
+    """The largest codebook count (1 … n_max) whose exact bitrate does not exceed ``kbps``."""
+    return max(1, min(n_max, int(math.floor(kbps / kbps_per_codebook + 1e-9))))
+
+
 # --------------------------------------------------------------------------------------------------
 # Building blocks
 
@@ -362,9 +367,7 @@ class DAC(nn.Module):
 
     def n_codebooks_for_kbps(self, kbps):
         """The largest codebook count whose exact bitrate does not exceed ``kbps`` (at least 1)."""
-        per = self.kbps(1)
-        n = int(math.floor(kbps / per + 1e-9))
-        return max(1, min(self.n_codebooks, n))
+        return codebooks_for_kbps(kbps, self.kbps(1), self.n_codebooks)
 
     @property
     def device(self):

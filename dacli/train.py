@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from . import audio
+from .fileio import AUDIO_EXTS, find_inputs
 from .metrics import mel_distance
 from .model import DAC, load_checkpoint
 
@@ -148,14 +149,11 @@ def generator_losses(d_fake, d_real):
 # --------------------------------------------------------------------------------------------------
 # Data
 
-AUDIO_EXTS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-
-
 class Corpus:
     """All audio of a folder, mono at the model rate, in memory; draws loudness-normalised excerpts."""
 
     def __init__(self, folder, sample_rate, min_loudness=-40.0, target=-16.0):
-        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+        files = [f for f, _ in find_inputs([folder], AUDIO_EXTS - {".raw"})]
         if not files:
             raise SystemExit(f"no audio files under {folder}")
         self.clips = []
