@@ -72,19 +72,21 @@ def default_batch(device):
     return 16 if torch.device(device).type == "cuda" else 1
 
 
-def _batched(fn, windows, batch):
+def _batched(fn, windows, batch, keys=None):
     """Apply ``fn`` to the rows of every (rows, ...) tensor of ``windows``, stacking up to ``batch``
-    rows of equal shape per call (rows of consecutive windows may share a call) → one output per window."""
+    rows of equal shape (and equal ``keys[i]``, passed to ``fn``) per call; rows of consecutive
+    windows may share a call → one output per window."""
+    keys = keys or [None] * len(windows)
     rows = [(i, r) for i, w in enumerate(windows) for r in range(w.shape[0])]
     outs = [[None] * w.shape[0] for w in windows]
     k = 0
     while k < len(rows):
-        shape = windows[rows[k][0]].shape[1:]
+        kind = (windows[rows[k][0]].shape[1:], keys[rows[k][0]])
         j = k + 1
-        while j < len(rows) and j - k < batch and windows[rows[j][0]].shape[1:] == shape:
+        while j < len(rows) and j - k < batch and (windows[rows[j][0]].shape[1:], keys[rows[j][0]]) == kind:
             j += 1
         with torch.inference_mode():
-            y = fn(torch.stack([windows[i][r] for i, r in rows[k:j]]))
+            y = fn(torch.stack([windows[i][r] for i, r in rows[k:j]]), kind[1])
         for (i, r), yy in zip(rows[k:j], y):
             outs[i][r] = yy
         k = j
@@ -130,43 +132,43 @@ class WindowEncoder:
         if not ready or (not last and len(ready) * self.channels < self.batch and nxt < self.frames):
             return []  # wait for more windows to fill a batch
         dev = self.model.device
-        codes = _batched(lambda x: self.model.encode_frames(x.to(dev), self.n_codebooks).cpu(),
+        codes = _batched(lambda x, _: self.model.encode_frames(x.to(dev), self.n_codebooks).cpu(),
                          [r[3] for r in ready], self.batch)
         self.next = nxt
         keep = max(0, self.next - self.C) * self.hop
         self.buf = self.buf[:, keep - self.buf_start:]
         self.buf_start = keep
-        return [c[:, :, off:off + w].numpy() for (s, w, off, _), c in zip(ready, codes)]
+        return [c[:, :, off:off + w].numpy().astype(np.int32) for (s, w, off, _), c in zip(ready, codes)]
 
 
 def decode_windows(model, codes, chunk_seconds=DEFAULT_CHUNK_SECONDS, batch=None):
-    """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order."""
-    codes = torch.as_tensor(np.asarray(codes)).long()
-    hop, frames, channels = model.hop_length, codes.shape[-1], codes.shape[0]
+    """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order. Each
+    window of W frames is decoded with C frames of context on both sides; the decoder drops the
+    context layer by layer once it no longer reaches the kept samples (``Decoder.cropped``)."""
+    codes = torch.as_tensor(np.asarray(codes))  # widened to int64 one window at a time
+    frames, channels = codes.shape[-1], codes.shape[0]
     W, C = window_frames(model, chunk_seconds), decoder_context(model)
     batch = batch or default_batch(model.device)
     per_call = max(1, batch // max(1, channels))  # windows per forward pass
     starts = list(range(0, frames, W))
     for g in range(0, len(starts), per_call):
-        group = []
+        windows, keeps = [], []
         for s in starts[g:g + per_call]:
             w = min(W, frames - s)
             a, b = max(0, s - C), min(frames, s + w + C)
-            group.append((s, w, a, codes[:, :, a:b]))
-        ys = _batched(lambda c: model.decode_frames(c.to(model.device))[:, 0].float().cpu(),
-                      [grp[3] for grp in group], batch)
-        for (s, w, a, _), y in zip(group, ys):
-            start = (s - a) * hop
-            y = y.numpy()
-            yield y[:, start:start + w * hop] if s + w < frames else y[:, start:]
+            windows.append(codes[:, :, a:b].long())
+            keeps.append((s - a, s - a + w))
+        ys = _batched(lambda c, keep: model.decode_frames(c.to(model.device), keep)[:, 0].float().cpu(),
+                      windows, batch, keeps)
+        yield from (y.numpy() for y in ys)
 
 
 def encode_array(model, x, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_SECONDS):
-    """Windowed encode of (channels, samples) audio at the model rate → (channels, n, frames) int64."""
+    """Windowed encode of (channels, samples) audio at the model rate → (channels, n, frames) int32."""
     x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
     enc = WindowEncoder(model, x.shape[0], x.shape[1], model._check_n(n_codebooks), chunk_seconds)
     parts = enc.feed(x, last=True)
-    return np.concatenate(parts, axis=2) if parts else np.zeros((x.shape[0], enc.n_codebooks, 0), np.int64)
+    return np.concatenate(parts, axis=2) if parts else np.zeros((x.shape[0], enc.n_codebooks, 0), np.int32)
 
 
 def decode_array(model, codes, chunk_seconds=DEFAULT_CHUNK_SECONDS):

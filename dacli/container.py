@@ -155,12 +155,12 @@ def _open(path):
 
 
 def read(path):
-    """Read a .dac file → (Header, codes int64 (channels, n_codebooks, n_frames)). Raises DacliError
+    """Read a .dac file → (Header, codes int32 (channels, n_codebooks, n_frames)). Raises DacliError
     for anything wrong with it: magic, version, truncation, CRC, trailing bytes."""
     with _open(path) as f:
         buf = f.read()
     header, pos = parse_header(buf, path)
-    codes = np.empty((header.channels, header.n_codebooks, header.n_frames), dtype=np.int64)
+    codes = np.empty((header.channels, header.n_codebooks, header.n_frames), dtype=np.int32)  # ≤ 24 bits
     dctx = zstandard.ZstdDecompressor()
     for i, (t0, t1) in enumerate(_blocks(header)):
         if len(buf) < pos + _BLOCK.size:

@@ -118,32 +118,30 @@ def tune_allocator():
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        if hasattr(libc, "mallinfo2"):
-            libc.mallinfo2.restype = _Mallinfo2
         _LIBC = libc
     except (OSError, AttributeError):
         _LIBC = False
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+RSS_BUDGET = 1280 << 20
 
 
-FREE_HEAP_LIMIT = 768 << 20
+def _rss():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def release_memory():
-    """After a window: when more than FREE_HEAP_LIMIT bytes of the heap are free, return the free pages
-    to the OS, so that fragmentation cannot make the resident size grow with the length of the file.
-    (Trimming after every window instead costs 17 % of the speed.)"""
-    if not _LIBC:
-        return
-    try:
-        info = _LIBC.mallinfo2()
-    except AttributeError:  # glibc < 2.33
-        return
-    if info.fordblks > FREE_HEAP_LIMIT:
+    """After a window: when the resident size is over RSS_BUDGET, return the heap's free pages to the
+    OS, so that fragmentation cannot make it grow with the length of the file. Below the budget the
+    free pages are kept for the next window (page-faulting them in afresh is what costs).
+    Measured, full 44.1 kHz model, 2 s windows: a stereo decode that never trims peaks at 2.07 GB;
+    trimming whenever more than 256 MB of the heap is free holds it at 1.36 GB but then trims after
+    every window of every file, 7-20 % slower; a mono encode stays under the budget and never trims."""
+    if _LIBC and _rss() > RSS_BUDGET:
         _LIBC.malloc_trim(0)
 
 

@@ -196,11 +196,11 @@ def test_interrupted_decode_leaves_nothing(tmp_path, monkeypatch, tiny44):
     calls = {"n": 0}
     real = type(tiny44).decode_frames
 
-    def flaky(self, codes):
+    def flaky(self, codes, keep=None):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(self, codes)
+        return real(self, codes, keep)
 
     monkeypatch.setattr(type(tiny44), "decode_frames", flaky)
     res = run("decode", tmp_path / "a.dac", "-o", tmp_path / "out.wav", "--model", TINY, "--chunk-seconds", 1,

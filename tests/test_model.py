@@ -155,3 +155,30 @@ def test_python_api(tmp_path):
             dacli.load_model("24khz")
         finally:
             del os.environ["DACLI_CACHE"]
+
+
+@pytest.mark.parametrize("name", ["tiny44", "tiny24"])
+def test_cropped_decoder_equals_a_slice_of_the_full_decode(name, request):
+    """Decoder.cropped carries context only as far as it reaches: its output must equal the same
+    samples of a full decode, for windows at the start, inside and at the end of the codes."""
+    model = request.getfixturevalue(name)
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, model.codebook_size, (1, model.n_codebooks, 40), generator=g)
+    full = model.decode(codes)[0]
+    hop = model.hop_length
+    for lo, hi in [(0, 5), (12, 20), (25, 40), (0, 40), (39, 40)]:
+        with torch.inference_mode():
+            part = model.decode_frames(codes, keep=(lo, hi))[0, 0]
+        want = full[lo * hop:hi * hop]
+        assert part.shape == want.shape
+        assert (part - want).abs().max() < 1e-5, (lo, hi)
+    # the margins are what make it exact: without them the window's edges differ
+    margins = model.decoder.margins()
+    try:
+        model.decoder._margins = [0] * len(margins)
+        with torch.inference_mode():
+            part = model.decode_frames(codes, keep=(12, 20))[0, 0]
+        n = min(len(part), 8 * hop)  # odd strides also lose a few samples
+        assert (part[:n] - full[12 * hop:12 * hop + n]).abs().max() > 1e-3
+    finally:
+        model.decoder._margins = margins
