@@ -114,12 +114,17 @@ _MKLDNN_CONV = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if torc
 
 def _conv4d(x, w, b, stride, padding, dilation, add=None):
     """2-D convolution of a (B, C, 1, L) channels-last tensor, plus ``add`` if given. On the CPU with
-    oneDNN the addition happens inside the convolution (no extra tensor, no extra pass)."""
+    oneDNN the addition happens inside the convolution (no extra tensor, no extra pass); where that
+    internal op refuses (another build of torch), plain conv2d takes over for good."""
+    global _MKLDNN_CONV
     if _MKLDNN_CONV is not None and x.device.type == "cpu":
         args = ([0, padding], [1, stride], [1, dilation], 1)
-        if add is None:
-            return _MKLDNN_CONV(x, w, b, *args, "none", [], None)
-        return _MKLDNN_CONV(x, add, w, b, *args, "add", 1.0, None, [], None)
+        try:
+            if add is None:
+                return _MKLDNN_CONV(x, w, b, *args, "none", [], None)
+            return _MKLDNN_CONV(x, add, w, b, *args, "add", 1.0, None, [], None)
+        except (RuntimeError, NotImplementedError):
+            _MKLDNN_CONV = None
     y = F.conv2d(x, w, b, (1, stride), (0, padding), (1, dilation))
     return y if add is None else y.add_(add)
 

@@ -182,3 +182,16 @@ def test_cropped_decoder_equals_a_slice_of_the_full_decode(name, request):
         assert (part[:n] - full[12 * hop:12 * hop + n]).abs().max() > 1e-3
     finally:
         model.decoder._margins = margins
+
+
+def test_fused_convolution_path_equals_plain_conv2d(tiny44, monkeypatch):
+    """The oneDNN conv-with-add path and the plain conv2d fallback give the same decode."""
+    from dacli import model as M
+    g = torch.Generator().manual_seed(5)
+    codes = torch.randint(0, tiny44.codebook_size, (1, tiny44.n_codebooks, 12), generator=g)
+    assert M._MKLDNN_CONV is not None  # the CPU build of torch pinned in setup.cfg has it
+    fused = tiny44.decode(codes)
+    assert M._MKLDNN_CONV is not None  # and it did not fall back
+    monkeypatch.setattr(M, "_MKLDNN_CONV", None)
+    plain = tiny44.decode(codes)
+    assert (fused - plain).abs().max() < 1e-5
