@@ -58,11 +58,12 @@ def make_model(name, device, precision):
         model.weights_hash = "0" * 64
         model = model.to(registry.resolve_device(device))
         model.precision = precision
+        registry.release_memory(force=True)
         return model
     return registry.load_model(name, device, precision)
 
 
-def phase(kind, model_name, src, dst, device="auto", precision="fp32", chunk_seconds=codec.DEFAULT_CHUNK_SECONDS,
+def phase(kind, model_name, src, dst, device="auto", precision="fp32", chunk_seconds=None,
           n_codebooks=None):
     """Run one phase in this process → dict with seconds and peak RSS (MiB)."""
     model = make_model(model_name, device, precision)
@@ -116,7 +117,7 @@ def test_audio(path, seconds=60.0, channels=1, source=None, rate=44100):
 
 
 def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, device="auto", precision="fp32",
-          chunk_seconds=codec.DEFAULT_CHUNK_SECONDS, workdir=None):
+          chunk_seconds=None, workdir=None):
     """Time file-to-file encode and decode → dict of results (real-time factors, RSS, GFLOP/s)."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         src = test_audio(Path(tmp) / "in.wav", seconds, channels, source)
@@ -128,7 +129,8 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
     audio_s = seconds * channels
     res = {"model": model_name, "device": str(registry.resolve_device(device)), "precision": precision,
            "threads": torch.get_num_threads(), "audio_seconds": seconds, "channels": channels,
-           "chunk_seconds": chunk_seconds,
+           "encode_window_seconds": chunk_seconds or codec.ENCODE_CHUNK_SECONDS,
+           "decode_window_seconds": chunk_seconds or codec.DECODE_CHUNK_SECONDS,
            "encode_seconds": enc["seconds"], "decode_seconds": dec["seconds"],
            "encode_rtf": seconds / enc["seconds"], "decode_rtf": seconds / dec["seconds"],
            "encode_peak_rss_mib": enc["peak_rss_mib"], "decode_peak_rss_mib": dec["peak_rss_mib"],
@@ -142,7 +144,8 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
 
 def report(res):
     lines = [f"model {res['model']} on {res['device']} ({res['precision']}, {res['threads']} threads), "
-             f"{res['audio_seconds']:.0f} s × {res['channels']} ch, window {res['chunk_seconds']} s"]
+             f"{res['audio_seconds']:.0f} s × {res['channels']} ch, windows {res['encode_window_seconds']:g} s "
+             f"(encode) / {res['decode_window_seconds']:g} s (decode)"]
     for k in ("encode", "decode"):
         lines.append(f"  {k}: {res[k + '_seconds']:.2f} s = {res[k + '_rtf']:.2f}× real time, "
                      f"peak RSS {res[k + '_peak_rss_mib']:.0f} MiB, "

@@ -101,8 +101,9 @@ def _common_batch(f):
     f = click.option("--shard", metavar="K/N", help="Process only the K-th of N deterministic shares of the "
                                                     "files (for job arrays).")(f)
     f = click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")(f)
-    return click.option("--chunk-seconds", type=float, default=codec.DEFAULT_CHUNK_SECONDS, show_default=True,
-                        help="Window length for inference; results do not depend on it, memory does.")(f)
+    return click.option("--chunk-seconds", type=float, default=None,
+                        help=f"Window length for inference (default {codec.ENCODE_CHUNK_SECONDS:g} s to encode, "
+                             f"{codec.DECODE_CHUNK_SECONDS:g} s to decode); results do not depend on it, memory does.")(f)
 
 
 class Failure(click.ClickException):
@@ -328,7 +329,8 @@ def download(name, base_url, quiet):
               help="A recording to loop as test audio (default: synthetic).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
-@click.option("--chunk-seconds", type=float, default=codec.DEFAULT_CHUNK_SECONDS, show_default=True)
+@click.option("--chunk-seconds", type=float, default=None,
+              help=f"Window length (default {codec.ENCODE_CHUNK_SECONDS:g} s to encode, {codec.DECODE_CHUNK_SECONDS:g} s to decode).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_cmd(model_name, seconds, channels, source, device, precision, chunk_seconds, as_json):
     """Time file-to-file encode and decode: real-time factors, peak RSS, GFLOP/s."""

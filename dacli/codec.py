@@ -23,7 +23,12 @@ from .registry import release_memory
 
 TARGET_LOUDNESS = -16.0
 READ_BLOCK = 1 << 16          # samples per read from disk
-DEFAULT_CHUNK_SECONDS = 2.0   # window length; results do not depend on it (see default_batch for the measurements)
+# Window lengths (seconds; results do not depend on them, see default_batch for the measurements).
+# The decoder drops its context early (Decoder.cropped), so short windows cost it nothing: 60 s mono,
+# fp32, 2 CPU cores: decode 22.8 / 22.7 / 23.1 s at 1 / 1.5 / 2 s windows, peak RSS 1204 / 1356 /
+# 1464 MiB. The encoder carries its context to the end: encode 13.2 / 12.5 / 12.5 s.
+ENCODE_CHUNK_SECONDS = 2.0
+DECODE_CHUNK_SECONDS = 1.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -56,7 +61,10 @@ def decoder_context(model):
     return math.ceil(span / 2) + 1
 
 
-def window_frames(model, chunk_seconds):
+def window_frames(model, chunk_seconds, default):
+    """Frames per window for ``chunk_seconds`` (None: ``default``)."""
+    if chunk_seconds is None:
+        chunk_seconds = default
     if not chunk_seconds or chunk_seconds <= 0:
         raise DacliError("--chunk-seconds must be positive")
     return max(1, int(round(chunk_seconds * model.sample_rate / model.hop_length)))
@@ -66,7 +74,7 @@ def default_batch(device):
     """Rows (channel windows) per forward pass: one on CPU, where batching does not speed convolutions
     up but multiplies activation memory (measured, full-size 44.1 kHz model, stereo: batch 2 peaks at
     3.2 GB against 1.4 GB); several on CUDA, where one larger call keeps the GPU busy (not measured
-    here: no GPU). Window length (DEFAULT_CHUNK_SECONDS), measured on 2 CPU cores, stereo, fp32:
+    here: no GPU). Window length, measured before the decoder dropped its context early on 2 CPU cores, stereo, fp32:
     encode 0.22 s per audio second at 1.5, 2 and 3 s windows; decode 0.43 / 0.44 / 0.41 s; peak RSS
     encode 0.99 / 1.03 / 1.34 GB, decode 1.26 / 1.29 / 1.60 GB: 2 s keeps both under 1.5 GB."""
     return 16 if torch.device(device).type == "cuda" else 1
@@ -98,14 +106,14 @@ class WindowEncoder:
     """Streaming overlap-save encoder: ``feed`` (channels, n) audio at the model rate, already gained;
     it returns the code frames completed so far as (channels, n_codebooks, frames) arrays."""
 
-    def __init__(self, model, channels, total_samples, n_codebooks, chunk_seconds=DEFAULT_CHUNK_SECONDS,
+    def __init__(self, model, channels, total_samples, n_codebooks, chunk_seconds=None,
                  batch=None):
         self.model, self.n_codebooks, self.channels = model, n_codebooks, channels
         self.batch = batch or default_batch(model.device)
         self.hop = model.hop_length
         self.frames = math.ceil(total_samples / self.hop)
         self.padded = self.frames * self.hop  # the one-pass encode zero-pads to a hop multiple
-        self.W, self.C = window_frames(model, chunk_seconds), encoder_context(model)
+        self.W, self.C = window_frames(model, chunk_seconds, ENCODE_CHUNK_SECONDS), encoder_context(model)
         self.buf = np.zeros((channels, 0), np.float32)
         self.buf_start = 0     # sample index of buf[:, 0]
         self.received = 0
@@ -141,13 +149,13 @@ class WindowEncoder:
         return [c[:, :, off:off + w].numpy().astype(np.int32) for (s, w, off, _), c in zip(ready, codes)]
 
 
-def decode_windows(model, codes, chunk_seconds=DEFAULT_CHUNK_SECONDS, batch=None):
+def decode_windows(model, codes, chunk_seconds=None, batch=None):
     """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order. Each
     window of W frames is decoded with C frames of context on both sides; the decoder drops the
     context layer by layer once it no longer reaches the kept samples (``Decoder.cropped``)."""
     codes = torch.as_tensor(np.asarray(codes))  # widened to int64 one window at a time
     frames, channels = codes.shape[-1], codes.shape[0]
-    W, C = window_frames(model, chunk_seconds), decoder_context(model)
+    W, C = window_frames(model, chunk_seconds, DECODE_CHUNK_SECONDS), decoder_context(model)
     batch = batch or default_batch(model.device)
     per_call = max(1, batch // max(1, channels))  # windows per forward pass
     starts = list(range(0, frames, W))
@@ -163,7 +171,7 @@ def decode_windows(model, codes, chunk_seconds=DEFAULT_CHUNK_SECONDS, batch=None
         yield from (y.numpy() for y in ys)
 
 
-def encode_array(model, x, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+def encode_array(model, x, n_codebooks=None, chunk_seconds=None):
     """Windowed encode of (channels, samples) audio at the model rate → (channels, n, frames) int32."""
     x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
     enc = WindowEncoder(model, x.shape[0], x.shape[1], model._check_n(n_codebooks), chunk_seconds)
@@ -171,7 +179,7 @@ def encode_array(model, x, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_SECONDS
     return np.concatenate(parts, axis=2) if parts else np.zeros((x.shape[0], enc.n_codebooks, 0), np.int32)
 
 
-def decode_array(model, codes, chunk_seconds=DEFAULT_CHUNK_SECONDS):
+def decode_array(model, codes, chunk_seconds=None):
     """Windowed decode of (channels, n, frames) codes → (channels, samples) audio at the model rate."""
     parts = list(decode_windows(model, codes, chunk_seconds))
     return np.concatenate(parts, axis=1) if parts else np.zeros((np.shape(codes)[0], 0), np.float32)
@@ -239,7 +247,7 @@ def measure(path, model_rate):
     return info.samplerate, info.channels, n_in[0], n_model, meter.result(), peak
 
 
-def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=DEFAULT_CHUNK_SECONDS, progress=None):
+def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=None, progress=None):
     """Encode an audio file into a .dac container (atomically). ``progress(seconds)`` is called as
     audio is encoded. Returns the header written."""
     n_codebooks = model._check_n(n_codebooks)
@@ -295,7 +303,7 @@ def _write_blocks(dst, blocks, rate, channels, length, fmt, progress=None):
                 f.write(np.zeros((length - written, channels), np.float32))
 
 
-def decode_file(model, src, dst, fmt="wav", chunk_seconds=DEFAULT_CHUNK_SECONDS, progress=None):
+def decode_file(model, src, dst, fmt="wav", chunk_seconds=None, progress=None):
     """Decode a .dac container (ours or the official tool's) to an audio file, atomically."""
     if container.is_legacy(src):
         return decode_legacy_file(model, src, dst, fmt)

@@ -121,7 +121,7 @@ def _mp3_rate(kbps):
 class Runner:
     """Runs codecs on files; keeps loaded models; collects codes for the bitrate efficiency."""
 
-    def __init__(self, device="auto", chunk_seconds=codec.DEFAULT_CHUNK_SECONDS):
+    def __init__(self, device="auto", chunk_seconds=None):
         self.device, self.chunk_seconds = device, chunk_seconds
         self.models = {}
         self.codes = {}  # family spec → list of (channels, n, frames) arrays
