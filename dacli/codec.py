@@ -74,9 +74,8 @@ def default_batch(device):
     """Rows (channel windows) per forward pass: one on CPU, where batching does not speed convolutions
     up but multiplies activation memory (measured, full-size 44.1 kHz model, stereo: batch 2 peaks at
     3.2 GB against 1.4 GB); several on CUDA, where one larger call keeps the GPU busy (not measured
-    here: no GPU). Window length, measured before the decoder dropped its context early on 2 CPU cores, stereo, fp32:
-    encode 0.22 s per audio second at 1.5, 2 and 3 s windows; decode 0.43 / 0.44 / 0.41 s; peak RSS
-    encode 0.99 / 1.03 / 1.34 GB, decode 1.26 / 1.29 / 1.60 GB: 2 s keeps both under 1.5 GB."""
+    here: no GPU). Window lengths: see ENCODE_CHUNK_SECONDS (encode: 0.22 s per audio second at 1.5,
+    2 and 3 s windows, stereo, peak RSS 0.99 / 1.03 / 1.34 GB)."""
     return 16 if torch.device(device).type == "cuda" else 1
 
 
