@@ -263,11 +263,10 @@ class Decoder(nn.Module):
         return self.model(x)
 
     def cropped(self, x, keep):
-        """(B, latent, T) → (B, 1, L) audio where only output samples
-        [lo·hop, hi·hop) are wanted: after each layer, activations are cropped to the wanted region
-        plus the receptive field of the layers still to come, so the context frames of a window are
-        carried only as far as they matter (most of the decoder's reach is in its first layers).
-        Returns (audio, index of its first sample)."""
+        """Decode (B, latent, T) when only output samples [lo·hop, hi·hop) are wanted, ``keep = (lo, hi)``
+        in frames. After each layer the activations are cropped to the wanted region plus the reach of
+        the layers still to come, so a window's context is carried only as far as it matters (most of
+        the decoder's reach is in its first, low-rate layers). Returns (audio, index of its first sample)."""
         lo, hi = keep
         start, rate = 0, 1  # index of x[..., 0], in samples at the current layer's rate; samples per frame
         for layer, margin in zip(self.model, self.margins()):
