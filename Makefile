@@ -1,4 +1,4 @@
-# make install: create .venv with the CPU torch and dacli (editable). make test: run the test suite.
+# make install: create .venv with the CPU torch and dacli (editable; compiles the fused Snake kernel, dacli/_snake.c). make test: run the test suite.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg setup.py
+$(STAMP): setup.cfg setup.py dacli/_snake.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
@@ -30,4 +30,4 @@ corpus: install
 	$(BIN)/python -m dacli.corpus heldout data/heldout
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info dacli/*.so

@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 
 from . import codec, registry
-from .model import PRESETS, WNConv1d, WNConvTranspose1d, build
+from .model import PRESETS, WNConv1d, WNConvTranspose1d, _fused_snake, build
 
 
 def flops_per_second(model):

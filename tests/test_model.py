@@ -195,3 +195,30 @@ def test_fused_convolution_path_equals_plain_conv2d(tiny44, monkeypatch):
     monkeypatch.setattr(M, "_MKLDNN_CONV", None)
     plain = tiny44.decode(codes)
     assert (fused - plain).abs().max() < 1e-5
+
+
+def test_fused_snake_equals_the_formula():
+    """The C kernel (_snake.c) against torch's formula: out of place and in place, channel counts that
+    are not a multiple of the vector width, one thread and several, and arguments far beyond 2π."""
+    from dacli import model as M
+    assert M._fused_snake is not None, "dacli._snake is not built: run make install (needs a C compiler)"
+    g = torch.Generator().manual_seed(11)
+    for channels, length, scale in ((7, 1001, 3.0), (64, 5000, 30.0), (1536, 67, 1e4)):
+        m = M.Snake1d(channels).eval()
+        with torch.no_grad():
+            m.alpha.copy_(torch.rand(1, channels, 1, generator=g) * 5 + 0.05)
+        x = (torch.randn(2, channels, 1, length, generator=g) * scale).contiguous(memory_format=torch.channels_last)
+        ref = M.snake(x, m.alpha.detach().view(1, -1, 1, 1))
+        with torch.inference_mode():
+            got = m(x)
+        err = ((got - ref).abs() / (ref.abs() + 1)).max().item()
+        assert err < 1e-5 * max(1.0, scale / 1000), (channels, scale, err)
+        alpha = m.alpha.detach().reshape(-1).contiguous()  # held: the kernel takes bare addresses
+        inv = (alpha + 1e-9).reciprocal()
+        rows = x.numel() // channels
+        for threads in (1, 3):
+            y = torch.empty_like(x)
+            M._fused_snake.snake(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv.data_ptr(), rows, channels, threads)
+            assert torch.equal(y, got)
+        M._fused_snake.snake(x.data_ptr(), x.data_ptr(), alpha.data_ptr(), inv.data_ptr(), rows, channels, 2)
+        assert torch.equal(x, got)  # in place
