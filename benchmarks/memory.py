@@ -5,7 +5,7 @@
 Generates a stereo 44.1 kHz file of each length (a real recording looped), then encodes and decodes
 it with the full-size 44khz preset (random weights: memory and speed do not depend on weight values),
 each phase in a fresh process, and prints peak RSS. Target: ≤ 1.5 GB, and the longest input's peak
-within 10% of the shortest's (memory bounded by the window, not the file). A length given several
+no more than 10% above the shortest's (memory bounded by the window, not the file). A length given several
 times runs several times: glibc's heap settles into one of two layouts at random (about 0.9 and
 1.3 GB for the same file), so the shortest length's runs show that spread.
 """
@@ -48,7 +48,7 @@ def main():
         long_ = max(r[i] for r in runs if r[0] == hi)
         ratio = long_ / max(short)
         print(f"{k}: peak for {hi:g} min = {ratio:.3f} × the highest of {len(short)} run(s) for {lo:g} min "
-              f"({min(short):.0f}–{max(short):.0f} MiB; {'within' if abs(ratio - 1) <= 0.10 else 'NOT within'} 10%), "
+              f"({min(short):.0f}–{max(short):.0f} MiB; {'at most' if ratio <= 1.10 else 'MORE than'} 10% above), "
               f"{'≤' if max(r[i] for r in runs) <= 1536 else '>'} 1.5 GiB")
 
 
