@@ -129,6 +129,7 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
     audio_s = seconds * channels
     res = {"model": model_name, "device": str(registry.resolve_device(device)), "precision": precision,
            "threads": torch.get_num_threads(), "audio_seconds": seconds, "channels": channels,
+           "snake": "fused C kernel" if _fused_snake is not None else "torch operations",
            "encode_window_seconds": chunk_seconds or codec.ENCODE_CHUNK_SECONDS,
            "decode_window_seconds": chunk_seconds or codec.DECODE_CHUNK_SECONDS,
            "encode_seconds": enc["seconds"], "decode_seconds": dec["seconds"],
@@ -145,7 +146,7 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
 def report(res):
     lines = [f"model {res['model']} on {res['device']} ({res['precision']}, {res['threads']} threads), "
              f"{res['audio_seconds']:.0f} s × {res['channels']} ch, windows {res['encode_window_seconds']:g} s "
-             f"(encode) / {res['decode_window_seconds']:g} s (decode)"]
+             f"(encode) / {res['decode_window_seconds']:g} s (decode), Snake: {res.get('snake', '?')}"]
     for k in ("encode", "decode"):
         lines.append(f"  {k}: {res[k + '_seconds']:.2f} s = {res[k + '_rtf']:.2f}× real time, "
                      f"peak RSS {res[k + '_peak_rss_mib']:.0f} MiB, "

@@ -193,7 +193,8 @@ class Snake1d(nn.Module):
         if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
             return snake(x, self.alpha)
         if _fused_snake is not None and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4:
-            # (B, C, 1, L) channels-last: B·L rows of C values, one pass (7x faster than the five below).
+            # (B, C, 1, L) channels-last: B·L rows of C values in one pass. Alone ~7x faster than the
+            # five passes below; end to end 7 % off an encode, 2 % off a decode (2 cores, measured).
             # The encoder's first convolution (one input channel) hands over channels-first.
             x = x.contiguous(memory_format=torch.channels_last)
             alpha = self.alpha.detach().reshape(-1).float().contiguous()
@@ -397,7 +398,7 @@ class ResidualVectorQuantize(nn.Module):
         stages = self.quantizers[:codes.shape[1]]
         if not torch.is_grad_enabled() and all(q.out_proj.folded for q in stages):
             # inference: the K codebook vectors of a frame side by side, times the K projections side
-            # by side, in one matrix product (K small 1x1 convolutions cost 10 % of a decode)
+            # by side, in one matrix product (K 1x1 convolutions of a transposed view took torch's slow path)
             vectors = torch.cat([F.embedding(codes[:, i], q.codebook.weight) for i, q in enumerate(stages)], -1)
             weight = torch.cat([q.out_proj.weight[:, :, 0] for q in stages], 1)
             bias = torch.stack([q.out_proj.bias for q in stages]).sum(0)
