@@ -194,7 +194,7 @@ class Snake1d(nn.Module):
             return snake(x, self.alpha)
         if _fused_snake is not None and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4:
             # (B, C, 1, L) channels-last: B·L rows of C values in one pass. Alone ~7x faster than the
-            # five passes below; end to end 7 % off an encode, 2 % off a decode (2 cores, measured).
+            # five passes below; end to end 7 % off an encode, 2-4 % off a decode (2 cores, measured).
             # The encoder's first convolution (one input channel) hands over channels-first.
             x = x.contiguous(memory_format=torch.channels_last)
             alpha = self.alpha.detach().reshape(-1).float().contiguous()
