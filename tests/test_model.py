@@ -222,3 +222,18 @@ def test_fused_snake_equals_the_formula():
             assert torch.equal(y, got)
         M._fused_snake.snake(x.data_ptr(), x.data_ptr(), alpha.data_ptr(), inv.data_ptr(), rows, channels, 2)
         assert torch.equal(x, got)  # in place
+
+
+def test_codebook_projections_as_one_product_equal_the_stagewise_sum(tiny44):
+    """Inference sums the K codebook projections as one matrix product; training (and the official
+    code) runs K 1x1 convolutions. Both give the same latent, for every codebook count."""
+    g = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, tiny44.codebook_size, (2, tiny44.n_codebooks, 17), generator=g)
+    assert tiny44.folded  # the one-product path needs plain weights
+    for k in (1, tiny44.n_codebooks):
+        with torch.inference_mode():
+            fast = tiny44.quantizer.from_codes(codes[:, :k])
+        with torch.enable_grad():
+            slow = tiny44.quantizer.from_codes(codes[:, :k]).detach()
+        assert fast.shape == slow.shape == (2, tiny44.quantizer.quantizers[0].out_proj.weight.shape[0], 17)
+        assert (fast - slow).abs().max() < 1e-5 * slow.abs().max()
