@@ -213,14 +213,9 @@ def test_fused_snake_equals_the_formula():
             got = m(x)
         err = ((got - ref).abs() / (ref.abs() + 1)).max().item()
         assert err < 1e-5 * max(1.0, scale / 1000), (channels, scale, err)
-        alpha = m.alpha.detach().reshape(-1).contiguous()  # held: the kernel takes bare addresses
-        inv = (alpha + 1e-9).reciprocal()
-        rows = x.numel() // channels
         for threads in (1, 3):
-            y = torch.empty_like(x)
-            M._fused_snake.snake(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv.data_ptr(), rows, channels, threads)
-            assert torch.equal(y, got)
-        M._fused_snake.snake(x.data_ptr(), x.data_ptr(), alpha.data_ptr(), inv.data_ptr(), rows, channels, 2)
+            assert torch.equal(M.snake_fused(x, m.alpha, threads=threads), got)
+        M.snake_fused(x, m.alpha, out=x, threads=2)
         assert torch.equal(x, got)  # in place
 
 
