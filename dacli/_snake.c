@@ -8,12 +8,15 @@
    - sin r and cos r by cephes' single-precision polynomials (error ≈ 1 ulp on that interval);
    - sin²(t) is sin² r in even quadrants and cos² r in odd ones: squaring removes the sign.
 
-   The loop has no branches, so gcc vectorises it (AVX-512, AVX2+FMA or SSE2, chosen at load time
-   through target_clones). Rows are split over threads; the GIL is released meanwhile.
+   The loop has no branches, so gcc vectorises it (x86-64-v4 = AVX-512 with its 16-bit element ops,
+   x86-64-v3 = AVX2+FMA, or SSE2, chosen at load time through target_clones). Rows are split over
+   threads; the GIL is released meanwhile.
 
-   Layout: x and y are rows × channels floats, contiguous (a channels-last (B, C, 1, L) tensor has
-   B·L rows of C); alpha and inv (1/(α + 1e-9), computed by the caller as torch does) have one
-   float per channel. y may be x (in place). */
+   Layout: x and y are rows × channels values, contiguous (a channels-last (B, C, 1, L) tensor has
+   B·L rows of C), float32 or bfloat16; alpha and inv (1/(α + 1e-9), computed by the caller as torch
+   does) have one float32 per channel. y may be x (in place). bfloat16 values are widened to float32,
+   computed as above and rounded once to nearest-even (torch's bf16 path rounds after each of its
+   five operations). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,11 +36,14 @@ static inline float sin2(float t) {
     return v * v;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
 #endif
-static void snake_rows(const float *x, float *y, const float *restrict alpha, const float *restrict inv,
-                       Py_ssize_t rows, Py_ssize_t channels) {
+
+CLONES static void snake_rows(const float *x, float *y, const float *restrict alpha, const float *restrict inv,
+                              Py_ssize_t rows, Py_ssize_t channels) {
     for (Py_ssize_t i = 0; i < rows; i++) {
         const float *xr = x + i * channels;
         float *yr = y + i * channels;
@@ -49,15 +55,43 @@ static void snake_rows(const float *x, float *y, const float *restrict alpha, co
     }
 }
 
+static inline float from_bf16(uint16_t h) {
+    union { uint32_t u; float f; } v = {.u = (uint32_t)h << 16};
+    return v.f;
+}
+
+static inline uint16_t to_bf16(float f) { /* round to nearest, ties to even (finite values) */
+    union { float f; uint32_t u; } v = {.f = f};
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+CLONES static void snake_rows_bf16(const uint16_t *x, uint16_t *y, const float *restrict alpha,
+                                   const float *restrict inv, Py_ssize_t rows, Py_ssize_t channels) {
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        const uint16_t *xr = x + i * channels;
+        uint16_t *yr = y + i * channels;
+#pragma GCC ivdep
+        for (Py_ssize_t c = 0; c < channels; c++) {
+            float v = from_bf16(xr[c]);
+            yr[c] = to_bf16(v + sin2(alpha[c] * v) * inv[c]);
+        }
+    }
+}
+
 typedef struct {
-    const float *x, *alpha, *inv;
-    float *y;
+    const char *x;
+    char *y;
+    const float *alpha, *inv;
     Py_ssize_t rows, channels;
+    int bf16;
 } job_t;
 
 static void *run_job(void *arg) {
     job_t *j = (job_t *)arg;
-    snake_rows(j->x, j->y, j->alpha, j->inv, j->rows, j->channels);
+    if (j->bf16)
+        snake_rows_bf16((const uint16_t *)j->x, (uint16_t *)j->y, j->alpha, j->inv, j->rows, j->channels);
+    else
+        snake_rows((const float *)j->x, (float *)j->y, j->alpha, j->inv, j->rows, j->channels);
     return NULL;
 }
 
@@ -66,7 +100,8 @@ static void *run_job(void *arg) {
 static PyObject *snake(PyObject *self, PyObject *args) {
     unsigned long long xp, yp, ap, ip;
     Py_ssize_t rows, channels, threads;
-    if (!PyArg_ParseTuple(args, "KKKKnnn", &xp, &yp, &ap, &ip, &rows, &channels, &threads))
+    int bf16 = 0;
+    if (!PyArg_ParseTuple(args, "KKKKnnn|p", &xp, &yp, &ap, &ip, &rows, &channels, &threads, &bf16))
         return NULL;
     if (rows < 0 || channels <= 0) {
         PyErr_SetString(PyExc_ValueError, "snake: bad shape");
@@ -82,8 +117,9 @@ static PyObject *snake(PyObject *self, PyObject *args) {
     Py_ssize_t start = 0;
     for (Py_ssize_t t = 0; t < threads; t++) {
         Py_ssize_t n = rows / threads + (t < rows % threads);
-        jobs[t] = (job_t){(const float *)(uintptr_t)xp + start * channels, (const float *)(uintptr_t)ap,
-                          (const float *)(uintptr_t)ip, (float *)(uintptr_t)yp + start * channels, n, channels};
+        size_t offset = (size_t)(start * channels) * (bf16 ? 2 : 4);
+        jobs[t] = (job_t){(const char *)(uintptr_t)xp + offset, (char *)(uintptr_t)yp + offset,
+                          (const float *)(uintptr_t)ap, (const float *)(uintptr_t)ip, n, channels, bf16};
         start += n;
         /* the last share runs on this thread, and so does any share whose thread fails to start */
         if (t + 1 < threads && pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0)
@@ -99,8 +135,8 @@ static PyObject *snake(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"snake", snake, METH_VARARGS,
-     "snake(x, y, alpha, inv, rows, channels, threads): y = x + sin²(αx)·inv over rows × channels "
-     "float32 at the given addresses"},
+     "snake(x, y, alpha, inv, rows, channels, threads, bf16=False): y = x + sin²(αx)·inv over "
+     "rows × channels float32 (bfloat16 if bf16) values at the given addresses; alpha, inv float32"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_snake",

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import dacli
 from dacli.errors import DacliError
@@ -197,6 +198,33 @@ def test_fused_convolution_path_equals_plain_conv2d(tiny44, monkeypatch):
     assert (fused - plain).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_bf16_weights_packed_for_steady_shapes_give_the_same_output(transposed):
+    """In bfloat16, a weight is packed into oneDNN's layout once two calls share a shape; the packed
+    weight gives exactly what the plain one gave, and other shapes still use the plain weight."""
+    from dacli import model as M
+    torch.manual_seed(4)
+    conv = (M.WNConvTranspose1d(48, 40, 8, stride=4, padding=2) if transposed else
+            M.WNConv1d(48, 40, 7, dilation=3, padding=9)).eval()
+    conv.fold()
+    xs = {n: torch.randn(1, 48, 1, n).bfloat16().contiguous(memory_format=torch.channels_last) for n in (300, 512, 97)}
+    with torch.inference_mode():
+        first = conv(xs[300])
+        steady = [conv(xs[512]) for _ in range(3)]
+        entry = conv._fast_cache[(torch.bfloat16, torch.device("cpu"))]
+        assert entry["packed_for"] == (1, 48, 1, 512) and entry["packed"].is_mkldnn
+        last = conv(xs[97])
+        again = conv(xs[300])
+        ref = {n: F.conv_transpose1d(x[:, :, 0].float(), conv.weight, conv.bias, 4, 2) if transposed else
+               F.conv1d(x[:, :, 0].float(), conv.weight, conv.bias, 1, 9, 3) for n, x in xs.items()}
+    assert torch.equal(steady[1], steady[0]) and torch.equal(steady[2], steady[0])
+    assert torch.equal(again, first)
+    for y, n in ((first, 300), (steady[0], 512), (last, 97)):
+        assert y.dtype == torch.bfloat16
+        err = (y[:, :, 0].float() - ref[n]).abs().max() / ref[n].abs().max()
+        assert err < 2e-2, (n, err)
+
+
 def test_fused_snake_equals_the_formula():
     """The C kernel (_snake.c) against torch's formula: out of place and in place, channel counts that
     are not a multiple of the vector width, one thread and several, and arguments far beyond 2π."""
@@ -217,6 +245,20 @@ def test_fused_snake_equals_the_formula():
             assert torch.equal(M.snake_fused(x, m.alpha, threads=threads), got)
         M.snake_fused(x, m.alpha, out=x, threads=2)
         assert torch.equal(x, got)  # in place
+        # bfloat16: computed in float32 and rounded once, so within half a bf16 step (2^-8 relative) of
+        # the float32 formula on the same bf16 inputs; torch's bf16 ops, rounding five times, are not
+        xb = x.bfloat16()
+        ref = M.snake(xb.float(), m.alpha.detach().view(1, -1, 1, 1))
+        with torch.inference_mode():
+            got = m(xb)
+        assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+        half_step = torch.exp2(torch.floor(torch.log2(ref.abs().clamp_min(1e-30))) - 8)
+        excess = (got.float() - ref).abs() - half_step - 1e-5 * max(1.0, scale / 1000) * (ref.abs() + 1)
+        assert excess.max().item() <= 0, (channels, scale, excess.max().item())
+        for threads in (1, 3):
+            assert torch.equal(M.snake_fused(xb, m.alpha, threads=threads), got)
+        M.snake_fused(xb, m.alpha, out=xb, threads=2)
+        assert torch.equal(xb, got)
 
 
 def test_codebook_projections_as_one_product_equal_the_stagewise_sum(tiny44):
