@@ -98,8 +98,9 @@ class _WeightNormConv(nn.Module):
         layout depends on the input shape. In bfloat16, once two calls in a row have the same shape
         (the steady windows of a file), the weight is also kept packed for that shape: 3-5 % off a
         decode, 1-3 % off an encode (2 cores, measured). Other shapes (first and last windows) use the
-        plain weight, since one packed for another shape can take 50x longer to reorder. In float32
-        the gain was 1 % and the packed copy would add ~15 % to the peak memory, so it is not kept."""
+        plain weight, since one packed for another shape may be reordered very slowly (90 ms for a
+        768-channel layer). In float32 the gain was 1 % and the packed copy added 10-15 % to the peak
+        memory, so it is not kept."""
         key = (like.dtype, like.device)
         if key not in self._fast_cache:
             w, b = self.fast_weight(self.weight.detach()), self.bias.detach()
@@ -226,14 +227,15 @@ def snake_fused(x, alpha, out=None, threads=None):
     """Snake by the C kernel: ``x`` a float32 or bfloat16 (B, C, 1, L) channels-last CPU tensor,
     ``alpha`` its C values; the result goes into ``out`` (a new tensor by default; ``x`` itself for in
     place). The tensors whose bare addresses the kernel takes are held here until it returns."""
+    out = torch.empty_like(x) if out is None else out
+    if x.dtype not in (torch.float32, torch.bfloat16) or out.dtype != x.dtype or out.shape != x.shape or \
+            not (x.is_contiguous(memory_format=torch.channels_last) and out.is_contiguous(memory_format=torch.channels_last)):
+        raise TypeError("snake_fused: x and out must be channels-last float32 or bfloat16 tensors of one shape")
     alpha = alpha.detach().reshape(-1).float().contiguous()
     inv = (alpha + 1e-9).reciprocal()
-    out = torch.empty_like(x) if out is None else out
     channels = x.shape[1]
     if threads is None:
         threads = torch.get_num_threads() if x.numel() >= 1 << 16 else 1
-    if x.dtype not in (torch.float32, torch.bfloat16) or out.dtype != x.dtype:
-        raise TypeError(f"snake_fused: float32 or bfloat16 only, got {x.dtype} → {out.dtype}")
     _fused_snake.snake(x.data_ptr(), out.data_ptr(), alpha.data_ptr(), inv.data_ptr(), x.numel() // channels,
                        channels, threads, x.dtype == torch.bfloat16)
     return out
@@ -249,9 +251,9 @@ class Snake1d(nn.Module):
             return snake(x, self.alpha)
         if _fused_snake is not None and x.device.type == "cpu" and x.dim() == 4 and \
                 x.dtype in (torch.float32, torch.bfloat16):
-            # (B, C, 1, L) channels-last: B·L rows of C values in one pass. Alone ~7x faster than the
-            # five passes below in float32 (end to end 7 % off an encode, 2-4 % off a decode) and
-            # ~2.6x in bfloat16, where Snake was a fifth of the time (2 cores, measured).
+            # (B, C, 1, L) channels-last: B·L rows of C values in one pass. Alone ~4x faster than the
+            # five passes below in float32 and ~2.5x in bfloat16; end to end 10-20 % off an encode or
+            # decode (2 cores, measured, with GOMP_SPINCOUNT as dacli/__init__.py sets it).
             # The encoder's first convolution (one input channel) hands over channels-first.
             return snake_fused(x.contiguous(memory_format=torch.channels_last), self.alpha)
         # inference: the same formula in one new tensor, updated in place (3x less memory traffic)
