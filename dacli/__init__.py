@@ -9,13 +9,16 @@ Python API::
 """
 
 import os
+import sys
 
 # torch's OpenMP threads spin for ~300,000 rounds after each parallel region (libgomp's default),
 # which on a small CPU takes the cores from the C Snake kernel's threads that run between two
-# convolutions: measured on 2 cores, it doubled Snake's time. A short spin costs torch's own ops
-# nothing measurable and takes 7-19 % off an encode or decode. Effective only if torch is not yet
-# imported; a value set by the user wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+# convolutions: measured on 2 cores, it halved Snake's speed. A short spin takes 7-19 % off an
+# encode or decode (with torch's own Snake it changed nothing). Training uses torch ops only and ran
+# 8 % slower with it, so `python -m dacli.train` keeps the default. Effective only if torch is not
+# yet imported; a value set by the user wins.
+if "dacli.train" not in getattr(sys, "orig_argv", [])[:4]:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from .errors import DacliError  # noqa: E402
 from .model import DAC, PRESETS  # noqa: E402

@@ -274,3 +274,18 @@ def test_codebook_projections_as_one_product_equal_the_stagewise_sum(tiny44):
             slow = tiny44.quantizer.from_codes(codes[:, :k]).detach()
         assert fast.shape == slow.shape == (2, tiny44.quantizer.quantizers[0].out_proj.weight.shape[0], 17)
         assert (fast - slow).abs().max() < 1e-5 * slow.abs().max()
+
+
+def test_openmp_spin_is_shortened_on_import_unless_set():
+    """Importing dacli (before torch) shortens libgomp's spin, which measured took the cores from the
+    C Snake kernel; a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+    code = "import dacli, os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1000"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "50000"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["50000"]
