@@ -179,7 +179,7 @@ class WNConv1d(_WeightNormConv):
     def forward(self, x, add=None):
         if x.dim() == 4:
             w, b = self.fast_params(x)
-            return _conv4d(x, w, b, self.stride, self.padding, self.dilation, add)
+            return _conv4d(x, w, b, *self.conv_args(), add)
         y = F.conv1d(x, self.weight_now(), self.bias, self.stride, self.padding, self.dilation)
         return y if add is None else y + add
 
@@ -204,7 +204,7 @@ class WNConvTranspose1d(_WeightNormConv):
         if x.dim() == 4:
             w, b = self.fast_params(x)
             s, n, length = self.stride, x.shape[0], x.shape[-1]
-            y = _conv4d(x, w, b, 1, 1, 1)                               # (N, s·out, 1, L+1), channels-last
+            y = _conv4d(x, w, b, *self.conv_args())                     # (N, s·out, 1, L+1), channels-last
             out = w.shape[0] // s
             y = y.permute(0, 2, 3, 1).reshape(n, 1, (length + 1) * s, out).permute(0, 3, 1, 2)
             return y[..., self.padding:(length + 1) * s - self.padding]
