@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test clean corpus eval-deps
+.PHONY: install test clean corpus eval-deps train train-stop
 
 install: $(STAMP)
 
@@ -28,6 +28,21 @@ test: install eval-deps
 corpus: install
 	$(BIN)/python -m dacli.corpus train data/train
 	$(BIN)/python -m dacli.corpus heldout data/heldout
+
+# Continue training the bundled model in the background (log: data/runs/bundled/train.log). Resumes from
+# the run folder's full state when this machine has one, else from the committed weights and the
+# training state beside them (weights/*.train.pt); builds the training corpus first if it is missing.
+RUN := data/runs/bundled
+WEIGHTS := weights/dacli_44khz_7.75kbps.pth
+train: install
+	test -d data/train || $(BIN)/python -m dacli.corpus train data/train
+	mkdir -p $(RUN)
+	nohup nice -n 10 $(BIN)/python -m dacli.train --data data/train --run $(RUN) --init $(WEIGHTS) \
+	  >> $(RUN)/train.log 2>&1 & echo $$! > $(RUN)/pid
+	@echo "training in the background (pid $$(cat $(RUN)/pid)); tail -f $(RUN)/train.log"
+
+train-stop:
+	-kill $$(cat $(RUN)/pid)
 
 clean:
 	rm -rf $(VENV) build *.egg-info dacli/*.so

@@ -34,7 +34,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from . import audio
 from .fileio import AUDIO_EXTS, find_inputs
 from .metrics import mel_distance
-from .model import DAC, load_checkpoint
+from .model import DAC, load_checkpoint, weights_hash
 
 CONFIGS = {
     # The bundled default model: 44.1 kHz, hop 512, 9 codebooks × 10 bits (7.75 kbps), narrow channels.
@@ -57,6 +57,8 @@ CONFIGS = {
         lambdas={"mel": 15.0, "feat": 2.0, "gen": 1.0, "codebook": 1.0, "commitment": 0.25},
     ),
 }
+
+COMPACT_STATE_FORMAT = "dacli-train-state-1"
 
 BANDS = [(0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
 
@@ -202,11 +204,71 @@ class Trainer:
         self.n = int(math.ceil(cfg["excerpt"] * self.gen.sample_rate / hop)) * hop
 
     def init_generator(self, path):
-        """Start the generator from exported weights (fresh optimisers)."""
+        """Start the generator from exported weights. If the training state exported beside them
+        (:func:`resume_path`) exists and belongs to these weights, the discriminators, optimiser moments,
+        step and learning rates continue from it; otherwise they start fresh."""
         src = load_checkpoint(path, fold=False)
         if src.kwargs | {"quantizer_dropout": 0} != self.gen.kwargs | {"quantizer_dropout": 0}:
             raise SystemExit(f"{path}: kwargs {src.kwargs} differ from the config's {self.gen.kwargs}")
         self.gen.load_state_dict(src.state_dict())
+        companion = resume_path(path)
+        if not companion.exists():
+            meta = torch.load(path, map_location="cpu", weights_only=True)["metadata"]
+            self.step = int(meta.get("dacli", {}).get("step", 0))
+            lr = self.cfg["lr"] * self.cfg["gamma"] ** self.step  # where the exported run was
+            for sched in (self.sched_g, self.sched_d):
+                for g in sched.optimizer.param_groups:
+                    g["lr"] = lr
+                sched.load_state_dict(sched.state_dict() | {"last_epoch": self.step, "_last_lr": [lr]})
+            self.rng = np.random.default_rng(self.step)
+            return (f"generator initialised from {path} at step {self.step}; "
+                    "discriminators and optimisers start fresh")
+        st = torch.load(companion, map_location="cpu", weights_only=True)
+        if st["generator_sha256"] != src.weights_hash:
+            raise SystemExit(f"{companion} belongs to other generator weights than {path}")
+        self.load_compact_state(st)
+        return f"resumed at step {self.step} from {path} and {companion}"
+
+    def compact_state(self):
+        """The committable part of the training state: everything but the generator (which is the
+        exported weights file) and the random states, in bf16. Kept: discriminator weights and both
+        optimisers' second moments (AdamW β2 = 0.99 remembers ~100 steps, and they set each
+        parameter's step size), the discriminators' first moments (small), step and learning rates.
+        Left out: the generator's first moments (β1 = 0.8 remembers ~5 steps; resumed as zeros, which
+        only shrinks the first few updates) — that halves the file."""
+        def moments(opt, keep):
+            sd = opt.state_dict()
+            return {"state": {i: {k: (v.to(torch.bfloat16) if k.startswith("exp_avg") else v)
+                                  for k, v in s.items() if k == "step" or k in keep}
+                              for i, s in sd["state"].items()},
+                    "param_groups": sd["param_groups"]}
+        return {"format": COMPACT_STATE_FORMAT, "step": self.step,
+                "generator_sha256": weights_hash(self.gen.checkpoint()["state_dict"]),
+                "disc": {k: v.to(torch.bfloat16) for k, v in self.disc.state_dict().items()},
+                "opt_g": moments(self.opt_g, {"exp_avg_sq"}),
+                "opt_d": moments(self.opt_d, {"exp_avg", "exp_avg_sq"}),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
+
+    def load_compact_state(self, st):
+        if st.get("format") != COMPACT_STATE_FORMAT:
+            raise SystemExit(f"training state format {st.get('format')!r} is not {COMPACT_STATE_FORMAT!r}")
+        self.step = st["step"]
+        self.disc.load_state_dict({k: v.float() for k, v in st["disc"].items()})
+
+        def moments(opt, saved):
+            params = [p for g in opt.param_groups for p in g["params"]]
+            state = {}
+            for i, s in saved["state"].items():
+                ref = params[int(i)]
+                state[i] = {"step": s["step"],
+                            **{k: s[k].float() if k in s else torch.zeros_like(ref)
+                               for k in ("exp_avg", "exp_avg_sq")}}
+            opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        moments(self.opt_g, st["opt_g"])
+        moments(self.opt_d, st["opt_d"])
+        self.sched_g.load_state_dict(st["sched_g"])
+        self.sched_d.load_state_dict(st["sched_d"])
+        self.rng = np.random.default_rng(self.step)  # a fresh draw of excerpts, seeded by the step
 
     def train_step(self, x):
         cfg, lam = self.cfg, self.cfg["lambdas"]
@@ -267,12 +329,19 @@ class Trainer:
         os.replace(tmp, path)
 
     def export(self, path):
-        """The generator in the official checkpoint layout (no optimiser state)."""
+        """The generator in the official checkpoint layout (no optimiser state), and beside it the
+        compact training state (:meth:`compact_state`) that lets a fresh clone continue the run."""
         ck = self.gen.checkpoint()
         ck["metadata"]["dacli"] = {"step": self.step}
-        tmp = f"{path}.tmp"
-        torch.save(ck, tmp)
-        os.replace(tmp, path)
+        for obj, dst in ((ck, Path(path)), (self.compact_state(), resume_path(path))):
+            tmp = f"{dst}.tmp"
+            torch.save(obj, tmp)
+            os.replace(tmp, dst)
+
+
+def resume_path(weights_path):
+    """Where the compact training state of a weights file lives: ``NAME.pth`` → ``NAME.train.pt``."""
+    return Path(weights_path).with_suffix(".train.pt")
 
 
 @torch.no_grad()
@@ -305,8 +374,7 @@ def main(argv=None):
         trainer.load_state(torch.load(state_path, weights_only=False))
         print(f"resumed at step {trainer.step}", flush=True)
     elif args.init:
-        trainer.init_generator(args.init)
-        print(f"generator initialised from {args.init}", flush=True)
+        print(trainer.init_generator(args.init), flush=True)
     corpus = Corpus(args.data, trainer.gen.sample_rate)
     print(f"corpus: {len(corpus.clips)} files, {corpus.seconds / 60:.1f} min; "
           f"generator {sum(p.numel() for p in trainer.gen.parameters()) / 1e6:.2f} M params, "

@@ -77,3 +77,45 @@ def test_discriminator_shapes():
     outs = d(x)
     assert len(outs) == 5 + 3
     assert all(torch.isfinite(o[-1]).all() for o in outs)
+
+
+def test_compact_state_continues_the_run(corpus, tmp_path):
+    """export() writes the weights and, beside them, the committable training state; a new trainer
+    started from the weights file continues from it (step, learning rate, discriminators, moments)."""
+    trained, _ = _run(corpus, 3)
+    trained.export(tmp_path / "w.pth")
+    companion = train.resume_path(tmp_path / "w.pth")
+    assert companion.name == "w.train.pt" and companion.exists()
+    st = torch.load(companion, weights_only=True)
+    assert all(v.dtype == torch.bfloat16 for v in st["disc"].values())
+    assert all("exp_avg" not in s for s in st["opt_g"]["state"].values())  # first moments left out
+
+    fresh = train.Trainer(train.CONFIGS["tiny"], seed=5)
+    assert "resumed at step 3" in fresh.init_generator(tmp_path / "w.pth")
+    assert fresh.step == 3 and fresh.sched_g.get_last_lr() == trained.sched_g.get_last_lr()
+    for k, v in trained.disc.state_dict().items():
+        assert torch.equal(fresh.disc.state_dict()[k], v.to(torch.bfloat16).float()), k
+    g_old, g_new = trained.opt_g.state_dict()["state"], fresh.opt_g.state_dict()["state"]
+    assert g_old.keys() == g_new.keys()
+    for i in g_old:
+        assert torch.allclose(g_new[i]["exp_avg_sq"], g_old[i]["exp_avg_sq"], rtol=1e-2, atol=0)
+        assert not g_new[i]["exp_avg"].any()
+        assert float(g_new[i]["step"]) == float(g_old[i]["step"]) == 3
+    for (k, a), b in zip(trained.gen.state_dict().items(), fresh.gen.state_dict().values()):
+        assert torch.equal(a, b), k
+    data = train.Corpus(corpus, fresh.gen.sample_rate)
+    logs = fresh.train_step(data.batch(fresh.rng, fresh.cfg["batch"], fresh.n))
+    assert logs["step"] == 4 and all(math.isfinite(v) for v in logs.values() if isinstance(v, float))
+
+    # A state that belongs to other weights is refused; weights alone restart D and the optimisers
+    # but keep the step and learning rate recorded in the checkpoint.
+    other, _ = _run(corpus, 1)
+    other.export(tmp_path / "o.pth")
+    companion.replace(train.resume_path(tmp_path / "x.pth"))
+    (tmp_path / "o.pth").replace(tmp_path / "x.pth")
+    with pytest.raises(SystemExit, match="other generator weights"):
+        train.Trainer(train.CONFIGS["tiny"]).init_generator(tmp_path / "x.pth")
+    train.resume_path(tmp_path / "x.pth").unlink()
+    t = train.Trainer(train.CONFIGS["tiny"])
+    assert "start fresh" in t.init_generator(tmp_path / "x.pth") and t.step == 1
+    assert t.sched_g.get_last_lr() == other.sched_g.get_last_lr()
