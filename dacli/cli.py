@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from . import codec, container, registry
+from . import codec, container, legacy, registry
 from .errors import DacliError
 from .fileio import AUDIO_EXTS, find_inputs
 from .fileio import shard as take_shard
@@ -203,7 +203,7 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
         return models[name]
 
     def work(src, dst, rep):
-        if container.is_legacy(src):
+        if legacy.is_legacy(src):
             if model_name is None:
                 raise DacliError(f"{src}: a file of the official tool records no model; pass --model")
             codec.decode_legacy_file(get_model(model_name), src, dst, fmt)
@@ -247,8 +247,8 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
 def describe(path):
     """A dict describing a .dac file (ours or legacy)."""
     size = os.path.getsize(path)
-    if container.is_legacy(path):
-        lg = container.read_legacy(path)
+    if legacy.is_legacy(path):
+        lg = legacy.read(path)
         dur = lg.original_length / lg.sample_rate
         return {"file": str(path), "format": "official descript-audio-codec 1.0.0 (legacy, pickled numpy)",
                 "original_sample_rate": lg.sample_rate, "channels": lg.channels, "duration_s": round(dur, 3),

@@ -15,7 +15,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from . import audio, container
+from . import audio, container, legacy
 from .errors import DacliError
 from .fileio import atomic_output
 from .model import WNConv1d, WNConvTranspose1d
@@ -152,7 +152,7 @@ def decode_windows(model, codes, chunk_seconds=None, batch=None):
     """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order. Each
     window of W frames is decoded with C frames of context on both sides; the decoder drops the
     context layer by layer once it no longer reaches the kept samples (``Decoder.cropped``)."""
-    codes = torch.as_tensor(np.asarray(codes))  # widened to int64 one window at a time
+    codes = torch.as_tensor(np.asarray(codes, np.int32))  # widened to int64 one window at a time
     frames, channels = codes.shape[-1], codes.shape[0]
     W, C = window_frames(model, chunk_seconds, DECODE_CHUNK_SECONDS), decoder_context(model)
     batch = batch or default_batch(model.device)
@@ -235,6 +235,11 @@ def measure(path, model_rate):
         info = sf.info(str(path))
     except Exception as e:
         raise DacliError(f"{path}: cannot read audio ({audio._sf_reason(e)})") from None
+    if not container.MIN_SAMPLE_RATE <= info.samplerate <= container.MAX_SAMPLE_RATE:
+        raise DacliError(f"{path}: sample rate {info.samplerate} Hz is outside what dacli resamples "
+                         f"({container.MIN_SAMPLE_RATE}-{container.MAX_SAMPLE_RATE} Hz)")
+    if not 1 <= info.channels <= container.MAX_CHANNELS:
+        raise DacliError(f"{path}: {info.channels} channels (at most {container.MAX_CHANNELS})")
     meter = audio.LoudnessMeter(model_rate, info.channels)
     n_in, n_model, peak = [0], 0, 0.0
     for y in _resampled(_counted(_blocks(path), n_in), info.samplerate, model_rate, info.channels):
@@ -254,6 +259,8 @@ def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=None, progress=
     gain_db = TARGET_LOUDNESS - loud
     if peak * audio.db_to_gain(gain_db) > 1.0:  # peak-limit: one gain for all channels, recorded
         gain_db = -20 * math.log10(peak)
+    if not abs(gain_db) <= container.MAX_GAIN_DB:
+        raise DacliError(f"{src}: the audio's level is out of range (peak {peak:.3g})")
     g = np.float32(audio.db_to_gain(gain_db))
     enc = WindowEncoder(model, channels, n_model, n_codebooks, chunk_seconds)
     parts, n_seen, n_model2 = [], [0], 0
@@ -278,11 +285,15 @@ def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=None, progress=
 
 
 def check_model(model, header, path):
+    """Refuse a file that this model cannot decode: other weights, rates, codebook size or count."""
     if model.weights_hash != header.model_hash.hex():
         raise DacliError(f"{path}: encoded with model {header.model_name!r} (weights {header.model_hash.hex()[:12]}), "
                          f"not with {model.name!r} ({model.weights_hash[:12]}); decode with --model pointing at it")
     if model.sample_rate != header.model_sample_rate or model.hop_length != header.hop_length:
         raise DacliError(f"{path}: model rates do not match the file")
+    if 2 ** header.bits_per_code != model.codebook_size or header.n_codebooks > model.n_codebooks:
+        raise DacliError(f"{path}: {header.n_codebooks} codebooks of {2 ** header.bits_per_code} codes do not fit "
+                         f"the model's {model.n_codebooks} of {model.codebook_size}")
 
 
 def _write_blocks(dst, blocks, rate, channels, length, fmt, progress=None):
@@ -304,7 +315,7 @@ def _write_blocks(dst, blocks, rate, channels, length, fmt, progress=None):
 
 def decode_file(model, src, dst, fmt="wav", chunk_seconds=None, progress=None):
     """Decode a .dac container (ours or the official tool's) to an audio file, atomically."""
-    if container.is_legacy(src):
+    if legacy.is_legacy(src):
         return decode_legacy_file(model, src, dst, fmt)
     header, codes = container.read(src)
     check_model(model, header, src)
@@ -325,31 +336,34 @@ def decode_file(model, src, dst, fmt="wav", chunk_seconds=None, progress=None):
     return header
 
 
-def decode_legacy(model, legacy):
+def decode_legacy(model, lg, name="file"):
     """Decode an official-tool file exactly as the official ``decompress`` does (including its
     per-channel loudness restoration) → (samples, channels) at the original rate."""
-    if legacy.codes.shape[1] > model.n_codebooks:
-        raise DacliError("legacy file has more codebooks than the model")
-    model.set_padding(legacy.padding)
+    legacy.check_model(lg, model, name)
+    model.set_padding(lg.padding)
     try:
         chunks = []
-        for i in range(0, legacy.codes.shape[-1], legacy.chunk_length):
-            c = torch.from_numpy(legacy.codes[:, :, i:i + legacy.chunk_length]).to(model.device)
+        for i in range(0, lg.codes.shape[-1], lg.chunk_length):
+            c = torch.from_numpy(lg.codes[:, :, i:i + lg.chunk_length]).to(model.device)
             with torch.inference_mode():
-                chunks.append(model.decode_frames(c)[:, 0].float().cpu().numpy())
+                try:
+                    chunks.append(model.decode_frames(c)[:, 0].float().cpu().numpy())
+                except RuntimeError:  # an unpadded chunk shorter than the decoder's kernels
+                    raise DacliError(f"{name}: chunks of {c.shape[-1]} frames cannot be decoded without "
+                                     "padding") from None
     finally:
         model.set_padding(True)
     y = np.concatenate(chunks, axis=1)
     for c in range(y.shape[0]):  # the official tool normalises each channel to the stored loudness
-        y[c] *= audio.db_to_gain(legacy.input_db - audio.loudness(y[c], model.sample_rate))
-    y = audio.resample_sinc(y, model.sample_rate, legacy.sample_rate).T
-    if len(y) < legacy.original_length:
+        y[c] *= audio.db_to_gain(lg.input_db - audio.loudness(y[c], model.sample_rate))
+    y = audio.resample_sinc(y, model.sample_rate, lg.sample_rate).T
+    if len(y) < lg.original_length:
         raise DacliError("legacy file decodes to fewer samples than its original length")
-    return y[:legacy.original_length]
+    return y[:lg.original_length]
 
 
 def decode_legacy_file(model, src, dst, fmt="wav"):
-    legacy = container.read_legacy(src)
-    y = decode_legacy(model, legacy)
-    _write_blocks(dst, [y], legacy.sample_rate, y.shape[1], len(y), fmt)
-    return legacy
+    lg = legacy.read(src)
+    y = decode_legacy(model, lg, src)
+    _write_blocks(dst, [y], lg.sample_rate, y.shape[1], len(y), fmt)
+    return lg

@@ -1,12 +1,10 @@
 """The ``.dac`` container: header plus bit-packed, CRC-guarded code blocks (spec: docs/FORMAT.md).
-
-Also reads the official tool's legacy ``.dac`` files (a NumPy-pickled dict) with a restricted
-unpickler that admits nothing but NumPy array reconstruction.
-"""
+The official tool's files (pickled NumPy) are read by :mod:`dacli.legacy`."""
 
 import io
 import math
-import pickle
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -20,6 +18,18 @@ from .fileio import atomic_output
 MAGIC = b"\x89DAC\r\n\x1a\n"
 VERSION = 1
 DEFAULT_BLOCK_FRAMES = 256
+ZSTD_LEVEL = 19  # codes are written once and read often: the slowest level costs ~2 ms per minute of audio
+
+# Limits every reader enforces (docs/FORMAT.md, "Limits"): far beyond any real file, and small enough
+# that nothing a header claims can make a reader allocate more than the file can hold.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
+MAX_CHANNELS = 1024            # libsndfile's limit
+MAX_CODEBOOKS = 64
+MAX_BITS_PER_CODE = 16         # codebooks of up to 65,536 entries
+MAX_RAW_BLOCK = 1 << 24        # raw bytes per block (16 MiB; a default block of 9 codebooks is 2.9 KB per channel)
+MAX_LENGTH = 1 << 40           # samples per channel (over 290 days at 44.1 kHz)
+MAX_GAIN_DB = 1000.0
+MAX_ZSTD_RATIO = 1 << 15       # no zstd frame expands more: each ≤128 KiB block costs ≥ 4 bytes
 _FIXED = struct.Struct("<8sHHIIIHHBBHQQQff32sB")  # up to and including name_length
 _BLOCK = struct.Struct("<BII")
 RAW, ZSTD = 0, 1
@@ -72,22 +82,42 @@ def pack(values, bits):
     return np.packbits(((v[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1)).tobytes()
 
 
+_UNPACK_SLICE = 1 << 16  # values per step of unpack: bounds its temporaries to a few MB
+
+
 def unpack(buf, count, bits):
-    """Inverse of :func:`pack`: the first ``count`` values."""
-    b = np.unpackbits(np.frombuffer(buf, np.uint8), count=count * bits).reshape(count, bits)
-    return b.astype(np.int64) @ (np.int64(1) << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    """Inverse of :func:`pack`: the first ``count`` values, as uint16 (``bits`` ≤ 16)."""
+    bitstream = np.frombuffer(buf, np.uint8)
+    weights = (np.uint32(1) << np.arange(bits - 1, -1, -1, dtype=np.uint32))
+    out = np.empty(count, np.uint16)
+    for i in range(0, count, _UNPACK_SLICE):
+        n = min(_UNPACK_SLICE, count - i)
+        first = i * bits  # bit offset; slices start on a byte boundary because _UNPACK_SLICE % 8 == 0
+        b = np.unpackbits(bitstream[first // 8:(first + n * bits + 7) // 8], count=n * bits).reshape(n, bits)
+        out[i:i + n] = b @ weights
+    return out
 
 
-def _blocks(header):
+def block_spans(header):
+    """[(first frame, end frame)] of each block."""
     f = header.frames_per_block
     return [(t, min(t + f, header.n_frames)) for t in range(0, header.n_frames, f)]
+
+
+def block_count(header):
+    return -(-header.n_frames // header.frames_per_block)
+
+
+def raw_block_size(header, frames):
+    """Bytes of a block's raw (packed, uncompressed) payload."""
+    return -(-header.n_codebooks * header.channels * frames * header.bits_per_code // 8)
 
 
 def encode_blocks(header, codes):
     """Codes (channels, n_codebooks, n_frames) → the bytes of all blocks."""
     out = io.BytesIO()
-    cctx = zstandard.ZstdCompressor(level=19)
-    for t0, t1 in _blocks(header):
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)  # the content size goes into each frame (required)
+    for t0, t1 in block_spans(header):
         raw = pack(codes[:, :, t0:t1].transpose(1, 0, 2).reshape(-1), header.bits_per_code)
         z = cctx.compress(raw)
         coding, payload = (ZSTD, z) if len(z) < len(raw) else (RAW, raw)
@@ -99,6 +129,7 @@ def encode_blocks(header, codes):
 def write(path, header, codes):
     """Write a .dac file atomically (temp file + rename)."""
     codes = np.asarray(codes)
+    validate(header)
     if codes.shape != (header.channels, header.n_codebooks, header.n_frames):
         raise ValueError(f"codes shape {codes.shape} does not match the header")
     if codes.size and (codes.min() < 0 or codes.max() >= 2 ** header.bits_per_code):
@@ -110,7 +141,8 @@ def write(path, header, codes):
 
 
 def parse_header(buf, name="file"):
-    """Header from the start of ``buf`` → (Header, header_size). Raises DacliError."""
+    """Header from the start of ``buf`` → (Header, header_size). Checks magic, version, size and CRC,
+    then every field (:func:`validate`). Raises DacliError."""
     if buf[:len(MAGIC)] != MAGIC:
         raise DacliError(f"{name}: not a .dac file (unknown magic bytes)")
     if len(buf) < _FIXED.size + 4:
@@ -126,64 +158,143 @@ def parse_header(buf, name="file"):
     crc, = struct.unpack_from("<I", buf, size - 4)
     if zlib.crc32(buf[:size - 4]) != crc:
         raise DacliError(f"{name}: corrupt .dac header (CRC mismatch)")
-    if not (msr and hop and osr and ch and nq and 1 <= bits <= 24 and fpb):
-        raise DacliError(f"{name}: corrupt .dac header (zero rate, channel or codebook count)")
     try:
         model_name = bytes(buf[_FIXED.size:_FIXED.size + nlen]).decode("utf-8")
     except UnicodeDecodeError:
         raise DacliError(f"{name}: corrupt .dac header (model name is not UTF-8)") from None
     h = Header(msr, hop, osr, ch, nq, bits, olen, mlen, nfr, loud, gain, bytes(mhash), model_name, fpb)
+    try:
+        validate(h)
+    except ValueError as e:
+        raise DacliError(f"{name}: invalid .dac header ({e})") from None
     return h, size
 
 
-def read_header(path):
-    """Header only (reads the first few hundred bytes)."""
-    with _open(path) as f:
-        buf = f.read(1024)
-    return parse_header(buf, path)[0]
+def validate(h):
+    """Check every field against the limits of docs/FORMAT.md and against the others (ValueError)."""
+    if not (MIN_SAMPLE_RATE <= h.model_sample_rate <= MAX_SAMPLE_RATE
+            and MIN_SAMPLE_RATE <= h.original_sample_rate <= MAX_SAMPLE_RATE):
+        raise ValueError(f"sample rates {h.model_sample_rate} / {h.original_sample_rate} Hz outside "
+                         f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE}")
+    if not 1 <= h.hop_length <= h.model_sample_rate:
+        raise ValueError(f"hop length {h.hop_length} outside 1-{h.model_sample_rate}")
+    if not 1 <= h.channels <= MAX_CHANNELS:
+        raise ValueError(f"{h.channels} channels, outside 1-{MAX_CHANNELS}")
+    if not 1 <= h.n_codebooks <= MAX_CODEBOOKS:
+        raise ValueError(f"{h.n_codebooks} codebooks, outside 1-{MAX_CODEBOOKS}")
+    if not 1 <= h.bits_per_code <= MAX_BITS_PER_CODE:
+        raise ValueError(f"{h.bits_per_code} bits per code, outside 1-{MAX_BITS_PER_CODE}")
+    if h.frames_per_block < 1 or raw_block_size(h, h.frames_per_block) > MAX_RAW_BLOCK:
+        raise ValueError(f"{h.frames_per_block} frames per block: a block must hold 1 frame to "
+                         f"{MAX_RAW_BLOCK} raw bytes")
+    if not 1 <= h.original_length <= MAX_LENGTH:
+        raise ValueError(f"original length {h.original_length} outside 1-{MAX_LENGTH}")
+    # model_length is the resampled original_length: within one sample of the exact ratio
+    if abs(h.model_length * h.original_sample_rate - h.original_length * h.model_sample_rate) > h.original_sample_rate:
+        raise ValueError(f"model length {h.model_length} does not match original length {h.original_length} "
+                         f"at {h.original_sample_rate} → {h.model_sample_rate} Hz")
+    if h.n_frames != -(-h.model_length // h.hop_length):
+        raise ValueError(f"{h.n_frames} frames for {h.model_length} samples at hop {h.hop_length}")
+    if not (math.isfinite(h.gain_db) and abs(h.gain_db) <= MAX_GAIN_DB):
+        raise ValueError(f"gain {h.gain_db} dB is not a finite number within ±{MAX_GAIN_DB}")
+    if not math.isfinite(h.input_loudness):
+        raise ValueError(f"input loudness {h.input_loudness} is not a finite number")
 
 
-def _open(path):
+def open_input(path):
+    """Open an input file for reading; one-line errors for missing files, folders, FIFOs and devices
+    (opened without blocking, so a FIFO with no writer is refused instead of waited on)."""
     try:
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise DacliError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DacliError(f"{path}: is a directory") from None
     except OSError as e:
-        raise DacliError(f"{path}: cannot open ({e.strerror})") from None
+        raise DacliError(f"{path}: cannot open ({e.strerror.lower()})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DacliError(f"{path}: " + ("is a directory" if stat.S_ISDIR(mode) else "not a regular file"))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_header(path):
+    """Header only (the fixed part, then as many bytes as its header_size says), checked against the
+    file's size too."""
+    with open_input(path) as f:
+        buf = f.read(_FIXED.size + 4)
+        if buf[:len(MAGIC)] == MAGIC and len(buf) >= _FIXED.size:
+            size, = struct.unpack_from("<H", buf, 10)
+            buf += f.read(max(0, size - len(buf)))
+        header, size = parse_header(buf, path)
+        _check_room(header, os.fstat(f.fileno()).st_size - size, path)
+    return header
+
+
+def _check_room(header, available, name):
+    """Every block costs at least its 9-byte head and one payload byte: refuse a header that claims
+    more blocks than the rest of the file can hold, before allocating anything for them."""
+    blocks = block_count(header)
+    if blocks * (_BLOCK.size + 1) > available:
+        raise DacliError(f"{name}: truncated (the header announces {blocks} blocks; the file is too short "
+                         f"to hold them)")
 
 
 def read(path):
-    """Read a .dac file → (Header, codes int32 (channels, n_codebooks, n_frames)). Raises DacliError
-    for anything wrong with it: magic, version, truncation, CRC, trailing bytes."""
-    with _open(path) as f:
+    """Read a .dac file → (Header, codes uint16 (channels, n_codebooks, n_frames)). Raises DacliError
+    for anything wrong with it: magic, version, fields, truncation, CRC, trailing bytes."""
+    with open_input(path) as f:
         buf = f.read()
-    header, pos = parse_header(buf, path)
-    codes = np.empty((header.channels, header.n_codebooks, header.n_frames), dtype=np.int32)  # ≤ 24 bits
+    return parse(buf, path)
+
+
+def parse(buf, name="file"):
+    """:func:`read` on bytes already in memory."""
+    header, pos = parse_header(buf, name)
+    _check_room(header, len(buf) - pos, name)
+    spans = block_spans(header)
+    parts = []  # grown block by block: memory follows what the file really holds
     dctx = zstandard.ZstdDecompressor()
-    for i, (t0, t1) in enumerate(_blocks(header)):
+    for i, (t0, t1) in enumerate(spans):
         if len(buf) < pos + _BLOCK.size:
-            raise DacliError(f"{path}: truncated (block {i} of {len(_blocks(header))} is missing)")
+            raise DacliError(f"{name}: truncated (block {i} of {len(spans)} is missing)")
         coding, size, crc = _BLOCK.unpack_from(buf, pos)
         pos += _BLOCK.size
+        need = raw_block_size(header, t1 - t0)
+        if coding not in (RAW, ZSTD) or (coding == RAW and size != need) or \
+                (coding == ZSTD and not need // MAX_ZSTD_RATIO <= size <= zstd_bound(need)):
+            raise DacliError(f"{name}: corrupt block {i} (coding {coding}, {size} bytes for {need} raw)")
         payload = buf[pos:pos + size]
         if len(payload) < size:
-            raise DacliError(f"{path}: truncated (block {i} is cut short)")
+            raise DacliError(f"{name}: truncated (block {i} is cut short)")
         pos += size
+        raw = payload if coding == RAW else _decompress(dctx, payload, need)
+        if raw is None or zlib.crc32(raw) != crc:
+            raise DacliError(f"{name}: corrupt data in block {i} (CRC mismatch)")
         count = header.n_codebooks * header.channels * (t1 - t0)
-        need = math.ceil(count * header.bits_per_code / 8)
-        try:
-            raw = payload if coding == RAW else dctx.decompress(payload, max_output_size=need) if coding == ZSTD else None
-        except zstandard.ZstdError:
-            raw = None
-        if raw is None or len(raw) != need or zlib.crc32(raw) != crc:
-            raise DacliError(f"{path}: corrupt data in block {i} (CRC mismatch)")
-        codes[:, :, t0:t1] = unpack(raw, count, header.bits_per_code).reshape(
-            header.n_codebooks, header.channels, t1 - t0).transpose(1, 0, 2)
+        parts.append(unpack(raw, count, header.bits_per_code).reshape(
+            header.n_codebooks, header.channels, t1 - t0).transpose(1, 0, 2))
     if pos != len(buf):
-        raise DacliError(f"{path}: {len(buf) - pos} unexpected bytes after the last block")
-    return header, codes
+        raise DacliError(f"{name}: {len(buf) - pos} unexpected bytes after the last block")
+    return header, np.concatenate(parts, axis=2)
+
+
+def zstd_bound(n):
+    """Largest zstd frame for ``n`` input bytes (ZSTD_COMPRESSBOUND) plus the frame header."""
+    return n + (n >> 8) + (((128 << 10) - n) >> 11 if n < (128 << 10) else 0) + 18
+
+
+def _decompress(dctx, payload, need):
+    """The raw bytes of a zstd payload that declares exactly ``need`` bytes of content, else None."""
+    try:
+        if zstandard.frame_content_size(payload) != need:
+            return None
+        raw = dctx.decompress(payload, max_output_size=need)
+    except zstandard.ZstdError:
+        return None
+    return raw if len(raw) == need else None
 
 
 def truncate_codebooks(header, codes, n_codebooks):
@@ -191,70 +302,3 @@ def truncate_codebooks(header, codes, n_codebooks):
     if not 1 <= n_codebooks <= header.n_codebooks:
         raise DacliError(f"cannot keep {n_codebooks} codebooks of a file that has {header.n_codebooks}")
     return replace(header, n_codebooks=n_codebooks), codes[:, :n_codebooks]
-
-
-# --------------------------------------------------------------------------------------------------
-# Legacy files of the official tool
-
-LEGACY_MAGIC = b"\x93NUMPY"
-_ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                    ("numpy", "ndarray"), ("numpy", "dtype")}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-        return super().find_class(module, name)
-
-
-@dataclass(frozen=True)
-class LegacyFile:
-    codes: np.ndarray          # (channels, n_codebooks, frames) int64
-    input_db: float
-    original_length: int
-    sample_rate: int
-    chunk_length: int
-    channels: int
-    padding: bool
-
-
-def is_legacy(path):
-    with _open(path) as f:
-        return f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
-
-
-def read_legacy(path):
-    """Read an official-tool .dac (npy-pickled dict) without running arbitrary pickle code."""
-    with _open(path) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(f)
-        except Exception as e:
-            raise DacliError(f"{path}: not a readable legacy .dac file ({e})") from None
-        if dtype != np.dtype(object) or shape != ():
-            raise DacliError(f"{path}: not a legacy .dac file (npy holds {dtype} {shape}, not a pickled dict)")
-        try:
-            obj = _RestrictedUnpickler(f).load()
-        except pickle.UnpicklingError as e:
-            raise DacliError(f"{path}: refused: the legacy file's pickle is not plain NumPy data ({e})") from None
-        except Exception as e:
-            raise DacliError(f"{path}: corrupt legacy .dac file ({type(e).__name__}: {e})") from None
-    try:
-        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-            obj = obj.item()
-        meta = obj["metadata"]
-        codes = np.asarray(obj["codes"]).astype(np.int64)
-        if meta.get("dac_version") != "1.0.0":
-            raise DacliError(f"{path}: legacy .dac version {meta.get('dac_version')!r} is not supported")
-        channels = int(meta["channels"])
-        codes = codes.reshape(-1, *codes.shape[-2:]) if codes.ndim >= 2 else codes[None, None]
-        return LegacyFile(codes=codes, input_db=float(np.asarray(meta["input_db"]).reshape(-1)[0]),
-                          original_length=int(meta["original_length"]), sample_rate=int(meta["sample_rate"]),
-                          chunk_length=int(meta["chunk_length"]), channels=channels, padding=bool(meta["padding"]))
-    except DacliError:
-        raise
-    except Exception as e:
-        raise DacliError(f"{path}: legacy .dac file lacks the expected codes/metadata ({e})") from None

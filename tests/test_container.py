@@ -4,12 +4,14 @@ import io
 import json
 import pickle
 import struct
+import zlib
 
 import numpy as np
 import pytest
 import soundfile as sf
+import zstandard
 
-from dacli import codec, container
+from dacli import codec, container, legacy
 from dacli.errors import DacliError
 
 from conftest import FIXTURES
@@ -21,6 +23,10 @@ def header(**kw):
     base = dict(model_sample_rate=44100, hop_length=512, original_sample_rate=48000, channels=2, n_codebooks=9,
                 bits_per_code=10, original_length=100000, model_length=91875, n_frames=180, input_loudness=-20.5,
                 gain_db=4.5, model_hash=bytes(range(32)), model_name="tiny44.pth", frames_per_block=64)
+    if "n_frames" in kw and "model_length" not in kw:  # a consistent header for that many frames
+        base["model_length"] = kw["n_frames"] * base["hop_length"]
+        osr = kw.get("original_sample_rate", base["original_sample_rate"])
+        base["original_length"] = round(base["model_length"] * osr / base["model_sample_rate"])
     base.update(kw)
     return container.Header(**base)
 
@@ -137,8 +143,7 @@ def test_legacy_fixture_set():
 @pytest.mark.parametrize("stem", LEGACY_FILES)
 def test_legacy_decode_matches_official(stem, tiny44, tiny24):
     model = tiny44 if stem.startswith("tiny44") else tiny24
-    legacy = container.read_legacy(FIXTURES / f"{stem}.dac")
-    y = codec.decode_legacy(model, legacy)
+    y = codec.decode_legacy(model, legacy.read(FIXTURES / f"{stem}.dac"))
     ref = np.load(FIXTURES / f"{stem}_decompressed.npy")
     assert y.T.shape == ref.shape
     np.testing.assert_allclose(y.T, ref, atol=1e-3, rtol=0)
@@ -155,10 +160,10 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path):
     p = tmp_path / "evil.dac"
     p.write_bytes(_npy_with_pickle(pickle.dumps({"codes": os.getcwd, "metadata": {}})))
     with pytest.raises(DacliError, match="not plain NumPy data"):
-        container.read_legacy(p)
+        legacy.read(p)
     p.write_bytes(_npy_with_pickle(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR."))
     with pytest.raises(DacliError, match="os.system is not allowed"):
-        container.read_legacy(p)
+        legacy.read(p)
 
 
 def test_legacy_accepts_numpy1_globals(tmp_path):
@@ -168,5 +173,140 @@ def test_legacy_accepts_numpy1_globals(tmp_path):
     assert b"numpy._core.multiarray" in payload
     p = tmp_path / "np1.dac"
     p.write_bytes(_npy_with_pickle(payload.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")))
-    lg = container.read_legacy(p)
+    lg = legacy.read(p)
     assert lg.codes.shape == (1, 9, 61) and lg.sample_rate == 44100 and lg.padding
+
+
+# ------------------------------------------------------------------------------ hostile headers
+
+
+def _forge(h, blocks=b"", extension=b""):
+    """A file with header ``h`` (not validated), a correct header CRC, ``extension`` bytes between
+    the model name and the CRC (a later minor revision's fields), then ``blocks``."""
+    body = h.to_bytes()[:-4]
+    size = len(body) + len(extension) + 4
+    body = body[:10] + struct.pack("<H", size) + body[12:] + extension
+    return body + struct.pack("<I", zlib.crc32(body)) + blocks
+
+
+def _valid(tmp_path, **kw):
+    h = header(**kw)
+    codes = np.random.default_rng(5).integers(0, 1024, (h.channels, h.n_codebooks, h.n_frames))
+    return h, codes, container.encode_blocks(h, codes)
+
+
+def test_extended_header_is_read(tmp_path):
+    """docs/FORMAT.md: a later revision's fields between model_name and header_crc are skipped."""
+    h, codes, blocks = _valid(tmp_path)
+    p = tmp_path / "ext.dac"
+    p.write_bytes(_forge(h, blocks, extension=bytes(range(256)) * 4))
+    assert container.read_header(p) == h
+    h2, c2 = container.read(p)
+    assert h2 == h
+    np.testing.assert_array_equal(c2, codes)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(n_frames=10 ** 8, model_length=10 ** 8 * 512, original_length=round(10 ** 8 * 512 * 48000 / 44100),
+          frames_per_block=1), "too short to hold"),
+    (dict(n_frames=2 ** 40, model_length=2 ** 40 * 512, original_length=2 ** 40 * 512,
+          original_sample_rate=44100), "original length"),
+    (dict(original_length=10 ** 9), "does not match original length"),
+    (dict(n_frames=181), "181 frames for 91875 samples"),
+    (dict(gain_db=float("nan")), "gain nan dB"),
+    (dict(gain_db=float("inf")), "gain inf dB"),
+    (dict(input_loudness=float("nan")), "loudness nan"),
+    (dict(bits_per_code=17), "17 bits per code"),
+    (dict(bits_per_code=0), "0 bits per code"),
+    (dict(n_codebooks=65), "65 codebooks"),
+    (dict(channels=0), "0 channels"),
+    (dict(original_sample_rate=3, original_length=7), "sample rates"),
+    (dict(hop_length=0), "hop length 0"),
+    (dict(frames_per_block=0), "frames per block"),
+    (dict(channels=1024, frames_per_block=65535), "frames per block"),
+])
+def test_hostile_headers_are_refused_before_allocating(tmp_path, fields, message):
+    """A header with a valid CRC that lies about sizes is refused by read_header and read (with only
+    a few KB of blocks behind it) instead of driving memory or output to what it claims."""
+    h, _, blocks = _valid(tmp_path)
+    p = tmp_path / "lie.dac"
+    p.write_bytes(_forge(container.replace(h, **fields), blocks))
+    with pytest.raises(DacliError, match=message):
+        container.read_header(p)
+    with pytest.raises(DacliError, match=message):
+        container.read(p)
+
+
+def test_block_sizes_are_checked(tmp_path):
+    """A raw block must be exactly its raw size; a zstd block must declare its content size, and can
+    be neither larger than zstd's bound nor smaller than zstd's largest expansion allows."""
+    h = header(channels=1, n_frames=64, frames_per_block=64)
+    codes = np.zeros((1, 9, 64), np.int64)  # compresses to a few bytes
+    head = h.to_bytes()
+    raw = container.pack(codes.transpose(1, 0, 2).reshape(-1), 10)
+    z = zstandard.ZstdCompressor().compress(raw)
+    nosize = zstandard.ZstdCompressor(write_content_size=False).compress(raw)
+    ok = head + struct.pack("<BII", container.ZSTD, len(z), zlib.crc32(raw)) + z
+    assert container.parse(ok)[1].shape == (1, 9, 64)
+    for blob, message in [
+        (head + struct.pack("<BII", container.RAW, len(raw) - 1, zlib.crc32(raw)) + raw[:-1], "corrupt block"),
+        (head + struct.pack("<BII", container.ZSTD, len(nosize), zlib.crc32(raw)) + nosize, "CRC mismatch"),
+        (head + struct.pack("<BII", 7, len(raw), zlib.crc32(raw)) + raw, "coding 7"),
+        (head + struct.pack("<BII", container.ZSTD, 2 ** 31, zlib.crc32(raw)) + z, "corrupt block"),
+    ]:
+        with pytest.raises(DacliError, match=message):
+            container.parse(blob)
+
+
+def test_codes_that_do_not_fit_the_model_are_refused(tmp_path, tiny44):
+    """12 codebooks for a 9-codebook model, or 12-bit codes for a 1024-entry codebook: refused with
+    one line instead of being ignored or indexing out of range."""
+    for fields, message in [(dict(n_codebooks=12), "12 codebooks of 1024 codes"),
+                            (dict(bits_per_code=12), "9 codebooks of 4096 codes")]:
+        h = header(channels=1, n_frames=20, model_hash=bytes.fromhex(tiny44.weights_hash),
+                   original_sample_rate=44100, **fields)
+        codes = np.random.default_rng(0).integers(0, 2 ** h.bits_per_code, (1, h.n_codebooks, 20))
+        p = tmp_path / "x.dac"
+        container.write(p, h, codes)
+        with pytest.raises(DacliError, match=message):
+            codec.decode_file(tiny44, p, tmp_path / "x.wav")
+        assert not (tmp_path / "x.wav").exists()
+
+
+# ------------------------------------------------------------------------------- hostile legacy
+
+
+def _legacy_bytes():
+    return (FIXTURES / "tiny44_stereo.dac").read_bytes()
+
+
+@pytest.mark.parametrize("mangle, message", [
+    # the dtype of the codes changed to object: NumPy would read the code bytes as pointers (SIGSEGV)
+    (lambda b: b.replace(b"\x8c\x02u2", b"\x8c\x02O8", 1), "only a 0-d object array"),
+    (lambda b: b.replace(b"\x8c\x02u2", b"\x8c\x02V2", 1), "dtype 'V2' is not allowed"),
+    (lambda b: b.replace(b"\x8c\x02u2", b"\x8c\x02u4", 1), "does not match shape"),
+    (lambda b: b.replace(b"K\x02K\tK\xad", b"K\x02K\tK\xae", 1), "does not match shape"),  # frames 173 → 174
+    (lambda b: b.replace(b"\x8c\x08channels\x94K\x02", b"\x8c\x08channels\x94K\x03", 1), "2 rows of codes for 3"),
+    (lambda b: b.replace(b"\x8c\x0bsample_rate\x94M\x44\xac", b"\x8c\x0bsample_rate\x94M\x03\x00", 1),
+     "sample_rate = 3 is not an integer in 1000-768000"),
+    (lambda b: b + b"\x00", "unexpected bytes"),
+    (lambda b: b[:-200], "corrupt legacy"),
+])
+def test_hostile_legacy_files_are_refused(tmp_path, mangle, message):
+    raw = _legacy_bytes()
+    bad = mangle(raw)
+    assert bad != raw
+    with pytest.raises(DacliError, match=message):
+        legacy.parse(bad)
+
+
+def test_legacy_codes_beyond_the_codebook_are_refused(tmp_path):
+    """The format has no checksum; codes outside the model's codebook are the damage it can detect."""
+    model = type("M", (), {"n_codebooks": 9, "codebook_size": 512})()
+    lg = legacy.parse(_legacy_bytes())
+    assert lg.codes.max() >= 512
+    with pytest.raises(DacliError, match="beyond the model's 512"):
+        legacy.check_model(lg, model)
+    model.n_codebooks = 4
+    with pytest.raises(DacliError, match="9 codebooks, the model 4"):
+        legacy.check_model(lg, model)

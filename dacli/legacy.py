@@ -1,0 +1,214 @@
+"""Files written by the official descript-audio-codec tool (its "legacy" ``.dac``): a NumPy ``.npy``
+file holding one pickled dict, ``{"codes": int array (channels, n_codebooks, frames), "metadata": {...}}``.
+
+Pickle can run any code and NumPy trusts the array states it is handed (a dtype changed to ``object``
+makes NumPy read raw bytes as pointers), so neither sees the file as it is. The unpickler admits only
+the four globals such a file names, and each of them is replaced by a stand-in that records what the
+file asks for: no NumPy array or dtype is built from the pickle. Afterwards the stand-ins are checked
+(numeric dtypes only, sizes that match the bytes, the expected keys and types, values within the
+container's limits) and only then turned into arrays with ``np.frombuffer``. The format has no
+checksum: a changed code value cannot be detected, only codes outside the model's codebook.
+"""
+
+import io
+import math
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import container
+from .errors import DacliError
+
+MAGIC = b"\x93NUMPY"
+DAC_VERSION = "1.0.0"
+# dtypes an array in such a file may have (NumPy's pickled type strings); "O8" only for the outer
+# 0-d object array that wraps the dict
+_NUMERIC = {"b1", "u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f2", "f4", "f8"}
+_OBJECT = "O8"
+_MAX_NDIM = 8
+MAX_LOUDNESS_DB = 200.0  # the stored input loudness (LUFS) is restored as a gain: keep it a sane number
+
+
+class _Refused(pickle.UnpicklingError):
+    """The pickle asks for something a legacy file never holds."""
+
+
+class _ArrayType:
+    """Stands in for ``numpy.ndarray`` in the pickle."""
+
+
+class _DType:
+    """Stands in for ``numpy.dtype(spec, align, copy)`` followed by ``__setstate__``."""
+
+    def __init__(self, spec, align=False, copy=True):
+        if not isinstance(spec, str) or spec not in _NUMERIC | {_OBJECT}:
+            raise _Refused(f"dtype {spec!r} is not allowed")
+        self.spec, self.byteorder = spec, "|"
+
+    def __setstate__(self, state):
+        # (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata])
+        if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
+                and state[1] in ("<", ">", "|", "=") and state[2:5] == (None, None, None)
+                and state[5:7] == (-1, -1) and (len(state) == 8 or state[8] is None)):
+            raise _Refused("dtype state is not a plain numeric or object type")
+        self.byteorder = state[1]
+
+    def numpy(self):
+        return np.dtype(("" if self.byteorder == "|" else self.byteorder) + self.spec)
+
+
+class _Array:
+    """Stands in for ``numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')`` + ``__setstate__``."""
+
+    def __init__(self):
+        self.state = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise _Refused("array state is not (1, shape, dtype, fortran, data)")
+        _, shape, dtype, fortran, data = state
+        if not (isinstance(shape, tuple) and len(shape) <= _MAX_NDIM
+                and all(type(d) is int and 0 <= d <= container.MAX_LENGTH for d in shape)):
+            raise _Refused(f"array shape {shape!r} is not allowed")
+        if not isinstance(dtype, _DType) or not isinstance(fortran, bool):
+            raise _Refused("array dtype or order is not allowed")
+        n = math.prod(shape)
+        if dtype.spec == _OBJECT:
+            if shape != () or not isinstance(data, list) or len(data) != 1:
+                raise _Refused("only a 0-d object array may hold Python objects")
+        elif not isinstance(data, bytes) or len(data) != n * dtype.numpy().itemsize:
+            raise _Refused(f"array data does not match shape {shape} and dtype {dtype.spec}")
+        self.state = (shape, dtype, fortran, data)
+
+    def value(self):
+        if self.state is None:
+            raise _Refused("array without state")
+        shape, dtype, fortran, data = self.state
+        if dtype.spec == _OBJECT:
+            return data[0]
+        return np.frombuffer(data, dtype.numpy()).reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _ArrayType:
+        raise _Refused("_reconstruct of something other than ndarray")
+    return _Array()
+
+
+_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy", "ndarray"): _ArrayType, ("numpy", "dtype"): _DType}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"global {module}.{name} is not allowed") from None
+
+
+@dataclass(frozen=True)
+class LegacyFile:
+    codes: np.ndarray          # (channels, n_codebooks, frames) int64
+    input_db: float
+    original_length: int
+    sample_rate: int
+    chunk_length: int
+    channels: int
+    padding: bool
+
+
+def is_legacy(path) -> bool:
+    with container.open_input(path) as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def read(path) -> LegacyFile:
+    """Read an official-tool .dac file without running pickle code or trusting its array states."""
+    with container.open_input(path) as f:
+        buf = f.read()
+    return parse(buf, path)
+
+
+def _resolve(v):
+    return v.value() if isinstance(v, _Array) else v
+
+
+def _int(meta, key, lo, hi):
+    v = _resolve(meta[key])
+    if isinstance(v, np.ndarray) and v.size == 1 and v.dtype.kind in "iu":
+        v = int(v.reshape(-1)[0])
+    if type(v) is not int or not lo <= v <= hi:
+        raise ValueError(f"metadata {key} = {v!r} is not an integer in {lo}-{hi}")
+    return v
+
+
+def parse(buf, name="file") -> LegacyFile:
+    """:func:`read` on bytes already in memory. Raises DacliError."""
+    f = io.BytesIO(buf)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"npy version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    except Exception as e:
+        raise DacliError(f"{name}: not a readable legacy .dac file ({type(e).__name__}: {e})"[:300]) from None
+    if dtype != np.dtype(object) or shape != ():
+        raise DacliError(f"{name}: not a legacy .dac file (npy holds {dtype} {shape}, not a pickled dict)")
+    try:
+        obj = _Unpickler(f).load()
+    except _Refused as e:
+        raise DacliError(f"{name}: refused: the legacy file's pickle is not plain NumPy data ({e})") from None
+    except Exception as e:  # truncated or malformed pickle streams raise many types
+        raise DacliError(f"{name}: corrupt legacy .dac file ({type(e).__name__}: {e})"[:300]) from None
+    if f.tell() != len(buf):
+        raise DacliError(f"{name}: {len(buf) - f.tell()} unexpected bytes after the legacy file's data")
+    try:
+        top = _resolve(obj)
+        if not isinstance(top, dict) or not isinstance(top.get("metadata"), dict):
+            raise ValueError("not a dict with codes and metadata")
+        meta = top["metadata"]
+        if meta.get("dac_version") != DAC_VERSION:
+            raise DacliError(f"{name}: legacy .dac version {meta.get('dac_version')!r} is not supported")
+        codes = _resolve(top["codes"])
+        if not (isinstance(codes, np.ndarray) and codes.dtype.kind in "iu" and codes.ndim == 3
+                and codes.size and codes.shape[1] <= container.MAX_CODEBOOKS):
+            raise ValueError(f"codes are not a non-empty integer array (channels, codebooks, frames) "
+                             f"with at most {container.MAX_CODEBOOKS} codebooks")
+        if codes.min() < 0 or codes.max() >= 1 << container.MAX_BITS_PER_CODE:
+            raise ValueError("codes out of range")
+        channels = _int(meta, "channels", 1, container.MAX_CHANNELS)
+        if codes.shape[0] != channels:
+            raise ValueError(f"{codes.shape[0]} rows of codes for {channels} channels")
+        input_db = _resolve(meta["input_db"])
+        if type(input_db) in (int, float):
+            input_db = np.array([input_db], np.float64)
+        if not (isinstance(input_db, np.ndarray) and input_db.size == 1 and input_db.dtype.kind in "fiu"
+                and abs(float(input_db.reshape(-1)[0])) <= MAX_LOUDNESS_DB):
+            raise ValueError(f"input_db is not a number within ±{MAX_LOUDNESS_DB}")
+        padding = meta["padding"]
+        if not isinstance(padding, bool):
+            raise ValueError("padding is not a boolean")
+        return LegacyFile(codes=codes.astype(np.int64), input_db=float(input_db.reshape(-1)[0]),
+                          original_length=_int(meta, "original_length", 1, container.MAX_LENGTH),
+                          sample_rate=_int(meta, "sample_rate", container.MIN_SAMPLE_RATE,
+                                           container.MAX_SAMPLE_RATE),
+                          chunk_length=_int(meta, "chunk_length", 1, container.MAX_LENGTH),
+                          channels=channels, padding=padding)
+    except DacliError:
+        raise
+    except Exception as e:
+        raise DacliError(f"{name}: legacy .dac file lacks the expected codes/metadata ({e})"[:300]) from None
+
+
+def check_model(legacy: LegacyFile, model, name="file"):
+    """Refuse codes the model cannot decode (more codebooks, or codes beyond its codebook)."""
+    if legacy.codes.shape[1] > model.n_codebooks:
+        raise DacliError(f"{name}: the legacy file has {legacy.codes.shape[1]} codebooks, the model "
+                         f"{model.n_codebooks}")
+    if legacy.codes.max() >= model.codebook_size:
+        raise DacliError(f"{name}: the legacy file holds codes up to {legacy.codes.max()}, beyond the model's "
+                         f"{model.codebook_size} codebook entries")
