@@ -21,8 +21,18 @@ if "dacli.train" not in getattr(sys, "orig_argv", [])[:4]:
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 from .errors import DacliError  # noqa: E402
-from .model import DAC, PRESETS  # noqa: E402
-from .registry import load_model  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["DAC", "DacliError", "PRESETS", "load_model", "__version__"]
+
+
+def __getattr__(name):
+    """The model API on first use, so that importing dacli (and starting the command line) does not
+    load torch."""
+    if name in ("DAC", "PRESETS"):
+        from . import model
+        return getattr(model, name)
+    if name == "load_model":
+        from .registry import load_model
+        return load_model
+    raise AttributeError(f"module 'dacli' has no attribute {name!r}")

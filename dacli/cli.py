@@ -1,6 +1,7 @@
 """The ``dacli`` command line: parses, reports and loops over files; the work is done elsewhere."""
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -9,8 +10,8 @@ import click
 from tqdm import tqdm
 
 from . import codec, container, legacy, registry
-from .errors import DacliError
-from .fileio import AUDIO_EXTS, find_inputs
+from .errors import DacliError, Terminated
+from .fileio import AUDIO_EXTS, find_inputs, os_reason, remove_stale_parts
 from .fileio import shard as take_shard
 from .model import codebooks_for_kbps
 
@@ -41,8 +42,14 @@ class Reporter:
 
 
 def _destinations(items, output, suffix, single_exts):
-    """Map inputs to outputs: a single file with an output path ending in one of ``single_exts`` (or no
-    output: beside the input) writes there; otherwise ``output`` is a folder mirroring the inputs."""
+    """Map inputs to outputs. One input file with an output name ending in one of ``single_exts`` (or
+    no output: beside the input) writes there; otherwise ``output`` is a folder that mirrors the inputs.
+    Inputs whose outputs would share a name (``song.wav`` and ``song.flac``) keep their own extension
+    in it (``song.wav.dac``, ``song.flac.dac``), so no output overwrites another."""
+    other = (AUDIO_IN | DAC_EXTS) - single_exts
+    if output is not None and Path(output).suffix.lower() in other and not Path(output).is_dir():
+        raise DacliError(f"-o {output}: this command writes {'/'.join(sorted(single_exts))} files; "
+                         f"give an output name with that extension, or a folder")
     if len(items) == 1 and items[0][1] == Path(items[0][0].name):
         src = items[0][0]
         if output is None:
@@ -51,7 +58,21 @@ def _destinations(items, output, suffix, single_exts):
             return [(src, Path(output))]
     if output is None:
         raise DacliError("-o/--output FOLDER is needed when the input is a folder or several files")
-    return [(src, Path(output) / rel.with_suffix(suffix)) for src, rel in items]
+    if Path(output).suffix.lower() in single_exts and not Path(output).is_dir():
+        raise DacliError(f"-o {output}: with several inputs the output is a folder; give a folder name")
+    plain = [Path(output) / rel.with_suffix(suffix) for _, rel in items]
+    counts = {}
+    for d in plain:
+        counts[str(d).lower()] = counts.get(str(d).lower(), 0) + 1  # case-insensitive file systems too
+    return [(src, Path(output) / rel.with_name(rel.name + suffix) if counts[str(d).lower()] > 1 else d)
+            for (src, rel), d in zip(items, plain)]
+
+
+def _sharded(items, shard, output, suffix, single_exts):
+    """The (input, output) pairs of this --shard. Outputs are named over all inputs first, so that every
+    job of a job array gives a file the same output name."""
+    pairs = _destinations(items, output, suffix, single_exts)
+    return [pair for pair, _ in take_shard(list(zip(pairs, items)), shard, key=lambda x: x[1][1])]
 
 
 def _batch(pairs, overwrite, quiet, work, verb):
@@ -63,6 +84,7 @@ def _batch(pairs, overwrite, quiet, work, verb):
     try:
         for src, dst in pairs:
             rep.files.set_description(str(src.name)[-30:])
+            remove_stale_parts(dst)
             if dst.exists() and not overwrite:
                 skipped += 1
                 rep.info(f"skip {dst} (exists; --overwrite to replace)")
@@ -73,6 +95,9 @@ def _batch(pairs, overwrite, quiet, work, verb):
                 except DacliError as e:
                     failed += 1
                     rep.error(str(e))
+                except OSError as e:  # the environment: full disk, permissions, a folder in the way
+                    failed += 1
+                    rep.error(f"{e.filename or src}: {os_reason(e)}")
                 except Exception as e:  # a bug or a resource problem: report it, go on with the batch
                     failed += 1
                     rep.error(f"{src}: unexpected {type(e).__name__}: {e}")
@@ -83,6 +108,15 @@ def _batch(pairs, overwrite, quiet, work, verb):
         rep.info(f"{verb} {ok} file(s), skipped {skipped}, failed {failed}")
     if failed:
         raise SystemExit(1)
+
+
+def _positive(name, integer=False):
+    """A click callback: the value, if given, must be a finite number above zero."""
+    def check(ctx, param, value):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise click.BadParameter(f"must be a {'whole ' if integer else ''}number above zero, not {value}")
+        return value
+    return check
 
 
 def _model_option(f):
@@ -101,7 +135,7 @@ def _common_batch(f):
     f = click.option("--shard", metavar="K/N", help="Process only the K-th of N deterministic shares of the "
                                                     "files (for job arrays).")(f)
     f = click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")(f)
-    return click.option("--chunk-seconds", type=float, default=None,
+    return click.option("--chunk-seconds", type=float, default=None, callback=_positive("--chunk-seconds"),
                         help=f"Window length for inference (default {codec.ENCODE_CHUNK_SECONDS:g} s to encode, "
                              f"{codec.DECODE_CHUNK_SECONDS:g} s to decode); results do not depend on it, memory does.")(f)
 
@@ -123,8 +157,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except DacliError as e:
             raise Failure(str(e)) from None
-        except KeyboardInterrupt:
-            raise Failure("interrupted", 130) from None
+        except KeyboardInterrupt as e:
+            raise Failure(Terminated.describe(e), Terminated.exit_code_of(e)) from None
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,15 +177,17 @@ def cli():
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output .dac file (one input) or folder (default: beside the input).")
-@click.option("--kbps", type=float, help="Target bitrate: the most codebooks whose exact bitrate fits.")
-@click.option("--n-codebooks", type=int, help="Number of codebooks to keep (default: all).")
+@click.option("--kbps", type=float, callback=_positive("--kbps"),
+              help="Target bitrate: the most codebooks whose exact bitrate fits.")
+@click.option("--n-codebooks", type=int, callback=_positive("--n-codebooks", True),
+              help="Number of codebooks to keep (default: all).")
 @_model_option
 @_common_batch
 def encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
     """Encode audio files or folders (any rate, channels, length) into .dac files."""
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
-    pairs = _destinations(take_shard(find_inputs(inputs, AUDIO_IN), shard), output, ".dac", DAC_EXTS)
+    pairs = _sharded(find_inputs(inputs, AUDIO_IN), shard, output, ".dac", DAC_EXTS)
     model = registry.load_model(model_name, device, precision)
     n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model._check_n(n_codebooks)
     if not quiet:
@@ -193,8 +229,7 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
     needed for files written by the official tool."""
     if fmt is None:
         fmt = output.suffix.lower()[1:] if output is not None and output.suffix.lower() in (".wav", ".flac") else "wav"
-    pairs = _destinations(take_shard(find_inputs(inputs, DAC_EXTS), shard), output, "." + fmt,
-                          {".wav", ".flac"})
+    pairs = _sharded(find_inputs(inputs, DAC_EXTS), shard, output, "." + fmt, {".wav", ".flac"})
     models = {}
 
     def get_model(name):
@@ -225,8 +260,8 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output .dac file (one input) or folder.")
-@click.option("--kbps", type=float, help="Target bitrate (drops the last codebooks).")
-@click.option("--n-codebooks", type=int, help="Number of codebooks to keep.")
+@click.option("--kbps", type=float, callback=_positive("--kbps"), help="Target bitrate (drops the last codebooks).")
+@click.option("--n-codebooks", type=int, callback=_positive("--n-codebooks", True), help="Number of codebooks to keep.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
 def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
@@ -246,9 +281,9 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
 
 def describe(path):
     """A dict describing a .dac file (ours or legacy)."""
-    size = os.path.getsize(path)
-    if legacy.is_legacy(path):
+    if legacy.is_legacy(path):  # opens the file: one-line errors for missing files, folders, FIFOs
         lg = legacy.read(path)
+        size = os.path.getsize(path)
         dur = lg.original_length / lg.sample_rate
         return {"file": str(path), "format": "official descript-audio-codec 1.0.0 (legacy, pickled numpy)",
                 "original_sample_rate": lg.sample_rate, "channels": lg.channels, "duration_s": round(dur, 3),
@@ -256,6 +291,7 @@ def describe(path):
                 "chunk_length": lg.chunk_length, "input_loudness_lufs": round(lg.input_db, 2),
                 "file_bytes": size, "file_kbps": round(size * 8 / dur / 1000, 3) if dur else None}
     h, _ = container.read(path)  # reads everything, so the CRCs are checked too
+    size = os.path.getsize(path)
     pcm = h.original_length * h.channels * 2
     return {"file": str(path), "format": f"dacli .dac v{container.VERSION}", "model": h.model_name,
             "model_sha256": h.model_hash.hex(), "model_sample_rate": h.model_sample_rate,
@@ -329,7 +365,7 @@ def download(name, base_url, quiet):
               help="A recording to loop as test audio (default: synthetic).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
-@click.option("--chunk-seconds", type=float, default=None,
+@click.option("--chunk-seconds", type=float, default=None, callback=_positive("--chunk-seconds"),
               help=f"Window length (default {codec.ENCODE_CHUNK_SECONDS:g} s to encode, {codec.DECODE_CHUNK_SECONDS:g} s to decode).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_cmd(model_name, seconds, channels, source, device, precision, chunk_seconds, as_json):
@@ -410,9 +446,3 @@ def _pairs(ref, deg):
     return out
 
 
-def main():
-    cli(prog_name="dacli")
-
-
-if __name__ == "__main__":
-    main()

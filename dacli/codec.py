@@ -9,6 +9,7 @@ file holds exactly ceil(L / hop) frames. Decoding works the same way on code fra
 """
 
 import math
+import os
 
 import numpy as np
 import soundfile as sf
@@ -17,7 +18,7 @@ import torch
 
 from . import audio, container, legacy
 from .errors import DacliError
-from .fileio import atomic_output
+from .fileio import atomic_output, os_reason
 from .model import WNConv1d, WNConvTranspose1d
 from .registry import release_memory
 
@@ -301,16 +302,32 @@ def _write_blocks(dst, blocks, rate, channels, length, fmt, progress=None):
     fmt = fmt.upper()
     written = 0
     with atomic_output(dst) as tmp:
-        with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype="PCM_16", format=fmt) as f:
-            for y in blocks:
-                y = y[:length - written]
-                if len(y):
-                    f.write(np.clip(y, -1.0, 1.0))
-                    written += len(y)
-                    if progress:
-                        progress(len(y) / rate)
-            if written < length:
-                f.write(np.zeros((length - written, channels), np.float32))
+        try:
+            with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype="PCM_16", format=fmt) as f:
+                for y in blocks:
+                    y = y[:length - written]
+                    if len(y):
+                        f.write(np.clip(y, -1.0, 1.0))
+                        written += len(y)
+                        if progress:
+                            progress(len(y) / rate)
+                if written < length:
+                    f.write(np.zeros((length - written, channels), np.float32))
+        except sf.LibsndfileError as e:  # libsndfile says only "System error": find out which
+            raise DacliError(f"{dst}: cannot write ({_write_failure(tmp) or e})") from None
+
+
+def _write_failure(path):
+    """Why writing to ``path`` fails ('no space left on device', 'file too large', ...), found by
+    trying to append to it with Python's own I/O, which keeps the system's error; None if it works."""
+    try:
+        with open(path, "ab") as f:
+            f.write(bytes(1 << 16))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return os_reason(e)
+    return None
 
 
 def decode_file(model, src, dst, fmt="wav", chunk_seconds=None, progress=None):

@@ -2,8 +2,10 @@
 deterministic sharding across jobs)."""
 
 import contextlib
+import hashlib
 import os
-import tempfile
+import secrets
+import stat
 import zlib
 from pathlib import Path
 
@@ -15,20 +17,88 @@ AUDIO_EXTS = {"." + e.lower() for e in sf.available_formats()} | {".wav", ".flac
                                                                     ".mp3", ".aiff", ".aif", ".aifc"}
 
 
+PART_SUFFIX = ".part"
+
+
+def _part_prefix(path):
+    """``.NAME.`` for the temporary files of ``path``, with NAME shortened (keeping a hash of the whole)
+    where the full temporary name would exceed the folder's name limit."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    room = limit - len(".." + PART_SUFFIX) - 7 - 8 - 2  # pid (≤ 7 digits), random tag, separators
+    name = path.name
+    if len(name.encode()) > room:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = name.encode()[:room - 13].decode(errors="ignore") + "~" + digest
+    return f".{name}."
+
+
+def remove_stale_parts(path):
+    """Remove the temporary files that runs killed on this machine (SIGKILL, power loss) left for
+    ``path``. A temporary name carries its writer's process id, and files of a live process stay."""
+    path = Path(path)
+    prefix = _part_prefix(path)
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for n in names:
+        if not (n.startswith(prefix) and n.endswith(PART_SUFFIX)):
+            continue
+        pid = n[len(prefix):-len(PART_SUFFIX)].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(path.parent / n)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output(path):
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on any error
-    (or Ctrl-C) it is removed, so no partial output is ever left under the final name."""
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on any error,
+    Ctrl-C, SIGTERM or SIGHUP it is removed, so no partial output is ever left under the final name.
+    The file is created with the umask's mode, like any other tool's output."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
     try:
-        yield tmp
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DacliError(f"{path.parent}: exists and is not a folder") from None
+    except OSError as e:
+        raise DacliError(f"{path.parent}: cannot create the folder ({os_reason(e)})") from None
+    remove_stale_parts(path)
+    prefix = _part_prefix(path)
+    for _ in range(100):
+        tmp = path.parent / f"{prefix}{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise DacliError(f"{path}: cannot write ({os_reason(e)})") from None
+    try:
+        yield str(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise DacliError(f"{path}: cannot write ({os_reason(e)})") from None
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def os_reason(e):
+    """'no space left on device', 'permission denied', ...: an OSError in words."""
+    return (e.strerror or str(e)).lower() if isinstance(e, OSError) else str(e)
 
 
 def find_inputs(inputs, exts):
@@ -42,13 +112,15 @@ def find_inputs(inputs, exts):
                            and not f.name.startswith("."))
             found += [(f, f.relative_to(p)) for f in files]
         elif p.exists():
+            if not stat.S_ISREG(p.stat().st_mode):
+                raise DacliError(f"{p}: not a regular file or folder")
             found.append((p, Path(p.name)))
         else:
             raise DacliError(f"{p}: no such file or folder")
     return found
 
 
-def shard(items, spec):
+def shard(items, spec, key=lambda item: item[1]):
     """Keep a deterministic 1/N of ``items`` for ``spec`` = "K/N" (K in 1..N): a file belongs to the
     shard given by the CRC32 of its relative path, so every job agrees without coordination."""
     if not spec:
@@ -58,4 +130,4 @@ def shard(items, spec):
         assert 1 <= k <= n
     except (ValueError, AssertionError):
         raise DacliError(f"--shard must be K/N with 1 <= K <= N, got {spec!r}") from None
-    return [it for it in items if zlib.crc32(str(it[1]).encode()) % n == k - 1]
+    return [it for it in items if zlib.crc32(str(key(it)).encode()) % n == k - 1]
