@@ -1,0 +1,277 @@
+"""Faults and hostile use through the real command line (subprocesses): batches that must not lose
+work, signals, leftovers, file modes, names, FIFOs, full disks, bad numbers, hostile rates."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dacli import container
+
+from conftest import FIXTURES
+
+TINY = str(FIXTURES / "tiny44.pth")
+
+
+def dacli(*args, umask=None, limit_fsize=None, **kw):
+    """Run the installed entry point (``python -m dacli``, the same main())."""
+    def pre():
+        if umask is not None:
+            os.umask(umask)
+        if limit_fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_fsize, limit_fsize))
+    return subprocess.run([sys.executable, "-m", "dacli", *map(str, args)], capture_output=True, text=True,
+                          preexec_fn=pre, timeout=kw.pop("timeout", 300), **kw)
+
+
+def one_line_error(r, *needles):
+    assert r.returncode != 0, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert all(n in r.stderr for n in needles), r.stderr
+
+
+def tone(path, seconds=1.0, rate=44100, channels=1):
+    t = np.arange(int(rate * seconds)) / rate
+    sf.write(path, np.stack([0.3 * np.sin(2 * np.pi * 330 * t)] * channels, 1), rate)
+
+
+def parts(folder):
+    return sorted(p.name for p in Path(folder).rglob("*.part"))
+
+
+def test_same_stem_inputs_get_distinct_outputs(tmp_path):
+    """song.wav and song.flac: two outputs (the extension is kept where stems collide), both kept with
+    --overwrite, neither skipped as "exists" by the run that wrote it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    tone(src / "song.wav")
+    x, sr = sf.read(src / "song.wav")
+    sf.write(src / "song.flac", x[::-1], sr)
+    tone(src / "other.wav", 0.5)
+    for extra in ([], ["--overwrite"]):
+        r = dacli("encode", src, "-o", tmp_path / "out", "--model", TINY, *extra)
+        assert r.returncode == 0, r.stderr
+        assert "encoded 3 file(s), skipped 0, failed 0" in r.stderr
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other.dac", "song.flac.dac", "song.wav.dac"]
+    a, b = container.read(tmp_path / "out/song.wav.dac")[1], container.read(tmp_path / "out/song.flac.dac")[1]
+    assert not np.array_equal(a, b)
+    r = dacli("decode", tmp_path / "out", "-o", tmp_path / "dec", "--model", TINY)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["other.wav", "song.flac.wav", "song.wav.wav"]
+    r = dacli("encode", src, "-o", tmp_path / "out", "--model", TINY)  # a second run skips what exists
+    assert "skipped 3" in r.stderr and r.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def long_dac(tmp_path_factory):
+    d = tmp_path_factory.mktemp("long")
+    tone(d / "long.wav", 60)
+    assert dacli("encode", d / "long.wav", "-o", d / "long.dac", "--model", TINY).returncode == 0
+    return d / "long.dac"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_signals_during_decode_leave_nothing(tmp_path, long_dac, sig, code):
+    p = subprocess.Popen([sys.executable, "-m", "dacli", "decode", str(long_dac), "-o",
+                          str(tmp_path / "long_dec.wav"), "--model", TINY, "--chunk-seconds", "0.2"],
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not parts(tmp_path) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert parts(tmp_path), "the decode never started writing"
+    p.send_signal(sig)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == code, err
+    assert "Traceback" not in err and ("terminated by" in err or "interrupted" in err), err
+    assert parts(tmp_path) == [] and not (tmp_path / "long_dec.wav").exists()
+
+
+def test_interrupt_during_startup_prints_no_traceback(tmp_path):
+    tone(tmp_path / "a.wav")
+    for delay in (0.3, 1.0):
+        p = subprocess.Popen([sys.executable, "-m", "dacli", "encode", str(tmp_path / "a.wav"), "--model", TINY],
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        err = p.communicate(timeout=60)[1]
+        if p.returncode == 0:
+            continue  # finished before the signal arrived
+        assert p.returncode == 130 and "Traceback" not in err, err
+
+
+def test_stale_parts_of_killed_runs_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tone(tmp_path / "a.wav")
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".a.dac.{dead.pid}.0123abcd.part"
+    stale.write_bytes(b"x" * 1000)
+    live = out / f".a.dac.{os.getpid()}.0123abcd.part"  # a live writer's file stays
+    live.write_bytes(b"x")
+    r = dacli("encode", tmp_path / "a.wav", "-o", out / "a.dac", "--model", TINY)
+    assert r.returncode == 0, r.stderr
+    assert not stale.exists() and live.exists()
+    stale.write_bytes(b"x")  # also when the output exists and is skipped
+    assert dacli("encode", tmp_path / "a.wav", "-o", out / "a.dac", "--model", TINY).returncode == 0
+    assert not stale.exists()
+
+
+def test_sigkill_in_a_batch_decode_then_rerun_completes(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        tone(src / f"t{i}.wav", 8)
+    assert dacli("encode", src, "-o", tmp_path / "codes", "--model", TINY).returncode == 0
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "dacli", "decode", str(tmp_path / "codes"), "-o", str(out),
+                          "--model", TINY, "--chunk-seconds", "0.2"], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out.exists() and parts(out)):
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.02)
+    p.kill()
+    p.wait()
+    assert parts(out)  # killed mid-file: its temporary file is left
+    r = dacli("decode", tmp_path / "codes", "-o", out, "--model", TINY)
+    assert r.returncode == 0, r.stderr
+    assert parts(out) == []
+    assert sorted(f.name for f in out.glob("*.wav")) == [f"t{i}.wav" for i in range(4)]
+    for f in out.glob("*.wav"):
+        assert sf.info(str(f)).frames == 8 * 44100
+
+
+def test_concurrent_batches_on_one_folder(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        tone(src / f"t{i}.wav", 2)
+    cmd = [sys.executable, "-m", "dacli", "encode", str(src), "-o", str(tmp_path / "out"), "--model", TINY, "-q"]
+    procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    assert parts(tmp_path) == []
+    ref = dacli("encode", src, "-o", tmp_path / "ref", "--model", TINY, "-q")
+    assert ref.returncode == 0
+    for f in sorted((tmp_path / "ref").glob("*.dac")):
+        assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_follow_the_umask(tmp_path, umask, mode):
+    tone(tmp_path / "a.wav")
+    assert dacli("encode", tmp_path / "a.wav", "--model", TINY, umask=umask).returncode == 0
+    assert dacli("decode", tmp_path / "a.dac", "-o", tmp_path / "b.flac", "--model", TINY, umask=umask).returncode == 0
+    assert (tmp_path / "a.dac").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "b.flac").stat().st_mode & 0o777 == mode
+
+
+def test_output_names(tmp_path):
+    tone(tmp_path / "a.wav")
+    # an audio suffix for encode's single output: refused, and no folder of that name appears
+    r = dacli("encode", tmp_path / "a.wav", "-o", tmp_path / "x.wav", "--model", TINY)
+    one_line_error(r, "x.wav", "writes .dac files")
+    assert not (tmp_path / "x.wav").exists()
+    tone(tmp_path / "b.wav")
+    r = dacli("encode", tmp_path / "a.wav", tmp_path / "b.wav", "-o", tmp_path / "y.dac", "--model", TINY)
+    one_line_error(r, "several inputs", "folder")
+    assert not (tmp_path / "y.dac").exists()
+    # names up to the file system's limit (the temporary name is longer than the final one)
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    long = "n" * (limit - 4) + ".dac"
+    r = dacli("encode", tmp_path / "a.wav", "-o", tmp_path / long, "--model", TINY)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / long).exists() and parts(tmp_path) == []
+    r = dacli("decode", tmp_path / long, "-o", tmp_path / ("m" * (limit - 4) + ".wav"), "--model", TINY)
+    assert r.returncode == 0, r.stderr
+
+
+def test_fifo_and_device_inputs_are_refused(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    one_line_error(dacli("encode", fifo, "--model", TINY, timeout=60), "not a regular file")
+    os.rename(fifo, tmp_path / "pipe.dac")
+    one_line_error(dacli("info", tmp_path / "pipe.dac", timeout=60), "not a regular file")
+    one_line_error(dacli("decode", tmp_path / "pipe.dac", "--model", TINY, timeout=60), "not a regular file")
+    one_line_error(dacli("info", "/dev/null", timeout=60), "not a regular file")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["info", "missing.dac"], "missing.dac: no such file"),
+    (["encode", "a.wav", "--kbps", "nan"], "--kbps"),
+    (["encode", "a.wav", "--kbps", "0"], "above zero"),
+    (["encode", "a.wav", "--kbps", "-5"], "above zero"),
+    (["encode", "a.wav", "--n-codebooks", "0"], "above zero"),
+    (["encode", "a.wav", "--chunk-seconds", "inf"], "above zero"),
+    (["transcode", "a.dac", "-o", "b.dac", "--kbps", "nan"], "above zero"),
+])
+def test_bad_numbers_and_missing_files(tmp_path, args, needle):
+    tone(tmp_path / "a.wav")
+    one_line_error(dacli(*args, cwd=tmp_path), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+def test_hostile_sample_rates_are_refused_before_allocating(tmp_path):
+    sf.write(tmp_path / "slow.wav", np.zeros(30), 3)
+    r = dacli("encode", tmp_path / "slow.wav", "--model", TINY, timeout=60)
+    one_line_error(r, "sample rate 3 Hz", "1000-768000")
+    assert not (tmp_path / "slow.dac").exists()
+
+
+def _tmpfs(path, size):
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_full_disk_says_so(tmp_path):
+    """On a full file system (a small tmpfs where the test may mount one; else a file-size limit, which
+    fails the same writes) decode and encode fail with one line, and leave nothing behind."""
+    tone(tmp_path / "a.wav", 30)
+    assert dacli("encode", tmp_path / "a.wav", "--model", TINY).returncode == 0
+    small = tmp_path / "small"
+    mounted = _tmpfs(small, "256k")
+    try:
+        kw = {} if mounted else {"limit_fsize": 256 * 1024}
+        if not mounted:
+            small.mkdir(exist_ok=True)
+        r = dacli("decode", tmp_path / "a.dac", "-o", small / "a.wav", "--model", TINY, **kw)
+        one_line_error(r, "a.wav: cannot write", "no space left on device" if mounted else "file too large")
+        assert list(small.iterdir()) == []
+        if mounted:
+            (small / "filler").write_bytes(bytes(250 * 1024))
+            r = dacli("encode", tmp_path / "a.wav", "-o", small / "a.dac", "--model", TINY)
+            one_line_error(r, "a.dac: cannot write (no space left on device)")
+            assert sorted(p.name for p in small.iterdir()) == ["filler"]
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(small)])
+
+
+def test_unwritable_places_say_so(tmp_path):
+    tone(tmp_path / "a.wav")
+    (tmp_path / "afile").write_text("x")
+    r = dacli("encode", tmp_path / "a.wav", "-o", tmp_path / "afile" / "a.dac", "--model", TINY)
+    one_line_error(r, "afile", "not a folder")
+    ro = tmp_path / "ro"
+    if _tmpfs(ro, "64k"):
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        try:
+            r = dacli("encode", tmp_path / "a.wav", "-o", ro / "a.dac", "--model", TINY)
+            one_line_error(r, "read-only file system")
+        finally:
+            subprocess.run(["umount", str(ro)])
+    elif os.geteuid() != 0:
+        ro.mkdir(exist_ok=True)
+        ro.chmod(0o500)
+        r = dacli("encode", tmp_path / "a.wav", "-o", ro / "a.dac", "--model", TINY)
+        one_line_error(r, "permission denied")
+    else:
+        pytest.skip("root without mount: neither a read-only mount nor a permission can be tested")
