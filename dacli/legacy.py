@@ -13,6 +13,7 @@ checksum: a changed code value cannot be detected, only codes outside the model'
 import io
 import math
 import pickle
+import pickletools
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +102,30 @@ _GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
             ("numpy", "ndarray"): _ArrayType, ("numpy", "dtype"): _DType}
 
 
+# The opcodes that NumPy's pickles of plain data use (protocols 2-5). Others (object construction,
+# extensions, persistent ids, out-of-band buffers) are refused before unpickling starts.
+_OPCODES = {"PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP", "GLOBAL", "STACK_GLOBAL", "REDUCE",
+            "BUILD", "MEMOIZE", "BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET", "NONE", "NEWTRUE", "NEWFALSE",
+            "BININT", "BININT1", "BININT2", "LONG1", "BINFLOAT", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8",
+            "SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
+            "EMPTY_LIST", "APPEND", "APPENDS", "EMPTY_DICT", "SETITEM", "SETITEMS"}
+_MAX_MEMO = 1 << 16  # a legacy file uses ~50 memo slots; CPython's unpickler sizes its memo by the index
+
+
+def _check_opcodes(buf, start):
+    """Walk the pickle without running it (pickletools): only allowed opcodes, memo indices below
+    _MAX_MEMO, every length backed by bytes that are there, and nothing after STOP."""
+    end = start
+    for op, arg, pos in pickletools.genops(io.BytesIO(buf[start:])):
+        if op.name not in _OPCODES:
+            raise _Refused(f"opcode {op.name} is not allowed")
+        if op.name in ("BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET") and not 0 <= arg < _MAX_MEMO:
+            raise _Refused(f"memo index {arg} is out of range")
+        end = start + pos + 1
+    if end != len(buf):
+        raise DacliError(f"{len(buf) - end} unexpected bytes after the legacy file's data")
+
+
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
         try:
@@ -159,7 +184,10 @@ def parse(buf, name="file") -> LegacyFile:
     if dtype != np.dtype(object) or shape != ():
         raise DacliError(f"{name}: not a legacy .dac file (npy holds {dtype} {shape}, not a pickled dict)")
     try:
+        _check_opcodes(buf, f.tell())
         obj = _Unpickler(f).load()
+    except DacliError as e:
+        raise DacliError(f"{name}: {e}") from None
     except _Refused as e:
         raise DacliError(f"{name}: refused: the legacy file's pickle is not plain NumPy data ({e})") from None
     except Exception as e:  # truncated or malformed pickle streams raise many types
