@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -381,8 +382,23 @@ def main(argv=None):
           f"discriminator {sum(p.numel() for p in trainer.disc.parameters()) / 1e6:.2f} M", flush=True)
     val = corpus.batch(np.random.default_rng(12345), 16, trainer.n)
     t0, deadline = time.time(), time.time() + 3600 * args.hours if args.hours else None
+    stop = []  # SIGTERM / SIGINT: finish the step, then save and export as at the end of a run
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _loop(args, trainer, corpus, val, run, state_path, t0, deadline, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    trainer.save(state_path)
+    trainer.export(run / "weights_latest.pth")
+    print(f"stopped at step {trainer.step}; state saved, weights exported", flush=True)
+    return 0
+
+
+def _loop(args, trainer, corpus, val, run, state_path, t0, deadline, stop):
     with open(run / "log.jsonl", "a") as log:
-        while trainer.step < args.steps and (deadline is None or time.time() < deadline):
+        while trainer.step < args.steps and (deadline is None or time.time() < deadline) and not stop:
             ts = time.time()
             logs = trainer.train_step(corpus.batch(trainer.rng, trainer.cfg["batch"], trainer.n))
             logs["sec"] = round(time.time() - ts, 3)
@@ -398,9 +414,6 @@ def main(argv=None):
                 log.write(json.dumps({"step": trainer.step, "val_mel": v, "hours": (time.time() - t0) / 3600}) + "\n")
                 trainer.export(run / "weights_latest.pth")
                 print(f"step {trainer.step}: validation mel distance {v:.4f}", flush=True)
-    trainer.save(state_path)
-    trainer.export(run / "weights_latest.pth")
-    return 0
 
 
 if __name__ == "__main__":

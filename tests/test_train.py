@@ -119,3 +119,26 @@ def test_compact_state_continues_the_run(corpus, tmp_path):
     t = train.Trainer(train.CONFIGS["tiny"])
     assert "start fresh" in t.init_generator(tmp_path / "x.pth") and t.step == 1
     assert t.sched_g.get_last_lr() == other.sched_g.get_last_lr()
+
+
+def test_sigterm_saves_and_exports(corpus, tmp_path):
+    """make train-stop (SIGTERM) finishes the step, then saves the state and exports weights and the
+    compact training state, so stopping loses nothing."""
+    import subprocess
+    import sys
+    import time
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "dacli.train", "--data", str(corpus), "--run", str(run), "--config",
+                          "tiny", "--log-every", "1", "--save-every", "1000", "--export-every", "1000",
+                          "--threads", "1"], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    for line in p.stdout:
+        if line.startswith("grad_d") and "step=3 " in line:
+            break
+        assert time.time() < deadline
+    p.terminate()
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 0
+    step = torch.load(run / "state.pt", weights_only=False)["step"]
+    assert step >= 3 and f"stopped at step {step}" in out
+    assert torch.load(run / "weights_latest.train.pt", weights_only=True)["step"] == step
