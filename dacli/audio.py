@@ -130,20 +130,33 @@ def _sf_reason(e):
     return msg.replace("Error opening ", "").strip()[:200]
 
 
+SINC_MAX_TAPS = 1 << 22  # 16 MB of filter bank
+
+
 def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
     """Windowed-sinc resampling exactly as the official tool does it (julius' ``resample_frac``:
     Hann-squared window, 24 zero crossings, roll-off 0.945, replicate padding, output length
     floor(L · out / in)). Used to reproduce legacy decodes; :func:`resample` is better otherwise.
-    ``x``: (channels, samples) array."""
+    ``x``: (channels, samples) array.
+
+    Its filter bank has one kernel per output phase, ``rate_out / gcd`` kernels of about
+    ``rate_in / gcd`` taps: a few thousand values for real rate pairs (48 kHz → 44.1 kHz: 160 × 199),
+    but gigabytes for rates with a small common divisor (44,101 Hz). Beyond SINC_MAX_TAPS values the
+    soxr resampler (:func:`resample`, length floor(L · out / in)) stands in for it."""
     import torch
     import torch.nn.functional as F
     g = math.gcd(rate_in, rate_out)
     old, new = rate_in // g, rate_out // g
-    x = torch.as_tensor(np.asarray(x, np.float32))
     if old == new:
-        return x.numpy()
+        return np.asarray(x, np.float32)
     sr = min(old, new) * rolloff
     width = math.ceil(zeros * old / sr)
+    if new * (2 * width + old) > SINC_MAX_TAPS:
+        x = np.asarray(x, np.float32)
+        y = np.stack([resample(c, rate_in, rate_out) for c in x]) if len(x) else x
+        n = x.shape[-1] * rate_out // rate_in
+        return np.pad(y, ((0, 0), (0, max(0, n - y.shape[-1]))))[:, :n].astype(np.float32)
+    x = torch.as_tensor(np.asarray(x, np.float32))
     idx = torch.arange(-width, width + old).float()
     kernels = []
     for i in range(new):
