@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg setup.py dacli/_snake.c
+$(STAMP): setup.cfg setup.py pyproject.toml dacli/_snake.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
@@ -52,4 +52,4 @@ train-stop:
 	-kill $$(cat $(RUN)/pid)
 
 clean:
-	rm -rf $(VENV) build *.egg-info dacli/*.so
+	rm -rf $(VENV) build dist *.egg-info dacli/*.so

@@ -1,6 +1,32 @@
-"""Metadata lives in setup.cfg. The one compiled piece, a fused Snake activation for CPU inference, is
-optional: without a C compiler the build goes on and dacli computes Snake with torch operations."""
-from setuptools import Extension, setup
+"""Metadata lives in setup.cfg. Two things need code:
 
-setup(ext_modules=[Extension("dacli._snake", ["dacli/_snake.c"], optional=True,
+- The one compiled piece, a fused Snake activation for CPU inference, is optional: without a C
+  compiler the build goes on and dacli computes Snake with torch operations.
+- The bundled model lives at the top of the repository (``weights/``); a wheel or a regular install
+  carries it inside the package as ``dacli/weights/`` (the weights and their model card, not the
+  training state), so the default model works wherever dacli is installed. Editable installs use
+  ``weights/`` in place.
+"""
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+BUNDLED = sorted(p.name for p in (HERE / "weights").glob("*.pth")) + ["README.md"]
+
+
+class BuildWithWeights(build_py):
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        target = Path(self.build_lib) / "dacli" / "weights"
+        self.mkpath(str(target))
+        for name in BUNDLED:
+            self.copy_file(str(HERE / "weights" / name), str(target / name))
+
+
+setup(cmdclass={"build_py": BuildWithWeights},
+      ext_modules=[Extension("dacli._snake", ["dacli/_snake.c"], optional=True,
                              extra_compile_args=["-O3", "-fno-math-errno", "-pthread"])])

@@ -14,7 +14,18 @@ from .errors import DacliError
 from .model import PRESETS, load_checkpoint
 
 DEFAULT_MODEL = "dacli-44khz"
-WEIGHTS_DIR = Path(os.environ.get("DACLI_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+
+
+def _weights_dir():
+    """$DACLI_WEIGHTS_DIR; else the copy an installed wheel carries (dacli/weights/); else the
+    repository's weights/ beside the package (editable installs, a source checkout)."""
+    if os.environ.get("DACLI_WEIGHTS_DIR"):
+        return Path(os.environ["DACLI_WEIGHTS_DIR"])
+    here = Path(__file__).resolve().parent
+    return here / "weights" if (here / "weights").is_dir() else here.parent / "weights"
+
+
+WEIGHTS_DIR = _weights_dir()
 BUNDLED = {DEFAULT_MODEL: "dacli_44khz_7.75kbps.pth"}
 
 OFFICIAL_BASE = "https://github.com/descriptinc/descript-audio-codec/releases/download"
