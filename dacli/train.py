@@ -214,8 +214,7 @@ class Trainer:
         self.gen.load_state_dict(src.state_dict())
         companion = resume_path(path)
         if not companion.exists():
-            meta = torch.load(path, map_location="cpu", weights_only=True)["metadata"]
-            self.step = int(meta.get("dacli", {}).get("step", 0))
+            self.step = _step_of(path)
             lr = self.cfg["lr"] * self.cfg["gamma"] ** self.step  # where the exported run was
             for sched in (self.sched_g, self.sched_d):
                 for g in sched.optimizer.param_groups:
@@ -340,6 +339,11 @@ class Trainer:
             os.replace(tmp, dst)
 
 
+def _step_of(weights_path):
+    meta = torch.load(weights_path, map_location="cpu", weights_only=True)["metadata"]
+    return int(meta.get("dacli", {}).get("step", 0))
+
+
 def resume_path(weights_path):
     """Where the compact training state of a weights file lives: ``NAME.pth`` → ``NAME.train.pt``."""
     return Path(weights_path).with_suffix(".train.pt")
@@ -375,7 +379,11 @@ def main(argv=None):
         trainer.load_state(torch.load(state_path, weights_only=False))
         print(f"resumed at step {trainer.step}", flush=True)
     elif args.init:
-        print(trainer.init_generator(args.init), flush=True)
+        init = args.init
+        latest = run / "weights_latest.pth"  # this run's last export, if it got further than --init
+        if latest.exists() and resume_path(latest).exists() and _step_of(latest) > _step_of(init):
+            init = latest
+        print(trainer.init_generator(init), flush=True)
     corpus = Corpus(args.data, trainer.gen.sample_rate)
     print(f"corpus: {len(corpus.clips)} files, {corpus.seconds / 60:.1f} min; "
           f"generator {sum(p.numel() for p in trainer.gen.parameters()) / 1e6:.2f} M params, "
