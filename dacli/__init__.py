@@ -6,6 +6,7 @@ Python API::
     model = dacli.load_model()            # bundled model; or "44khz-8kbps", or a .pth path
     codes = model.encode(audio)           # (channels, samples) at model.sample_rate → (channels, n, frames)
     audio = model.decode(codes)           # → (channels, samples)
+    codes, header = dacli.read_codes("x.dac")   # int16 (channels, codebooks, frames); no model, no torch
 """
 
 import os
@@ -23,7 +24,7 @@ if "dacli.train" not in getattr(sys, "orig_argv", [])[:4]:
 from .errors import DacliError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["DAC", "DacliError", "PRESETS", "load_model", "__version__"]
+__all__ = ["DAC", "DacliError", "PRESETS", "load_model", "read_codes", "__version__"]
 
 
 def __getattr__(name):
@@ -35,4 +36,7 @@ def __getattr__(name):
     if name == "load_model":
         from .registry import load_model
         return load_model
+    if name == "read_codes":
+        from .container import read_codes
+        return read_codes
     raise AttributeError(f"module 'dacli' has no attribute {name!r}")

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -19,18 +20,50 @@ AUDIO_IN = AUDIO_EXTS - {".raw"}
 DAC_EXTS = {".dac"}
 
 
+class PlainProgress:
+    """What a progress bar reports, for a log rather than a terminal: a plain line at most every
+    ``every`` seconds and one at the end, never cursor movements."""
+
+    def __init__(self, total=None, desc="", unit="", disable=False, every=10.0, **_):
+        self.total, self.desc, self.unit, self.disable, self.every = total, desc, unit, disable, every
+        self.n, self.last = 0, time.monotonic()
+
+    def set_description(self, desc):
+        self.desc = desc
+
+    def update(self, n=1):
+        self.n += n
+        if not self.disable and time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def _line(self):
+        self.last = time.monotonic()
+        of = f"/{self.total:.0f}" if self.total else ""
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        print(f"dacli: {self.desc}: {self.n:.0f}{of} {self.unit}{pct}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if not self.disable and self.n and time.monotonic() - self.last >= 1.0:
+            self._line()
+
+
+def progress(**kw):
+    """A tqdm bar on a terminal; :class:`PlainProgress` lines when stderr goes to a file or pipe."""
+    return tqdm(file=sys.stderr, dynamic_ncols=True, **kw) if sys.stderr.isatty() else PlainProgress(**kw)
+
+
 class Reporter:
-    """Progress bars on stderr (a bar over files, one over audio seconds per long file)."""
+    """Progress on stderr (a bar over files, one over audio seconds per long file; plain lines now and
+    then when stderr is not a terminal) and one-line messages."""
 
     def __init__(self, quiet, total):
         self.quiet = quiet
-        self.files = tqdm(total=total, unit="file", disable=quiet or total < 2, file=sys.stderr, position=0,
-                          dynamic_ncols=True)
+        self.files = progress(total=total, unit="file", disable=quiet or total < 2, position=0)
 
     def seconds(self, name, total):
-        bar = tqdm(total=round(total, 1), unit="s", desc=str(name)[-40:], leave=False, file=sys.stderr,
-                   disable=self.quiet or total < 20, position=1, dynamic_ncols=True,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+        bar = progress(total=round(total, 1), unit="s", desc=str(name)[-40:], leave=False,
+                       disable=self.quiet or total < 20, position=1,
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
         return bar, (lambda s: bar.update(s))
 
     def error(self, msg):
@@ -342,7 +375,7 @@ def models():
 @click.option("--quiet", "-q", is_flag=True)
 def download(name, base_url, quiet):
     """Download an official DAC release into the user cache."""
-    bar = tqdm(unit="B", unit_scale=True, desc=name, disable=quiet, file=sys.stderr)
+    bar = progress(unit="B", unit_scale=True, desc=name, disable=quiet)
 
     def progress(n, total):
         if total and bar.total != total:
@@ -398,7 +431,7 @@ def eval_cmd(paths, codecs, csv_path, as_json, plot_path, no_visqol, device, qui
     if codecs:
         if len(paths) != 1 or not paths[0].is_dir():
             raise click.UsageError("with --codec, give one SOURCE_DIR")
-        bar = tqdm(total=None, unit="run", disable=quiet, file=sys.stderr)
+        bar = progress(total=None, unit="run", disable=quiet)
         rows, summary = evaluate.evaluate_codecs(codecs, paths[0], not no_visqol, device,
                                                  progress=lambda c, f: (bar.set_description(c), bar.update(1)))
         bar.close()

@@ -297,6 +297,14 @@ def _decompress(dctx, payload, need):
     return raw if len(raw) == need else None
 
 
+def read_codes(path) -> "tuple[np.ndarray, Header]":
+    """The codes of a .dac file as an int16 array (channels, n_codebooks, frames) — int32 for 16-bit
+    codebooks — and its header, with every check of :func:`read`. Needs neither a model nor torch:
+    the way to feed a tokenized corpus to a language model."""
+    header, codes = read(path)
+    return codes.astype(np.int16 if header.bits_per_code <= 15 else np.int32), header
+
+
 def truncate_codebooks(header, codes, n_codebooks):
     """A lower-bitrate copy: the first ``n_codebooks`` codebooks, no re-encoding."""
     if not 1 <= n_codebooks <= header.n_codebooks:

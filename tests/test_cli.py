@@ -278,3 +278,28 @@ def test_peak_limit(tmp_path, tiny44):
     h = codec.encode_file(tiny44, tmp_path / "c.wav", tmp_path / "c.dac")
     assert -16 - h.input_loudness > h.gain_db
     assert 0.9 * audio.db_to_gain(h.gain_db) == pytest.approx(1.0, abs=2e-2)  # soxr overshoot aside
+
+
+def test_read_codes_needs_no_model_and_no_torch(tmp_path):
+    tone(tmp_path / "a.wav", seconds=2.0, channels=2)
+    run("encode", tmp_path / "a.wav", "--model", TINY, "--n-codebooks", "5")
+    h0, c0 = container.read(tmp_path / "a.dac")
+    code = ("import sys, dacli; codes, h = dacli.read_codes(sys.argv[1]); "
+            "print(codes.dtype, codes.shape, h.n_codebooks, h.channels, int(codes.sum()), 'torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.dac")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["int16", "(2,", "5,", f"{h0.n_frames})", "5", "2", str(int(c0.sum())), "False"]
+
+
+def test_logs_have_no_cursor_escapes(tmp_path):
+    """stderr to a file or pipe: plain progress lines, never the terminal's cursor movements."""
+    tone(tmp_path / "in" / "long.wav", seconds=25.0)
+    tone(tmp_path / "in" / "short.wav")
+    r = subprocess.run([sys.executable, "-m", "dacli", "encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                        "--model", TINY], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stderr and "\r" not in r.stderr, repr(r.stderr)
+    assert "encoded 2 file(s)" in r.stderr
+    q = subprocess.run([sys.executable, "-m", "dacli", "encode", str(tmp_path / "in"), "-o", str(tmp_path / "q"),
+                        "--model", TINY, "-q"], capture_output=True, text=True, timeout=300)
+    assert q.returncode == 0 and q.stderr == ""
