@@ -9,7 +9,6 @@ actual rate, 400 ms blocks every 100 ms with the last partial block zero-padded,
 import math
 
 import numpy as np
-import scipy.signal
 import soundfile as sf
 import soxr
 
@@ -57,6 +56,7 @@ class LoudnessMeter:
         x = np.asarray(x, dtype=np.float64).reshape(-1, self.channels)
         if not len(x):
             return
+        import scipy.signal  # on use: the command line's light commands never measure loudness
         y, self.zi = scipy.signal.sosfilt(self.sos, x, axis=0, zi=self.zi)
         self.length += len(x)
         self.buf = np.concatenate([self.buf, y])

@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
 from . import codec, container, legacy, registry
+from . import __version__
 from .errors import DacliError, Terminated
 from .fileio import AUDIO_EXTS, find_inputs, os_reason, remove_stale_parts
 from .fileio import shard as take_shard
-from .model import codebooks_for_kbps
 
 AUDIO_IN = AUDIO_EXTS - {".raw"}
 DAC_EXTS = {".dac"}
@@ -49,7 +48,19 @@ class PlainProgress:
 
 def progress(**kw):
     """A tqdm bar on a terminal; :class:`PlainProgress` lines when stderr goes to a file or pipe."""
-    return tqdm(file=sys.stderr, dynamic_ncols=True, **kw) if sys.stderr.isatty() else PlainProgress(**kw)
+    if not sys.stderr.isatty():
+        return PlainProgress(**kw)
+    from tqdm import tqdm
+    return tqdm(file=sys.stderr, dynamic_ncols=True, **kw)
+
+
+def _write(msg):
+    """A message line that does not break a progress bar on the terminal."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        tqdm.write(msg, file=sys.stderr)
+    else:
+        print(msg, file=sys.stderr, flush=True)
 
 
 class Reporter:
@@ -67,11 +78,11 @@ class Reporter:
         return bar, (lambda s: bar.update(s))
 
     def error(self, msg):
-        tqdm.write(f"dacli: error: {msg}", file=sys.stderr)
+        _write(f"dacli: error: {msg}")
 
     def info(self, msg):
         if not self.quiet:
-            tqdm.write(msg, file=sys.stderr)
+            _write(msg)
 
 
 def _destinations(items, output, suffix, single_exts):
@@ -195,7 +206,7 @@ class Group(click.Group):
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="dacli")
+@click.version_option(version=__version__, prog_name="dacli")
 def cli():
     """Neural audio compression with the Descript Audio Codec (DAC).
 
@@ -304,7 +315,7 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
 
     def work(src, dst, rep):
         header, codes = container.read(src)
-        n = n_codebooks if n_codebooks is not None else codebooks_for_kbps(
+        n = n_codebooks if n_codebooks is not None else container.codebooks_for_kbps(
             kbps, header.kbps / header.n_codebooks, header.n_codebooks)
         container.write(dst, *container.truncate_codebooks(header, codes, n))
 
@@ -377,13 +388,13 @@ def download(name, base_url, quiet):
     """Download an official DAC release into the user cache."""
     bar = progress(unit="B", unit_scale=True, desc=name, disable=quiet)
 
-    def progress(n, total):
+    def tick(n, total):
         if total and bar.total != total:
             bar.total = total
         bar.update(n)
 
     try:
-        path = registry.download(name, base=base_url, progress=progress)
+        path = registry.download(name, base=base_url, progress=tick)
     finally:
         bar.close()
     click.echo(str(path))

@@ -6,6 +6,9 @@ encoded with ``C`` frames of real context on both sides (C covers the encoder's 
 computed from the model's layers) and only its centre frames are kept. Every frame therefore sees the
 same input a one-pass encode would show it, so the codes do not depend on the window size and the
 file holds exactly ceil(L / hop) frames. Decoding works the same way on code frames.
+
+torch and the model's classes are imported inside the functions that run the model, so that the
+command line can read this module's defaults without starting torch.
 """
 
 import math
@@ -14,12 +17,10 @@ import os
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
 
 from . import audio, container, legacy
 from .errors import DacliError
 from .fileio import atomic_output, os_reason
-from .model import WNConv1d, WNConvTranspose1d
 from .registry import release_memory
 
 TARGET_LOUDNESS = -16.0
@@ -37,6 +38,7 @@ DECODE_CHUNK_SECONDS = 1.0
 
 
 def _convs(module):
+    from .model import WNConv1d, WNConvTranspose1d
     return [m for m in module.modules() if isinstance(m, (WNConv1d, WNConvTranspose1d))]
 
 
@@ -52,6 +54,7 @@ def encoder_context(model):
 
 def decoder_context(model):
     """Frames of context on each side so that a window's centre samples equal a one-pass decode."""
+    from .model import WNConvTranspose1d
     span, per_frame = 0.0, 1  # receptive field in frames; positions per frame at this layer
     for conv in _convs(model.decoder):
         if isinstance(conv, WNConvTranspose1d):
@@ -77,6 +80,7 @@ def default_batch(device):
     3.2 GB against 1.4 GB); several on CUDA, where one larger call keeps the GPU busy (not measured
     here: no GPU). Window lengths: see ENCODE_CHUNK_SECONDS (encode: 0.22 s per audio second at 1.5,
     2 and 3 s windows, stereo, peak RSS 0.99 / 1.03 / 1.34 GB)."""
+    import torch
     return 16 if torch.device(device).type == "cuda" else 1
 
 
@@ -84,6 +88,7 @@ def _batched(fn, windows, batch, keys=None):
     """Apply ``fn`` to the rows of every (rows, ...) tensor of ``windows``, stacking up to ``batch``
     rows of equal shape (and equal ``keys[i]``, passed to ``fn``) per call; rows of consecutive
     windows may share a call → one output per window."""
+    import torch
     keys = keys or [None] * len(windows)
     rows = [(i, r) for i, w in enumerate(windows) for r in range(w.shape[0])]
     outs = [[None] * w.shape[0] for w in windows]
@@ -127,6 +132,7 @@ class WindowEncoder:
                 raise DacliError("the audio grew while it was being read")
             self.buf = np.pad(self.buf, ((0, 0), (0, self.padded - self.received)))
             self.received = self.padded
+        import torch
         ready = []  # (first frame, frames kept, offset of the first kept frame, audio (channels, 1, n))
         nxt = self.next
         while nxt < self.frames:
@@ -153,6 +159,7 @@ def decode_windows(model, codes, chunk_seconds=None, batch=None):
     """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order. Each
     window of W frames is decoded with C frames of context on both sides; the decoder drops the
     context layer by layer once it no longer reaches the kept samples (``Decoder.cropped``)."""
+    import torch
     codes = torch.as_tensor(np.asarray(codes, np.int32))  # widened to int64 one window at a time
     frames, channels = codes.shape[-1], codes.shape[0]
     W, C = window_frames(model, chunk_seconds, DECODE_CHUNK_SECONDS), decoder_context(model)
@@ -356,6 +363,7 @@ def decode_file(model, src, dst, fmt="wav", chunk_seconds=None, progress=None):
 def decode_legacy(model, lg, name="file"):
     """Decode an official-tool file exactly as the official ``decompress`` does (including its
     per-channel loudness restoration) → (samples, channels) at the original rate."""
+    import torch
     legacy.check_model(lg, model, name)
     model.set_padding(lg.padding)
     try:

@@ -305,6 +305,11 @@ def read_codes(path) -> "tuple[np.ndarray, Header]":
     return codes.astype(np.int16 if header.bits_per_code <= 15 else np.int32), header
 
 
+def codebooks_for_kbps(kbps, kbps_per_codebook, n_max):
+    """The largest codebook count (1 … n_max) whose exact bitrate does not exceed ``kbps``."""
+    return max(1, min(n_max, int(math.floor(kbps / kbps_per_codebook + 1e-9))))
+
+
 def truncate_codebooks(header, codes, n_codebooks):
     """A lower-bitrate copy: the first ``n_codebooks`` codebooks, no re-encoding."""
     if not 1 <= n_codebooks <= header.n_codebooks:

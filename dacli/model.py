@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .container import codebooks_for_kbps
 from .errors import DacliError
 
 # Constructor kwargs of the four released models (DAC_FACTS §1); the checkpoint's own kwargs win.
@@ -42,11 +43,6 @@ PRESETS = {
 
 KWARGS = ("encoder_dim", "encoder_rates", "latent_dim", "decoder_dim", "decoder_rates", "n_codebooks",
           "codebook_size", "codebook_dim", "quantizer_dropout", "sample_rate")
-
-
-def codebooks_for_kbps(kbps, kbps_per_codebook, n_max):
-    """The largest codebook count (1 … n_max) whose exact bitrate does not exceed ``kbps``."""
-    return max(1, min(n_max, int(math.floor(kbps / kbps_per_codebook + 1e-9))))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Where models come from: the bundled model in ``weights/``, the four official releases (downloaded
-into a user cache), or any checkpoint path. ``load_model`` is the one entry point."""
+into a user cache), or any checkpoint path. ``load_model`` is the one entry point. torch and the model
+are imported when a model is loaded, so listing models costs no torch start-up."""
 
 import ctypes
 import os
@@ -8,10 +9,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import torch
-
 from .errors import DacliError
-from .model import PRESETS, load_checkpoint
 
 DEFAULT_MODEL = "dacli-44khz"
 
@@ -36,7 +34,6 @@ OFFICIAL = {
     "16khz": ("0.0.5", "weights_16khz.pth", "weights_16khz_8kbps_0.0.5.pth"),
     "44khz-16kbps": ("1.0.0", "weights_44khz_16kbps.pth", "weights_44khz_16kbps_1.0.0.pth"),
 }
-assert OFFICIAL.keys() == PRESETS.keys()
 
 
 def cache_dir():
@@ -101,6 +98,7 @@ def download(name, base=None, progress=None, timeout=60):
                         progress(len(chunk), total)
                 if total and got != total:
                     raise DacliError(f"download of {name} from {url} was cut short ({got} of {total} bytes)")
+        from .model import load_checkpoint
         load_checkpoint(tmp)  # refuse to cache something that is not a valid checkpoint
         os.replace(tmp, dest)
     finally:
@@ -110,11 +108,34 @@ def download(name, base=None, progress=None, timeout=60):
 
 
 def resolve_device(device="auto"):
+    import torch
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise DacliError("CUDA was requested but is not available on this machine")
     return torch.device(device)
+
+
+def cpu_flags():
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a GPU that supports it, or a CPU with
+    AVX-512 BF16 or AMX (elsewhere bf16 is emulated, slower than fp32)."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def tune_allocator():
@@ -166,6 +187,7 @@ def load_model(name_or_path=None, device="auto", precision="fp32"):
     ``name_or_path``: a checkpoint path, the bundled model's name (default), or an official model name
     (``44khz-8kbps``, ``44khz-16kbps``, ``24khz``, ``16khz``) already in the cache (see ``dacli download``).
     ``precision``: "fp32", or "bf16" (faster where the CPU or GPU supports bfloat16; codes may differ a little)."""
+    from .model import load_checkpoint
     if precision not in ("fp32", "bf16"):
         raise DacliError(f"precision must be fp32 or bf16, got {precision!r}")
     tune_allocator()

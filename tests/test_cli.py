@@ -303,3 +303,18 @@ def test_logs_have_no_cursor_escapes(tmp_path):
     q = subprocess.run([sys.executable, "-m", "dacli", "encode", str(tmp_path / "in"), "-o", str(tmp_path / "q"),
                         "--model", TINY, "-q"], capture_output=True, text=True, timeout=300)
     assert q.returncode == 0 and q.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["models"], ["info", "{dac}"],
+                                  ["transcode", "{dac}", "-o", "{out}", "--kbps", "3"], ["encode", "--help"]])
+def test_light_commands_import_neither_torch_nor_scipy(tmp_path, args):
+    """Start-up time: these commands must not pay for torch (1.6 s) or scipy.signal (1.0 s).
+    benchmarks/startup.py times them."""
+    tone(tmp_path / "a.wav")
+    run("encode", tmp_path / "a.wav", "--model", TINY)
+    args = [a.format(dac=tmp_path / "a.dac", out=tmp_path / "b.dac") for a in args]
+    code = ("import sys, runpy\nsys.argv = ['dacli'] + sys.argv[1:]\ntry:\n"
+            "    runpy.run_module('dacli', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+            "print(code, sorted(m for m in ('torch', 'scipy') if m in sys.modules), file=sys.stderr)")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert r.stderr.strip().splitlines()[-1] in ("0 []", "None []"), r.stderr

@@ -199,10 +199,14 @@ def test_fused_convolution_path_equals_plain_conv2d(tiny44, monkeypatch):
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_bf16_weights_packed_for_steady_shapes_give_the_same_output(transposed):
+def test_bf16_weights_packed_for_steady_shapes_give_the_same_output(transposed, monkeypatch):
     """In bfloat16, a weight is packed into oneDNN's layout once two calls share a shape; the packed
-    weight gives exactly what the plain one gave, and other shapes still use the plain weight."""
+    weight gives exactly what the plain one gave, and other shapes still use the plain weight. On a
+    CPU without native bf16 (AVX2 only: oneDNN refuses the fused bf16 convolution) nothing is packed
+    and plain conv2d gives the same results."""
     from dacli import model as M
+    from dacli.registry import native_bf16
+    monkeypatch.setattr(M, "_MKLDNN_CONV", M._MKLDNN_CONV)  # restored afterwards if the fallback clears it
     torch.manual_seed(4)
     conv = (M.WNConvTranspose1d(48, 40, 8, stride=4, padding=2) if transposed else
             M.WNConv1d(48, 40, 7, dilation=3, padding=9)).eval()
@@ -212,7 +216,10 @@ def test_bf16_weights_packed_for_steady_shapes_give_the_same_output(transposed):
         first = conv(xs[300])
         steady = [conv(xs[512]) for _ in range(3)]
         entry = conv._fast_cache[(torch.bfloat16, torch.device("cpu"))]
-        assert entry["packed_for"] == (1, 48, 1, 512) and entry["packed"].is_mkldnn
+        if native_bf16("cpu"):
+            assert entry["packed_for"] == (1, 48, 1, 512) and entry["packed"].is_mkldnn
+        else:
+            assert entry["packed_for"] is None and M._MKLDNN_CONV is None
         last = conv(xs[97])
         again = conv(xs[300])
         ref = {n: F.conv_transpose1d(x[:, :, 0].float(), conv.weight, conv.bias, 4, 2) if transposed else
@@ -289,3 +296,8 @@ def test_openmp_spin_is_shortened_on_import_unless_set():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "50000"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["50000"]
+
+
+def test_registry_names_every_preset():
+    from dacli import registry
+    assert registry.OFFICIAL.keys() == PRESETS.keys()
