@@ -1,9 +1,12 @@
 """The ``dacli`` command line: parses, reports and loops over files; the work is done elsewhere."""
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,6 +115,49 @@ def _destinations(items, output, suffix, single_exts):
             for (src, rel), d in zip(items, plain)]
 
 
+STDIO = Path("-")
+
+
+@contextlib.contextmanager
+def _pipes(inputs, output, in_name, out_name):
+    """``-`` as the input or the output. stdin is first copied to a temporary file (the encoder reads
+    its input twice; memory stays bounded however long the stream); an output for stdout is written to
+    a temporary file and copied out once complete. The temporary folder is removed on every exit path.
+    Yields (inputs, output) to use instead."""
+    use_in, use_out = STDIO in inputs, output == STDIO
+    if not (use_in or use_out):
+        yield inputs, output
+        return
+    if use_in and len(inputs) > 1:
+        raise DacliError("'-' (stdin) must be the only input")
+    if use_in and output is None:
+        raise DacliError("reading stdin needs -o FILE (or -o - for stdout)")
+    if use_out and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
+        raise DacliError("-o - writes one file to stdout: give one input file")
+    tmp = Path(tempfile.mkdtemp(prefix="dacli-pipe-"))
+    try:
+        if use_in:
+            if sys.stdin.isatty():
+                raise DacliError("stdin is a terminal: pipe data into dacli, or name an input file")
+            src = tmp / in_name
+            with open(src, "wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+            if src.stat().st_size == 0:
+                raise DacliError("no data on stdin")
+            inputs = (src,)
+        if use_out:
+            if sys.stdout.isatty():
+                raise DacliError("stdout is a terminal: redirect it to a file or a pipe, or give -o FILE")
+            output = tmp / out_name
+        yield inputs, output
+        if use_out:
+            with open(output, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _sharded(items, shard, output, suffix, single_exts):
     """The (input, output) pairs of this --shard. Outputs are named over all inputs first, so that every
     job of a job array gives a file the same output name."""
@@ -203,6 +249,10 @@ class Group(click.Group):
             raise Failure(str(e)) from None
         except KeyboardInterrupt as e:
             raise Failure(Terminated.describe(e), Terminated.exit_code_of(e)) from None
+        except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, like other tools
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(128 + 13) from None  # as if killed by SIGPIPE
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -220,7 +270,7 @@ def cli():
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output .dac file (one input) or folder (default: beside the input).")
+              help="Output .dac file (one input), '-' for stdout, or folder (default: beside the input).")
 @click.option("--kbps", type=float, callback=_positive("--kbps"),
               help="Target bitrate: the most codebooks whose exact bitrate fits.")
 @click.option("--n-codebooks", type=int, callback=_positive("--n-codebooks", True),
@@ -228,9 +278,23 @@ def cli():
 @_model_option
 @_common_batch
 def encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
-    """Encode audio files or folders (any rate, channels, length) into .dac files."""
+    """Encode audio files or folders (any rate, channels, length) into .dac files.
+
+    '-' reads audio from stdin or writes the .dac to stdout:
+
+    \b
+    ffmpeg -i x.mp3 -f wav - | dacli encode - -o x.dac
+    dacli encode a.wav -o - | ssh host 'cat > a.dac'
+    """
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
+    with _pipes(inputs, output, "stdin", "stdout.dac") as (inputs, output):
+        _encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite,
+                shard, quiet)
+
+
+def _encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite, shard,
+            quiet):
     pairs = _sharded(find_inputs(inputs, AUDIO_IN), shard, output, ".dac", DAC_EXTS)
     model = registry.load_model(model_name, device, precision)
     n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model._check_n(n_codebooks)
@@ -261,18 +325,31 @@ def _duration(path):
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output audio file (one input) or folder (default: beside the input).")
+              help="Output audio file (one input), '-' for stdout, or folder (default: beside the input).")
 @click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None,
-              help="Output format (default: from the output name, else wav). 16-bit PCM.")
+              help="Output format (default: from the output name, else wav; with -o -, what is written to "
+                   "stdout). 16-bit PCM.")
 @_model_option
 @_common_batch
 def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
     """Decode .dac files or folders back to audio at the original rate, channels and length.
 
     The model recorded in each file is used (its weights are checked); --model overrides it, and is
-    needed for files written by the official tool."""
-    if fmt is None:
-        fmt = output.suffix.lower()[1:] if output is not None and output.suffix.lower() in (".wav", ".flac") else "wav"
+    needed for files written by the official tool. '-' reads the .dac from stdin or writes the audio
+    to stdout (WAV unless --format flac):
+
+    \b
+    dacli decode x.dac -o - | ffplay -
+    """
+    named = output.suffix.lower()[1:] if output is not None and output.suffix.lower() in (".wav", ".flac") else None
+    if fmt is not None and named is not None and fmt != named:
+        raise click.UsageError(f"--format {fmt} contradicts the output name {output}")
+    fmt = fmt or named or "wav"
+    with _pipes(inputs, output, "stdin.dac", "stdout." + fmt) as (inputs, output):
+        _decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, overwrite, shard, quiet)
+
+
+def _decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
     pairs = _sharded(find_inputs(inputs, DAC_EXTS), shard, output, "." + fmt, {".wav", ".flac"})
     models = {}
 
@@ -319,8 +396,9 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
             kbps, header.kbps / header.n_codebooks, header.n_codebooks)
         container.write(dst, *container.truncate_codebooks(header, codes, n))
 
-    _batch(_destinations(find_inputs(inputs, DAC_EXTS), output, ".dac", DAC_EXTS), overwrite, quiet, work,
-           "transcoded")
+    with _pipes(inputs, output, "stdin.dac", "stdout.dac") as (inputs, output):
+        _batch(_destinations(find_inputs(inputs, DAC_EXTS), output, ".dac", DAC_EXTS), overwrite, quiet, work,
+               "transcoded")
 
 
 def describe(path):

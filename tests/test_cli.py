@@ -318,3 +318,54 @@ def test_light_commands_import_neither_torch_nor_scipy(tmp_path, args):
             "print(code, sorted(m for m in ('torch', 'scipy') if m in sys.modules), file=sys.stderr)")
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert r.stderr.strip().splitlines()[-1] in ("0 []", "None []"), r.stderr
+
+
+def _sh(cmd, tmp_path, **kw):
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), D=f"{sys.executable} -m dacli", M=f"--model {TINY}")
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=300, **kw)
+
+
+def test_pipes(tmp_path):
+    """'-' for stdin and stdout in encode, decode and transcode; the same bytes as with files; nothing
+    left in the temporary folder."""
+    tone(tmp_path / "a.wav", seconds=3.0, channels=2)
+    for cmd in ["$D encode a.wav -o f.dac $M -q", "cat a.wav | $D encode - -o in.dac $M -q",
+                "$D encode a.wav -o - $M -q > out.dac", "cat f.dac | $D decode - -o - $M -q > piped.wav",
+                "$D decode f.dac -o f.wav $M -q", "$D decode f.dac -o - --format flac $M -q > piped.flac",
+                "cat f.dac | $D transcode - -o - --kbps 2 > low.dac", "$D transcode f.dac -o flow.dac --kbps 2"]:
+        r = _sh(cmd, tmp_path)
+        assert r.returncode == 0, (cmd, r.stderr)
+    assert (tmp_path / "in.dac").read_bytes() == (tmp_path / "f.dac").read_bytes() == (tmp_path / "out.dac").read_bytes()
+    assert (tmp_path / "piped.wav").read_bytes() == (tmp_path / "f.wav").read_bytes()
+    assert (tmp_path / "low.dac").read_bytes() == (tmp_path / "flow.dac").read_bytes()
+    y, sr = sf.read(tmp_path / "piped.flac")
+    assert sr == 44100 and y.shape == (3 * 44100, 2)
+    assert [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("dacli")] == []
+
+
+def test_pipe_faults(tmp_path):
+    tone(tmp_path / "a.wav", seconds=30.0)
+    assert _sh("$D encode a.wav $M -q", tmp_path).returncode == 0
+    r = _sh("$D decode a.dac -o - $M -q | head -c 100 > /dev/null", tmp_path)
+    assert r.returncode == 141 and r.stderr == b"", r.stderr  # quiet, as if killed by SIGPIPE
+    for cmd, needle in [("$D encode - -o x.dac $M < /dev/null", b"no data on stdin"),
+                        ("$D decode - -o x.wav $M < /dev/null", b"no data on stdin"),
+                        ("echo garbage | $D decode - -o x.wav $M", b"not a .dac file"),
+                        ("$D decode a.dac -o x.wav --format flac $M", b"contradicts the output name"),
+                        ("cat a.wav | $D encode - $M", b"needs -o"),
+                        ("$D encode a.wav a.wav -o - $M", b"one input file")]:
+        r = _sh(cmd, tmp_path)
+        assert r.returncode != 0 and needle in r.stderr and b"Traceback" not in r.stderr, (cmd, r.stderr)
+    assert not (tmp_path / "x.dac").exists() and not (tmp_path / "x.wav").exists()
+    assert [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("dacli")] == []
+    import pty
+    master, slave = pty.openpty()  # stdin a terminal: say so instead of waiting
+    try:
+        r = subprocess.run([sys.executable, "-m", "dacli", "encode", "-", "-o", "x.dac", "--model", TINY],
+                           stdin=slave, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 1 and "stdin is a terminal" in r.stderr
