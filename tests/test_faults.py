@@ -69,6 +69,12 @@ def test_same_stem_inputs_get_distinct_outputs(tmp_path):
     assert "skipped 3" in r.stderr and r.returncode == 0
 
 
+def _default_signals():
+    """A test run started in the background (CI, nohup) ignores SIGINT, and its children inherit that;
+    give the child the default disposition a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def long_dac(tmp_path_factory):
     d = tmp_path_factory.mktemp("long")
@@ -81,7 +87,7 @@ def long_dac(tmp_path_factory):
 def test_signals_during_decode_leave_nothing(tmp_path, long_dac, sig, code):
     p = subprocess.Popen([sys.executable, "-m", "dacli", "decode", str(long_dac), "-o",
                           str(tmp_path / "long_dec.wav"), "--model", TINY, "--chunk-seconds", "0.2"],
-                         stderr=subprocess.PIPE, text=True)
+                         stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     deadline = time.time() + 120
     while not parts(tmp_path) and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
@@ -97,7 +103,7 @@ def test_interrupt_during_startup_prints_no_traceback(tmp_path):
     tone(tmp_path / "a.wav")
     for delay in (0.3, 1.0):
         p = subprocess.Popen([sys.executable, "-m", "dacli", "encode", str(tmp_path / "a.wav"), "--model", TINY],
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         err = p.communicate(timeout=60)[1]
