@@ -31,6 +31,7 @@ def main():
     kw = {"precision": args.precision, "device": "cpu"}
     if args.chunk_seconds:
         kw["chunk_seconds"] = args.chunk_seconds
+    print(f"machine: {bench.describe_machine(bench.machine())}", flush=True)
     runs = []  # (minutes, encode peak, decode peak)
     for minutes in args.minutes:
         with tempfile.TemporaryDirectory() as tmp:

@@ -62,7 +62,8 @@ def main():
                                                               str(Path.home() / ".cache/dacli/official/venv")))
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    results = {"cpu": os.cpu_count(), "torch": torch.__version__}
+    results = {"machine": bench.machine()}
+    print(f"machine: {bench.describe_machine(results['machine'])}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = bench.test_audio(tmp / "in.wav", args.seconds, 1, args.source)

@@ -116,6 +116,34 @@ def test_audio(path, seconds=60.0, channels=1, source=None, rate=44100):
     return path
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the CPU features that decide dacli's speed
+
+
+def machine():
+    """What a speed figure belongs to: CPU model, cores, the flags that decide speed, torch and oneDNN."""
+    import re
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    # virtual machines often name only the brand ("AMD EPYC"): family and model tell the generation
+    model = f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
+    flags = registry.cpu_flags()
+    onednn = re.search(r"(?:oneDNN|MKL-DNN) v([\d.]+)", torch.__config__.show())
+    return {"cpu_model": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
+            "native_bf16": registry.native_bf16("cpu"), "torch": torch.__version__,
+            "onednn": onednn.group(1) if onednn else None}
+
+
+def describe_machine(m):
+    return (f"{m['cpu_model']}, {m['cpu_count']} cores, flags: {' '.join(m['cpu_flags']) or 'none of ' + '/'.join(SPEED_FLAGS)}"
+            f"; torch {m['torch']}, oneDNN {m['onednn']}")
+
+
 def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, device="auto", precision="fp32",
           chunk_seconds=None, workdir=None):
     """Time file-to-file encode and decode → dict of results (real-time factors, RSS, GFLOP/s)."""
@@ -127,7 +155,8 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
     model = make_model(model_name, "cpu", "fp32")
     f_enc, f_dec = flops_per_second(model)
     audio_s = seconds * channels
-    res = {"model": model_name, "device": str(registry.resolve_device(device)), "precision": precision,
+    res = {"machine": machine(), "model": model_name, "device": str(registry.resolve_device(device)),
+           "precision": precision,
            "threads": torch.get_num_threads(), "audio_seconds": seconds, "channels": channels,
            "snake": "fused C kernel" if _fused_snake is not None else "torch operations",
            "encode_window_seconds": chunk_seconds or codec.ENCODE_CHUNK_SECONDS,
@@ -144,7 +173,8 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
 
 
 def report(res):
-    lines = [f"model {res['model']} on {res['device']} ({res['precision']}, {res['threads']} threads), "
+    lines = [f"machine: {describe_machine(res['machine'])}",
+             f"model {res['model']} on {res['device']} ({res['precision']}, {res['threads']} threads), "
              f"{res['audio_seconds']:.0f} s × {res['channels']} ch, windows {res['encode_window_seconds']:g} s "
              f"(encode) / {res['decode_window_seconds']:g} s (decode), Snake: {res.get('snake', '?')}"]
     for k in ("encode", "decode"):

@@ -80,14 +80,19 @@ def compare_files(ref_path, deg_path, with_visqol=True):
 @dataclass
 class Codec:
     """A codec spec: ``dac:MODEL@KBPS`` (MODEL: bundled name, official name or checkpoint path; the
-    default model when omitted, as in ``dac@6``), ``opus@KBPS`` or ``mp3@KBPS``."""
+    default model when omitted, as in ``dac@6``; ``/bf16`` after the bitrate runs the model in
+    bfloat16, as in ``dac@7.75/bf16``), ``opus@KBPS`` or ``mp3@KBPS``."""
     spec: str
     family: str = field(init=False)
     kbps: float = field(init=False)
     model: str = field(init=False, default=None)
+    precision: str = field(init=False, default="fp32")
 
     def __post_init__(self):
         name, _, rate = self.spec.partition("@")
+        rate, _, precision = rate.partition("/")
+        if precision and (not name.startswith("dac") or precision not in ("fp32", "bf16")):
+            raise DacliError(f"codec {self.spec!r}: a precision (/fp32, /bf16) is for dac codecs")
         try:
             self.kbps = float(rate)
         except ValueError:
@@ -95,8 +100,10 @@ class Codec:
         kind, _, model = name.partition(":")
         if kind not in ("dac", "opus", "mp3"):
             raise DacliError(f"codec {self.spec!r}: unknown codec {kind!r} (dac, opus, mp3)")
-        self.family = f"dac:{model}" if kind == "dac" and model else kind
+        self.family = (f"dac:{model}" if model else "dac") + (f"/{precision}" if precision else "") \
+            if kind == "dac" else kind
         self.model = model or None
+        self.precision = precision or "fp32"
 
 
 def ffmpeg():
@@ -126,18 +133,18 @@ class Runner:
         self.models = {}
         self.codes = {}  # family spec → list of (channels, n, frames) arrays
 
-    def model(self, name):
+    def model(self, name, precision="fp32"):
         from .registry import load_model
-        if name not in self.models:
-            self.models[name] = load_model(name, self.device)
-        return self.models[name]
+        if (name, precision) not in self.models:
+            self.models[name, precision] = load_model(name, self.device, precision)
+        return self.models[name, precision]
 
     def run(self, c, src, tmp):
         """Encode and decode ``src`` → (decoded wav path, encoded bytes)."""
         tmp = Path(tmp)
         out = tmp / "decoded.wav"
         if c.family.startswith("dac"):
-            m = self.model(c.model)
+            m = self.model(c.model, c.precision)
             n = m.n_codebooks_for_kbps(c.kbps)
             codec.encode_file(m, src, tmp / "x.dac", n, self.chunk_seconds)
             codec.decode_file(m, tmp / "x.dac", out, "wav", self.chunk_seconds)
