@@ -49,6 +49,7 @@ def flops_per_second(model):
 
 
 def make_model(name, device, precision):
+    precision = registry.resolve_precision(precision, registry.resolve_device(device))
     registry.tune_allocator()
     if name in PRESETS and registry.locate(name) is None:
         torch.manual_seed(0)
@@ -144,9 +145,10 @@ def describe_machine(m):
             f"; torch {m['torch']}, oneDNN {m['onednn']}")
 
 
-def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, device="auto", precision="fp32",
+def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, device="auto", precision="auto",
           chunk_seconds=None, workdir=None):
     """Time file-to-file encode and decode → dict of results (real-time factors, RSS, GFLOP/s)."""
+    precision = registry.resolve_precision(precision, registry.resolve_device(device))  # report what ran
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         src = test_audio(Path(tmp) / "in.wav", seconds, channels, source)
         kw = dict(device=device, precision=precision, chunk_seconds=chunk_seconds)

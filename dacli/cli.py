@@ -210,9 +210,10 @@ def _positive(name, integer=False):
 
 
 def _model_option(f):
-    f = click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
-                     help="bf16 runs the convolutions in bfloat16: faster where the CPU/GPU supports it, "
-                          "codes may differ slightly from fp32.")(f)
+    f = click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+                     help="bf16 runs the convolutions in bfloat16: faster where the CPU/GPU computes it "
+                          "natively, codes may differ slightly from fp32. auto: fp32 (bf16 is not yet "
+                          "close enough to fp32 in quality to be chosen for you; see the README).")(f)
     f = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                      help="Where to run the model ('auto' picks CUDA when present).")(f)
     return click.option("--model", "model_name", metavar="NAME|PATH", default=None,
@@ -299,8 +300,8 @@ def _encode(inputs, output, kbps, n_codebooks, model_name, device, precision, ch
     model = registry.load_model(model_name, device, precision)
     n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model._check_n(n_codebooks)
     if not quiet:
-        click.echo(f"model {model.name}: {n} of {model.n_codebooks} codebooks = {model.kbps(n):.3f} kbps per channel",
-                   err=True)
+        click.echo(f"model {model.name} ({model.precision}): {n} of {model.n_codebooks} codebooks = "
+                   f"{model.kbps(n):.3f} kbps per channel", err=True)
 
     def work(src, dst, rep):
         rate, frames = _duration(src)
@@ -486,7 +487,7 @@ def download(name, base_url, quiet):
 @click.option("--input", "source", type=click.Path(exists=True, dir_okay=False),
               help="A recording to loop as test audio (default: synthetic).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]))
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]))
 @click.option("--chunk-seconds", type=float, default=None, callback=_positive("--chunk-seconds"),
               help=f"Window length (default {codec.ENCODE_CHUNK_SECONDS:g} s to encode, {codec.DECODE_CHUNK_SECONDS:g} s to decode).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
