@@ -4,6 +4,7 @@ deterministic sharding across jobs)."""
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import stat
 import zlib
@@ -18,6 +19,7 @@ AUDIO_EXTS = {"." + e.lower() for e in sf.available_formats()} | {".wav", ".flac
 
 
 PART_SUFFIX = ".part"
+_PART_TAG = re.compile(r"(\d+)\.[0-9a-f]{8}")
 
 
 def _part_prefix(path):
@@ -47,8 +49,8 @@ def remove_stale_parts(path):
     for n in names:
         if not (n.startswith(prefix) and n.endswith(PART_SUFFIX)):
             continue
-        pid = n[len(prefix):-len(PART_SUFFIX)].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        m = _PART_TAG.fullmatch(n[len(prefix):-len(PART_SUFFIX)])  # exactly "PID.TAG": not another name's
+        if m and not _alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(path.parent / n)
 

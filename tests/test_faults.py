@@ -281,3 +281,16 @@ def test_unwritable_places_say_so(tmp_path):
         one_line_error(r, "permission denied")
     else:
         pytest.skip("root without mount: neither a read-only mount nor a permission can be tested")
+
+
+def test_stale_part_removal_touches_only_that_outputs_files(tmp_path):
+    """Cleaning up for a.dac leaves alone the temporary files of a.dac.5 or a.dac.wav (other outputs)."""
+    from dacli.fileio import remove_stale_parts
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = tmp_path / f".a.dac.{dead.pid}.0123abcd.part"
+    others = [tmp_path / f".a.dac.5.{os.getpid()}.0123abcd.part", tmp_path / f".a.dac.wav.{dead.pid}.0123abcd.part"]
+    for f in [mine, *others]:
+        f.write_bytes(b"x")
+    remove_stale_parts(tmp_path / "a.dac")
+    assert not mine.exists() and all(f.exists() for f in others)
