@@ -229,13 +229,14 @@ class Trainer:
         self.load_compact_state(st)
         return f"resumed at step {self.step} from {path} and {companion}"
 
-    def compact_state(self):
+    def compact_state(self, generator_state=None):
         """The committable part of the training state: everything but the generator (which is the
         exported weights file) and the random states, in bf16. Kept: discriminator weights and both
         optimisers' second moments (AdamW β2 = 0.99 remembers ~100 steps, and they set each
         parameter's step size), the discriminators' first moments (small), step and learning rates.
         Left out: the generator's first moments (β1 = 0.8 remembers ~5 steps; resumed as zeros, which
-        only shrinks the first few updates) — that halves the file."""
+        only shrinks the first few updates) — that halves the file. ``generator_state``: the
+        generator's checkpoint state dict when the caller has already made it (its hash is stored)."""
         def moments(opt, keep):
             sd = opt.state_dict()
             return {"state": {i: {k: (v.to(torch.bfloat16) if k.startswith("exp_avg") else v)
@@ -243,7 +244,7 @@ class Trainer:
                               for i, s in sd["state"].items()},
                     "param_groups": sd["param_groups"]}
         return {"format": COMPACT_STATE_FORMAT, "step": self.step,
-                "generator_sha256": weights_hash(self.gen.checkpoint()["state_dict"]),
+                "generator_sha256": weights_hash(self.gen.checkpoint()["state_dict"] if generator_state is None else generator_state),
                 "disc": {k: v.to(torch.bfloat16) for k, v in self.disc.state_dict().items()},
                 "opt_g": moments(self.opt_g, {"exp_avg_sq"}),
                 "opt_d": moments(self.opt_d, {"exp_avg", "exp_avg_sq"}),
@@ -333,7 +334,7 @@ class Trainer:
         compact training state (:meth:`compact_state`) that lets a fresh clone continue the run."""
         ck = self.gen.checkpoint()
         ck["metadata"]["dacli"] = {"step": self.step}
-        for obj, dst in ((ck, Path(path)), (self.compact_state(), resume_path(path))):
+        for obj, dst in ((ck, Path(path)), (self.compact_state(ck["state_dict"]), resume_path(path))):
             tmp = f"{dst}.tmp"
             torch.save(obj, tmp)
             os.replace(tmp, dst)
