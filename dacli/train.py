@@ -243,8 +243,10 @@ class Trainer:
                                   for k, v in s.items() if k == "step" or k in keep}
                               for i, s in sd["state"].items()},
                     "param_groups": sd["param_groups"]}
+        if generator_state is None:
+            generator_state = self.gen.checkpoint()["state_dict"]
         return {"format": COMPACT_STATE_FORMAT, "step": self.step,
-                "generator_sha256": weights_hash(self.gen.checkpoint()["state_dict"] if generator_state is None else generator_state),
+                "generator_sha256": weights_hash(generator_state),
                 "disc": {k: v.to(torch.bfloat16) for k, v in self.disc.state_dict().items()},
                 "opt_g": moments(self.opt_g, {"exp_avg_sq"}),
                 "opt_d": moments(self.opt_d, {"exp_avg", "exp_avg_sq"}),
