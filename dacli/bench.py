@@ -123,17 +123,10 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the CPU features
 def machine():
     """What a speed figure belongs to: CPU model, cores, the flags that decide speed, torch and oneDNN."""
     import re
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    info = registry.cpu_info()
     # virtual machines often name only the brand ("AMD EPYC"): family and model tell the generation
     model = f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
-    flags = registry.cpu_flags()
+    flags = set(info.get("flags", "").split())
     onednn = re.search(r"(?:oneDNN|MKL-DNN) v([\d.]+)", torch.__config__.show())
     return {"cpu_model": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
             "native_bf16": registry.native_bf16("cpu"), "torch": torch.__version__,

@@ -174,8 +174,8 @@ def _batch(pairs, overwrite, quiet, work, verb):
     try:
         for src, dst in pairs:
             rep.files.set_description(str(src.name)[-30:])
-            remove_stale_parts(dst)
             if dst.exists() and not overwrite:
+                remove_stale_parts(dst)  # written outputs get this from atomic_output
                 skipped += 1
                 rep.info(f"skip {dst} (exists; --overwrite to replace)")
             else:

@@ -116,16 +116,25 @@ def resolve_device(device="auto"):
     return torch.device(device)
 
 
-def cpu_flags():
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+def cpu_info():
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "flags", ...);
+    empty where there is no such file."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
     except OSError:
         pass
-    return set()
+    return info
+
+
+def cpu_flags():
+    """The CPU's feature flags (empty where /proc/cpuinfo is missing)."""
+    return set(cpu_info().get("flags", "").split())
 
 
 def native_bf16(device) -> bool:
