@@ -29,4 +29,4 @@ class BuildWithWeights(build_py):
 
 setup(cmdclass={"build_py": BuildWithWeights},
       ext_modules=[Extension("dacli._snake", ["dacli/_snake.c"], optional=True,
-                             extra_compile_args=["-O3", "-fno-math-errno", "-pthread"])])
+                             extra_compile_args=["-O3", "-fno-math-errno", "-fopenmp-simd", "-pthread"])])

@@ -1,4 +1,5 @@
-/* Snake activation y = x + sin²(αx)/α in one pass, for inference on the CPU (dacli.model.Snake1d).
+/* Snake activation y = x + sin²(αx)/α in one pass, for inference on the CPU (dacli.model.Snake1d),
+   and its forward and backward for training (dacli.model.snake_trainable).
 
    torch computes it in five passes over memory (mul, sin, square, mul, add) with an accurate but
    costly sin; here each element is read once and written once, and sin² costs a few multiplies:
@@ -16,7 +17,16 @@
    B·L rows of C), float32 or bfloat16; alpha and inv (1/(α + 1e-9), computed by the caller as torch
    does) have one float32 per channel. y may be x (in place). bfloat16 values are widened to float32,
    computed as above and rounded once to nearest-even (torch's bf16 path rounds after each of its
-   five operations). */
+   five operations).
+
+   Training (float32 only) uses the channels-first layout of the model's (B, C, L) tensors: B·C rows
+   of L values, row r in channel r mod C. With inv = 1/(α + 1e-9) and s = sin(αx), c = cos(αx):
+       forward   y = x + inv·s²
+       backward  ∂y/∂x = 1 + 2·inv·α·s·c        ∂y/∂α = 2·inv·x·s·c − inv²·s²
+   The backward reads x and the incoming gradient once, writes ∂L/∂x and one ∂L/∂α partial sum per
+   row (summed over the batch by the caller). autograd's version of the formula makes about a dozen
+   passes over memory and keeps four intermediate tensors per activation for the backward; this keeps
+   only x. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,6 +51,21 @@ static inline float sin2(float t) {
 #else
 #define CLONES
 #endif
+
+/* sin²(t) and sin(t)·cos(t) = (−1)^j·s·c, from the same reduction as sin2 */
+static inline void sin2_sincos(float t, float *sin2_t, float *sincos_t) {
+    double td = t;
+    double j = __builtin_rint(td * 0.63661977236758134308);
+    float r = (float)(td - j * 1.5707963267948966192);
+    float r2 = r * r;
+    float s = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f + r2 * -1.9515295891e-4f));
+    float c = 1.0f - 0.5f * r2
+              + r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
+    float odd = (float)__builtin_fabs(j - 2.0 * __builtin_rint(j * 0.5));
+    float v = s + odd * (c - s);
+    *sin2_t = v * v;
+    *sincos_t = (1.0f - 2.0f * odd) * s * c;
+}
 
 CLONES static void snake_rows(const float *x, float *y, const float *restrict alpha, const float *restrict inv,
                               Py_ssize_t rows, Py_ssize_t channels) {
@@ -78,24 +103,108 @@ CLONES static void snake_rows_bf16(const uint16_t *x, uint16_t *y, const float *
     }
 }
 
+CLONES static void train_forward_rows(const float *x, float *y, const float *restrict alpha,
+                                      const float *restrict inv, Py_ssize_t row0, Py_ssize_t rows,
+                                      Py_ssize_t length, Py_ssize_t channels) {
+    for (Py_ssize_t i = row0; i < row0 + rows; i++) {
+        const float a = alpha[i % channels], k = inv[i % channels];
+        const float *xr = x + i * length;
+        float *yr = y + i * length;
+#pragma GCC ivdep
+        for (Py_ssize_t t = 0; t < length; t++) {
+            float s2, sc;
+            sin2_sincos(a * xr[t], &s2, &sc);
+            yr[t] = xr[t] + k * s2;
+        }
+    }
+}
+
+CLONES static void train_backward_rows(const float *x, const float *g, float *gx, float *ga,
+                                       const float *restrict alpha, const float *restrict inv,
+                                       Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t length,
+                                       Py_ssize_t channels) {
+    for (Py_ssize_t i = row0; i < row0 + rows; i++) {
+        const float a = alpha[i % channels], k = inv[i % channels];
+        const float dx = 2.0f * k * a, dsc = 2.0f * k, ds2 = -k * k;
+        const float *xr = x + i * length, *gr = g + i * length;
+        float *gxr = gx + i * length;
+        double sum = 0.0;
+        for (Py_ssize_t t0 = 0; t0 < length; t0 += 1024) {  /* float partial sums, 1024 at a time */
+            Py_ssize_t t1 = t0 + 1024 < length ? t0 + 1024 : length;
+            float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+            for (Py_ssize_t t = t0; t < t1; t++) {
+                float s2, sc;
+                sin2_sincos(a * xr[t], &s2, &sc);
+                gxr[t] = gr[t] * (1.0f + dx * sc);
+                part += gr[t] * (dsc * xr[t] * sc + ds2 * s2);
+            }
+            sum += part;
+        }
+        ga[i] = (float)sum;
+    }
+}
+
+enum { INFER, TRAIN_FORWARD, TRAIN_BACKWARD };
+
 typedef struct {
-    const char *x;
-    char *y;
+    int kind, bf16;
+    const char *x, *g;
+    char *y, *gx;
+    float *ga;
     const float *alpha, *inv;
-    Py_ssize_t rows, channels;
-    int bf16;
+    Py_ssize_t row0, rows, length, channels;
 } job_t;
 
 static void *run_job(void *arg) {
     job_t *j = (job_t *)arg;
-    if (j->bf16)
-        snake_rows_bf16((const uint16_t *)j->x, (uint16_t *)j->y, j->alpha, j->inv, j->rows, j->channels);
-    else
-        snake_rows((const float *)j->x, (float *)j->y, j->alpha, j->inv, j->rows, j->channels);
+    if (j->kind == TRAIN_FORWARD)
+        train_forward_rows((const float *)j->x, (float *)j->y, j->alpha, j->inv, j->row0, j->rows,
+                           j->length, j->channels);
+    else if (j->kind == TRAIN_BACKWARD)
+        train_backward_rows((const float *)j->x, (const float *)j->g, (float *)j->gx, j->ga, j->alpha,
+                            j->inv, j->row0, j->rows, j->length, j->channels);
+    else if (j->bf16) {
+        size_t offset = (size_t)(j->row0 * j->channels);
+        snake_rows_bf16((const uint16_t *)j->x + offset, (uint16_t *)j->y + offset, j->alpha, j->inv,
+                        j->rows, j->channels);
+    } else {
+        size_t offset = (size_t)(j->row0 * j->channels);
+        snake_rows((const float *)j->x + offset, (float *)j->y + offset, j->alpha, j->inv, j->rows,
+                   j->channels);
+    }
     return NULL;
 }
 
 #define MAX_THREADS 64
+
+/* Splits job's rows over threads (the GIL released); the last share runs on this thread, and so does
+   any share whose thread fails to start. */
+static void run_split(job_t job, Py_ssize_t threads) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > job.rows) threads = job.rows;
+    if (threads < 1) threads = 1;
+    job_t jobs[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t start = job.row0;
+    for (Py_ssize_t t = 0; t < threads; t++) {
+        jobs[t] = job;
+        jobs[t].row0 = start;
+        jobs[t].rows = job.rows / threads + (t < job.rows % threads);
+        start += jobs[t].rows;
+        if (t + 1 < threads && pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0)
+            started[t] = 1;
+        else
+            run_job(&jobs[t]);
+    }
+    for (Py_ssize_t t = 0; t < threads; t++)
+        if (started[t]) pthread_join(tids[t], NULL);
+    Py_END_ALLOW_THREADS
+}
+
+#define PTR(type, v) ((type)(uintptr_t)(v))
 
 static PyObject *snake(PyObject *self, PyObject *args) {
     unsigned long long xp, yp, ap, ip;
@@ -107,29 +216,43 @@ static PyObject *snake(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "snake: bad shape");
         return NULL;
     }
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads > rows) threads = rows;
-    if (threads < 1) threads = 1;
-    job_t jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t start = 0;
-    for (Py_ssize_t t = 0; t < threads; t++) {
-        Py_ssize_t n = rows / threads + (t < rows % threads);
-        size_t offset = (size_t)(start * channels) * (bf16 ? 2 : 4);
-        jobs[t] = (job_t){(const char *)(uintptr_t)xp + offset, (char *)(uintptr_t)yp + offset,
-                          (const float *)(uintptr_t)ap, (const float *)(uintptr_t)ip, n, channels, bf16};
-        start += n;
-        /* the last share runs on this thread, and so does any share whose thread fails to start */
-        if (t + 1 < threads && pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0)
-            started[t] = 1;
-        else
-            run_job(&jobs[t]);
+    job_t job = {.kind = INFER, .bf16 = bf16, .x = PTR(const char *, xp), .y = PTR(char *, yp),
+                 .alpha = PTR(const float *, ap), .inv = PTR(const float *, ip), .rows = rows,
+                 .channels = channels};
+    run_split(job, threads);
+    Py_RETURN_NONE;
+}
+
+static PyObject *train_forward(PyObject *self, PyObject *args) {
+    unsigned long long xp, yp, ap, ip;
+    Py_ssize_t rows, length, channels, threads;
+    if (!PyArg_ParseTuple(args, "KKKKnnnn", &xp, &yp, &ap, &ip, &rows, &length, &channels, &threads))
+        return NULL;
+    if (rows < 0 || length < 0 || channels <= 0) {
+        PyErr_SetString(PyExc_ValueError, "train_forward: bad shape");
+        return NULL;
     }
-    for (Py_ssize_t t = 0; t < threads; t++)
-        if (started[t]) pthread_join(tids[t], NULL);
-    Py_END_ALLOW_THREADS
+    job_t job = {.kind = TRAIN_FORWARD, .x = PTR(const char *, xp), .y = PTR(char *, yp),
+                 .alpha = PTR(const float *, ap), .inv = PTR(const float *, ip), .rows = rows,
+                 .length = length, .channels = channels};
+    run_split(job, threads);
+    Py_RETURN_NONE;
+}
+
+static PyObject *train_backward(PyObject *self, PyObject *args) {
+    unsigned long long xp, gp, gxp, gap, ap, ip;
+    Py_ssize_t rows, length, channels, threads;
+    if (!PyArg_ParseTuple(args, "KKKKKKnnnn", &xp, &gp, &gxp, &gap, &ap, &ip, &rows, &length, &channels,
+                          &threads))
+        return NULL;
+    if (rows < 0 || length < 0 || channels <= 0) {
+        PyErr_SetString(PyExc_ValueError, "train_backward: bad shape");
+        return NULL;
+    }
+    job_t job = {.kind = TRAIN_BACKWARD, .x = PTR(const char *, xp), .g = PTR(const char *, gp),
+                 .gx = PTR(char *, gxp), .ga = PTR(float *, gap), .alpha = PTR(const float *, ap),
+                 .inv = PTR(const float *, ip), .rows = rows, .length = length, .channels = channels};
+    run_split(job, threads);
     Py_RETURN_NONE;
 }
 
@@ -137,9 +260,15 @@ static PyMethodDef methods[] = {
     {"snake", snake, METH_VARARGS,
      "snake(x, y, alpha, inv, rows, channels, threads, bf16=False): y = x + sin²(αx)·inv over "
      "rows × channels float32 (bfloat16 if bf16) values at the given addresses; alpha, inv float32"},
+    {"train_forward", train_forward, METH_VARARGS,
+     "train_forward(x, y, alpha, inv, rows, length, channels, threads): y = x + sin²(αx)·inv over "
+     "rows × length float32 values, row r in channel r mod channels"},
+    {"train_backward", train_backward, METH_VARARGS,
+     "train_backward(x, g, gx, ga, alpha, inv, rows, length, channels, threads): gx = g·∂y/∂x per value "
+     "and ga[r] = Σ g·∂y/∂α over row r"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_snake",
-                                    "Fused Snake activation for CPU inference (see _snake.c).", -1, methods};
+                                    "Fused Snake activation for CPU inference and training (see _snake.c).", -1, methods};
 
 PyMODINIT_FUNC PyInit__snake(void) { return PyModule_Create(&module); }

@@ -237,6 +237,45 @@ def snake_fused(x, alpha, out=None, threads=None):
     return out
 
 
+class _TrainableSnake(torch.autograd.Function):
+    """Snake's forward and backward by the C kernel (float32, (B, C, L) contiguous): two passes over
+    memory instead of autograd's dozen, and only the input kept for the backward."""
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        x = x.contiguous()
+        alpha = alpha.detach().reshape(-1).float().contiguous()
+        inv = (alpha + 1e-9).reciprocal()
+        y = torch.empty_like(x)
+        rows, length = x.shape[0] * x.shape[1], x.shape[-1]
+        _fused_snake.train_forward(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv.data_ptr(), rows, length,
+                                   x.shape[1], torch.get_num_threads())
+        ctx.save_for_backward(x, alpha, inv)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, alpha, inv = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = torch.empty_like(x)
+        grad_rows = torch.empty(x.shape[0] * x.shape[1], dtype=torch.float32)
+        _fused_snake.train_backward(x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), grad_rows.data_ptr(),
+                                    alpha.data_ptr(), inv.data_ptr(), x.shape[0] * x.shape[1], x.shape[-1],
+                                    x.shape[1], torch.get_num_threads())
+        return grad_x, grad_rows.view(x.shape[0], x.shape[1]).sum(0).view(1, -1, 1)
+
+
+def snake_trainable(x, alpha):
+    """:func:`snake` with the C kernel's forward and backward where it applies (float32 (B, C, L) CPU
+    tensors, ``alpha`` (1, C, 1)); the same values and gradients to float32 rounding. Elsewhere (no
+    compiler at install, bf16 under autocast, CUDA) it is :func:`snake`."""
+    if _fused_snake is None or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3 or \
+            alpha.dtype != torch.float32 or alpha.shape != (1, x.shape[1], 1):
+        return snake(x, alpha)
+    return _TrainableSnake.apply(x, alpha)
+
+
 class Snake1d(nn.Module):
     def __init__(self, channels):
         super().__init__()

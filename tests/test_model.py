@@ -268,6 +268,37 @@ def test_fused_snake_equals_the_formula():
         assert torch.equal(xb, got)
 
 
+def test_trainable_snake_equals_autograd():
+    """The training kernel's forward and backward (_snake.c) against autograd through torch's formula:
+    values, the input gradient and the alpha gradient (summed over batch and time), for lengths that are
+    not a multiple of the vector width or of the 1,024-sample partial sums, large arguments, empty input."""
+    from dacli import model as M
+    assert M._fused_snake is not None, "dacli._snake is not built: run make install (needs a C compiler)"
+    g = torch.Generator().manual_seed(5)
+    for batch, channels, length, scale in ((3, 5, 7, 3.0), (2, 24, 5000, 3.0), (1, 3, 2049, 300.0), (2, 4, 0, 1.0)):
+        x0 = torch.randn(batch, channels, length, generator=g) * scale
+        alpha0 = torch.rand(1, channels, 1, generator=g) * 2 + 0.05
+        grad = torch.randn(batch, channels, length, generator=g)
+        results = []
+        for f in (M.snake, M.snake_trainable):
+            x, alpha = x0.clone().requires_grad_(), alpha0.clone().requires_grad_()
+            y = f(x, alpha)
+            y.backward(grad)
+            results.append((y.detach(), x.grad, alpha.grad))
+        (y1, gx1, ga1), (y2, gx2, ga2) = results
+        tol = 1e-5 * max(1.0, scale / 30)
+
+        def worst(a, b, floor):
+            return ((a - b).abs() / (a.abs() + floor)).flatten().tolist() + [0.0]
+        assert max(worst(y1, y2, 1)) < tol
+        assert max(worst(gx1, gx2, 1)) < tol
+        assert ga1.shape == ga2.shape == (1, channels, 1)
+        assert max(worst(ga1, ga2, length ** 0.5 + 1)) < 10 * tol, (ga1, ga2)
+    # where the kernel does not apply (bf16 under autocast, other shapes) it is the formula itself
+    xb = torch.randn(2, 3, 10).bfloat16()
+    assert torch.equal(M.snake_trainable(xb, torch.ones(1, 3, 1)), M.snake(xb, torch.ones(1, 3, 1)))
+
+
 def test_codebook_projections_as_one_product_equal_the_stagewise_sum(tiny44):
     """Inference sums the K codebook projections as one matrix product; training (and the official
     code) runs K 1x1 convolutions. Both give the same latent, for every codebook count."""

@@ -71,6 +71,51 @@ def test_main_runs_and_resumes(corpus, tmp_path):
     assert len([l for l in lines if '"loss"' in l]) == 3
 
 
+def test_fused_snake_trains_like_autograd(corpus):
+    """fuse_snakes swaps every generator Snake for the C kernel's, keeping the parameters and their
+    names; two steps with it match two steps with autograd's Snake to float32 rounding."""
+    fused = train.Trainer(train.CONFIGS["tiny"], seed=1)
+    plain = train.Trainer(train.CONFIGS["tiny"], seed=1, fused_snake=False)
+    n_fused = sum(isinstance(m, train.FusedSnake1d) for m in fused.gen.modules())
+    assert n_fused == sum(isinstance(m, train.Snake1d) for m in plain.gen.modules()) > 10
+    assert not any(isinstance(m, train.FusedSnake1d) for m in plain.gen.modules())
+    assert list(fused.gen.state_dict()) == list(plain.gen.state_dict())
+    assert {id(p) for p in fused.gen.parameters()} == {id(p) for g in fused.opt_g.param_groups for p in g["params"]}
+    x = train.Corpus(corpus, fused.gen.sample_rate).batch(np.random.default_rng(0), 2, fused.n)
+    grads = []
+    for t in (fused, plain):  # the generator's gradients of one loss, the same quantizer dropout draw
+        torch.manual_seed(0)
+        y, commitment, codebook = t._generate(x)
+        (train.mel_distance(y[:, 0], x[:, 0], 44100) + commitment + codebook).backward()
+        grads.append({k: p.grad for k, p in t.gen.named_parameters()})
+        t.gen.zero_grad(set_to_none=True)
+    scale = max(g.abs().max().item() for g in grads[1].values())  # exactly cancelling sums round anyhow
+    for k, a in grads[0].items():
+        assert torch.allclose(a, grads[1][k], rtol=1e-3, atol=1e-5 * scale), k
+    _, logs_f = _run(corpus, 2, fused)
+    _, logs_p = _run(corpus, 2, plain)
+    for a, b in zip(logs_f, logs_p):
+        for k in ("mel", "loss", "grad_g", "disc"):
+            assert a[k] == pytest.approx(b[k], rel=1e-3), k
+
+
+def test_training_precision():
+    assert train.resolve_training_precision("fp32") == "fp32"
+    assert train.resolve_training_precision("bf16") == "bf16"
+    from dacli.registry import native_bf16
+    assert train.resolve_training_precision("auto") == ("bf16" if native_bf16("cpu") else "fp32")
+    with pytest.raises(SystemExit):
+        train.resolve_training_precision("fp16")
+
+
+def test_bf16_step_runs_and_keeps_losses_in_float32(corpus):
+    trainer, logs = _run(corpus, 1, train.Trainer(train.CONFIGS["tiny"], seed=1, precision="bf16"))
+    assert all(math.isfinite(v) for k, v in logs[0].items() if isinstance(v, float))
+    assert all(p.dtype == torch.float32 for p in trainer.gen.parameters())
+    y, commitment, codebook = trainer._generate(torch.zeros(1, 1, trainer.n))
+    assert y.dtype == commitment.dtype == torch.float32
+
+
 def test_discriminator_shapes():
     d = train.Discriminator(**train.CONFIGS["bundled"]["disc"])
     x = torch.randn(2, 1, 16896)

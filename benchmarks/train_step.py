@@ -1,0 +1,128 @@
+"""Where a training step of the bundled configuration spends its time, and how many steps an hour.
+
+    python benchmarks/train_step.py [--steps 5] [--variants autograd-fp32,fused-fp32,fused-bf16]
+                                    [--profile] [--json out.json]
+
+Runs ``Trainer.train_step`` for each variant (Snake by autograd or by the fused kernel; fp32 or bf16
+autocast) on the same batches drawn from a corpus folder (``--data``, default data/train; random
+audio if it is missing), after one warm-up step; prints seconds and steps per hour and the ratio to
+the first variant, and with ``--profile`` the torch profiler's self time grouped into the parts of
+the step: convolutions, Snake, STFT/FFT and mel, weight norm, the optimisers, everything else.
+Pause the background training run first (``kill -STOP``): the machine has two cores.
+"""
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dacli import bench  # noqa: E402
+from dacli.train import CONFIGS, Corpus, Trainer  # noqa: E402
+
+# profiler op name → part of the step (first match wins; matched against the lower-cased name)
+PARTS = [
+    ("snake", ("snake",)),
+    ("convolution", ("conv", "mkldnn_convolution", "slow_conv")),
+    ("stft / fft / mel", ("fft", "stft", "_fft_", "matmul", "mm", "bmm", "log10", "abs", "clamp")),
+    ("weight norm", ("_weight_norm", "norm_except_dim", "linalg_vector_norm", "norm")),
+    ("optimiser", ("adamw", "_foreach", "clip_grad", "lerp", "addcdiv", "addcmul")),
+    ("activations (sin/pow/mul/add, leaky relu)", ("sin", "cos", "pow", "mul", "add", "div", "leaky_relu",
+                                                    "reciprocal", "sub", "neg", "where")),
+    ("copies / layout", ("copy_", "contiguous", "cat", "pad", "reflection", "clone", "to", "permute",
+                         "transpose", "index", "gather", "scatter", "fill", "zero")),
+]
+
+
+def part_of(name):
+    low = name.lower()
+    for part, keys in PARTS:
+        if any(k in low for k in keys):
+            return part
+    return "other"
+
+
+def time_variant(variant, cfg, batches, profile):
+    """Seconds per step (median, after one warm-up step) of one "snake-precision" variant, and the
+    profiler's self time per op when ``profile``."""
+    snake, precision = variant.split("-")
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, precision=precision, fused_snake=snake == "fused")
+    trainer.train_step(batches[0])
+    times, ops = [], {}
+    for x in batches[1:]:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else \
+                contextlib.nullcontext() as prof:
+            t = time.perf_counter()
+            trainer.train_step(x)
+            times.append(time.perf_counter() - t)
+        if profile:
+            for ev in prof.key_averages():
+                ops[ev.key] = ops.get(ev.key, 0.0) + ev.self_cpu_time_total / 1e6
+    return statistics.median(times), ops
+
+
+def print_parts(ops):
+    parts = {}
+    for op, sec in ops.items():
+        parts.setdefault(part_of(op), {})[op] = sec
+    total = sum(ops.values())
+    out = {}
+    for part, members in sorted(parts.items(), key=lambda kv: -sum(kv[1].values())):
+        share = sum(members.values()) / total
+        top = sorted(members.items(), key=lambda kv: -kv[1])[:5]
+        print(f"    {part:44s} {100 * share:5.1f} %  " + ", ".join(f"{k} {100 * v / total:.1f}" for k, v in top))
+        out[part] = {"share": share, "top": {k: v / total for k, v in top}}
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="data/train")
+    ap.add_argument("--config", default="bundled", choices=sorted(CONFIGS))
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (after one warm-up)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default="autograd-fp32,fused-fp32,fused-bf16",
+                    help="comma-separated SNAKE-PRECISION pairs (autograd|fused, fp32|bf16); the first "
+                         "is the reference of the ratios")
+    ap.add_argument("--profile", action="store_true", help="also print where each variant's time goes")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    machine = bench.machine()
+    print(bench.describe_machine(machine))
+    cfg = CONFIGS[args.config]
+    rng = np.random.default_rng(0)
+    n = Trainer(cfg).n
+    if Path(args.data).is_dir():
+        corpus = Corpus(args.data, cfg["model"]["sample_rate"])
+        batches = [corpus.batch(rng, cfg["batch"], n) for _ in range(args.steps + 1)]
+    else:
+        print(f"{args.data} missing: random audio")
+        batches = [torch.from_numpy(rng.uniform(-0.5, 0.5, (cfg["batch"], 1, n)).astype(np.float32))
+                   for _ in range(args.steps + 1)]
+    print(f"{args.config}: batch {cfg['batch']} × {n} samples, {args.threads} threads, "
+          f"median of {args.steps} steps" + (" under the profiler" if args.profile else ""))
+    result = {"machine": machine, "config": args.config, "threads": args.threads, "profiled": args.profile,
+              "variants": {}}
+    reference = None
+    for variant in args.variants.split(","):
+        sec, ops = time_variant(variant, cfg, batches, args.profile)
+        reference = reference or sec
+        print(f"  {variant:16s} {sec:6.2f} s/step  {3600 / sec:6.0f} steps/h  {reference / sec:.2f}x")
+        result["variants"][variant] = {"sec_per_step": sec, "steps_per_hour": 3600 / sec,
+                                       "speedup": reference / sec}
+        if ops:
+            result["variants"][variant]["parts"] = print_parts(ops)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
