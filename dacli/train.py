@@ -48,6 +48,11 @@ CONFIGS = {
                   mrd_channels=16),
         batch=8, excerpt=0.38, lr=1e-4, betas=(0.8, 0.99), gamma=0.999996, disc_start=0,
         lambdas={"mel": 15.0, "feat": 2.0, "gen": 1.0, "codebook": 1.0, "commitment": 0.25},
+        # The codebooks learn 10x faster than the rest (from step 8324; the paper uses one rate). At
+        # lr 1e-4 they had hardly left their N(0, 1) start after 8,300 steps (rms 0.9-1.1, moving
+        # ~0.01 rms per 900 steps) while the projected latents they quantise have rms 0.8-2.8, so each
+        # level passed on its error instead of coding it: benchmarks/rvq_diagnostics.py.
+        codebook_lr_scale=10.0,
     ),
     # A tiny configuration for the CI smoke test.
     "tiny": dict(
@@ -57,6 +62,7 @@ CONFIGS = {
         disc=dict(periods=[2, 3], mpd_channels=[4, 8, 8, 8], fft_sizes=[512], mrd_channels=4),
         batch=2, excerpt=0.1, lr=1e-4, betas=(0.8, 0.99), gamma=0.999996, disc_start=0,
         lambdas={"mel": 15.0, "feat": 2.0, "gen": 1.0, "codebook": 1.0, "commitment": 0.25},
+        codebook_lr_scale=10.0,
     ),
 }
 
@@ -239,7 +245,12 @@ class Trainer:
             fuse_snakes(self.gen)
         self.precision = resolve_training_precision(precision)
         self.disc = Discriminator(**cfg["disc"])
-        self.opt_g = torch.optim.AdamW(self.gen.parameters(), lr=cfg["lr"], betas=cfg["betas"])
+        # two groups: the codebooks (their own learning rate) and everything else
+        books = [p for n, p in self.gen.named_parameters() if n.endswith("codebook.weight")]
+        rest = [p for n, p in self.gen.named_parameters() if not n.endswith("codebook.weight")]
+        self.opt_g = torch.optim.AdamW(
+            [{"params": rest}, {"params": books, "lr": cfg["lr"] * cfg.get("codebook_lr_scale", 1.0)}],
+            lr=cfg["lr"], betas=cfg["betas"])
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=cfg["lr"], betas=cfg["betas"])
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, cfg["gamma"])
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, cfg["gamma"])
@@ -259,11 +270,8 @@ class Trainer:
         companion = resume_path(path)
         if not companion.exists():
             self.step = _step_of(path)
-            lr = self.cfg["lr"] * self.cfg["gamma"] ** self.step  # where the exported run was
             for sched in (self.sched_g, self.sched_d):
-                for g in sched.optimizer.param_groups:
-                    g["lr"] = lr
-                sched.load_state_dict(sched.state_dict() | {"last_epoch": self.step, "_last_lr": [lr]})
+                _schedule_to(sched, self.step)  # where the exported run was
             self.rng = np.random.default_rng(self.step)
             return (f"generator initialised from {path} at step {self.step}; "
                     "discriminators and optimisers start fresh")
@@ -311,9 +319,10 @@ class Trainer:
                             **{k: s[k].float() if k in s else torch.zeros_like(ref)
                                for k in ("exp_avg", "exp_avg_sq")}}
             opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-        moments(self.opt_g, st["opt_g"])
+        old_groups = len(st["opt_g"]["param_groups"])
+        moments(self.opt_g, self._regroup_opt_g(st["opt_g"]))
         moments(self.opt_d, st["opt_d"])
-        self.sched_g.load_state_dict(st["sched_g"])
+        self._load_sched_g(st["sched_g"], old_groups)
         self.sched_d.load_state_dict(st["sched_d"])
         self.rng = np.random.default_rng(self.step)  # a fresh draw of excerpts, seeded by the step
 
@@ -378,13 +387,39 @@ class Trainer:
         self.step = st["step"]
         self.gen.load_state_dict(st["gen"])
         self.disc.load_state_dict(st["disc"])
-        self.opt_g.load_state_dict(st["opt_g"])
+        old_groups = len(st["opt_g"]["param_groups"])
+        self.opt_g.load_state_dict(self._regroup_opt_g(st["opt_g"]))
         self.opt_d.load_state_dict(st["opt_d"])
-        self.sched_g.load_state_dict(st["sched_g"])
+        self._load_sched_g(st["sched_g"], old_groups)
         self.sched_d.load_state_dict(st["sched_d"])
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         random.setstate(st["py_rng"])
+
+    def _regroup_opt_g(self, sd):
+        """A generator optimiser state saved before the codebooks had their own group (one group, the
+        generator's parameters in ``named_parameters`` order) → the current two groups, each parameter's
+        moments kept; a current state is returned as it is."""
+        if len(sd["param_groups"]) == len(self.opt_g.param_groups):
+            return sd
+        if len(sd["param_groups"]) != 1:
+            raise SystemExit(f"generator optimiser state has {len(sd['param_groups'])} parameter groups")
+        position = {id(p): i for i, p in enumerate(p for g in self.opt_g.param_groups for p in g["params"])}
+        old_order = list(self.gen.parameters())
+        old = sd["param_groups"][0]
+        groups = []
+        for g in self.opt_g.state_dict()["param_groups"]:
+            scale = g["initial_lr"] / self.cfg["lr"]
+            groups.append(old | {"params": g["params"], "lr": old["lr"] * scale,
+                                 "initial_lr": old["initial_lr"] * scale})
+        return {"state": {position[id(old_order[int(i)])]: s for i, s in sd["state"].items()},
+                "param_groups": groups}
+
+    def _load_sched_g(self, sd, saved_groups):
+        if saved_groups == len(self.opt_g.param_groups):
+            self.sched_g.load_state_dict(sd)
+        else:  # regrouped: the learning rates follow from the step
+            _schedule_to(self.sched_g, sd["last_epoch"])
 
     def save(self, path):
         tmp = f"{path}.tmp"
@@ -400,6 +435,16 @@ class Trainer:
             tmp = f"{dst}.tmp"
             torch.save(obj, tmp)
             os.replace(tmp, dst)
+
+
+def _schedule_to(sched, step):
+    """Put an exponential schedule and its optimiser's learning rates where they are after ``step``
+    steps from each group's initial rate."""
+    lrs = [g["initial_lr"] * sched.gamma ** step for g in sched.optimizer.param_groups]
+    for g, lr in zip(sched.optimizer.param_groups, lrs):
+        g["lr"] = lr
+    sched.load_state_dict(sched.state_dict() | {"last_epoch": step, "_last_lr": lrs,
+                                                "base_lrs": [g["initial_lr"] for g in sched.optimizer.param_groups]})
 
 
 def _step_of(weights_path):

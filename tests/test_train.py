@@ -116,6 +116,35 @@ def test_bf16_step_runs_and_keeps_losses_in_float32(corpus):
     assert y.dtype == commitment.dtype == torch.float32
 
 
+def test_codebooks_have_their_own_learning_rate_and_old_states_regroup(corpus):
+    """The generator optimiser has two groups (the codebooks at codebook_lr_scale × lr); a state saved
+    with one group (before the split) loads with every parameter's moments on the same parameter and
+    the learning rates where the schedule puts them."""
+    trainer, _ = _run(corpus, 2)
+    cfg = trainer.cfg
+    rest, books = trainer.opt_g.param_groups
+    assert books["lr"] == pytest.approx(rest["lr"] * cfg["codebook_lr_scale"]) and cfg["codebook_lr_scale"] > 1
+    names = {id(p): n for n, p in trainer.gen.named_parameters()}
+    assert {names[id(p)].rsplit(".", 2)[-2] for p in books["params"]} == {"codebook"}
+    # the same state as the one-group optimiser of earlier code would have saved it
+    sd = trainer.opt_g.state_dict()
+    now = [p for g in trainer.opt_g.param_groups for p in g["params"]]
+    then = {id(p): i for i, p in enumerate(trainer.gen.parameters())}
+    old = {"state": {then[id(now[i])]: st for i, st in sd["state"].items()},
+           "param_groups": [sd["param_groups"][0] | {"params": list(range(len(now)))}]}
+    old_sched = trainer.sched_g.state_dict() | {"base_lrs": [cfg["lr"]], "_last_lr": [rest["lr"]]}
+    fresh = train.Trainer(cfg, seed=5)
+    fresh.opt_g.load_state_dict(fresh._regroup_opt_g(old))
+    fresh._load_sched_g(old_sched, 1)
+    moments = {names[id(p)]: st["exp_avg_sq"] for p, st in trainer.opt_g.state.items()}
+    fresh_names = {id(p): n for n, p in fresh.gen.named_parameters()}
+    assert len(fresh.opt_g.state) == len(moments)
+    for p, st in fresh.opt_g.state.items():
+        assert torch.equal(st["exp_avg_sq"], moments[fresh_names[id(p)]])
+    assert [g["lr"] for g in fresh.opt_g.param_groups] == pytest.approx([rest["lr"], books["lr"]])
+    assert fresh.sched_g.get_last_lr() == pytest.approx([rest["lr"], books["lr"]])
+
+
 def test_discriminator_shapes():
     d = train.Discriminator(**train.CONFIGS["bundled"]["disc"])
     x = torch.randn(2, 1, 16896)
