@@ -13,7 +13,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-BUNDLED = sorted(p.name for p in (HERE / "weights").glob("*.pth")) + ["README.md"]
+BUNDLED = sorted(p.name for p in (HERE / "weights").glob("*.pth")) + ["README.md", "VERSIONS.json"]
 
 
 class BuildWithWeights(build_py):

@@ -367,6 +367,8 @@ def _decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, o
             return
         header = container.read_header(src)
         name = model_name or header.model_name
+        if model_name is None and registry.is_bundled_name(name):
+            name = registry.DEFAULT_MODEL  # check_model names the version a file needs if not this one
         if model_name is None and name not in registry.BUNDLED and name not in registry.OFFICIAL:
             raise DacliError(f"{src}: encoded with model {name!r}, which is not a known name; pass --model PATH")
         bar, tick = rep.seconds(src.name, header.duration)
@@ -455,7 +457,9 @@ def models():
     """List the bundled and official models and where each is on disk."""
     for name, kind, path in registry.models():
         where = str(path) if path else ("not downloaded: dacli download " + name if kind == "official" else "missing")
-        click.echo(f"{name:<14} {kind:<9} {where}")
+        versions = registry.bundled_versions() if kind == "bundled" else []
+        version = f"  ({versions[-1].version}, step {versions[-1].step})" if versions else ""
+        click.echo(f"{name:<14} {kind:<9} {where}{version}")
     click.echo(f"cache: {registry.cache_dir()}")
 
 

@@ -21,7 +21,7 @@ import soxr
 from . import audio, container, legacy
 from .errors import DacliError
 from .fileio import atomic_output, os_reason
-from .registry import release_memory
+from .registry import bundled_version, describe_weights, release_memory
 
 TARGET_LOUDNESS = -16.0
 READ_BLOCK = 1 << 16          # samples per read from disk
@@ -295,6 +295,10 @@ def encode_file(model, src, dst, n_codebooks=None, chunk_seconds=None, progress=
 def check_model(model, header, path):
     """Refuse a file that this model cannot decode: other weights, rates, codebook size or count."""
     if model.weights_hash != header.model_hash.hex():
+        earlier = bundled_version(header.model_hash.hex())
+        if earlier is not None:  # an earlier (or later) version of the bundled model
+            raise DacliError(f"{path}: made with {describe_weights(earlier.sha256)}; "
+                             f"this model is {model.name}")
         raise DacliError(f"{path}: encoded with model {header.model_name!r} (weights {header.model_hash.hex()[:12]}), "
                          f"not with {model.name!r} ({model.weights_hash[:12]}); decode with --model pointing at it")
     if model.sample_rate != header.model_sample_rate or model.hop_length != header.hop_length:

@@ -3,11 +3,13 @@ into a user cache), or any checkpoint path. ``load_model`` is the one entry poin
 are imported when a model is loaded, so listing models costs no torch start-up."""
 
 import ctypes
+import json
 import os
 import sys
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 from .errors import DacliError
 
@@ -25,6 +27,49 @@ def _weights_dir():
 
 WEIGHTS_DIR = _weights_dir()
 BUNDLED = {DEFAULT_MODEL: "dacli_44khz_7.75kbps.pth"}
+
+
+
+class BundledVersion(NamedTuple):
+    """One committed version of the bundled model (weights/VERSIONS.json)."""
+    version: str             # e.g. "dacli-44khz-v5": the name a .dac header records
+    step: int                # training step of the weights
+    sha256: str              # dacli.model.weights_hash of the state dict (the .dac header's model hash)
+    commit: Optional[str]    # a commit whose weights/ carries these weights (None: not committed yet)
+
+
+def bundled_versions() -> list:
+    """Every version of the bundled model ever committed, oldest first; the last is the one shipped."""
+    try:
+        table = json.loads((WEIGHTS_DIR / "VERSIONS.json").read_text())
+    except FileNotFoundError:
+        return []
+    return [BundledVersion(v["version"], int(v["step"]), v["sha256"], v.get("commit")) for v in table["versions"]]
+
+
+def bundled_version(sha256: str) -> Optional[BundledVersion]:
+    """The bundled-model version with these weights, or None."""
+    return next((v for v in bundled_versions() if v.sha256 == sha256), None)
+
+
+def is_bundled_name(name: str) -> bool:
+    """Whether a model name (as a .dac header records it) is the bundled model, any version."""
+    return name == DEFAULT_MODEL or name.startswith(DEFAULT_MODEL + "-v")
+
+
+def describe_weights(sha256: str) -> str:
+    """How to get the weights a .dac file needs, when they are an earlier bundled version."""
+    v = bundled_version(sha256)
+    if v is None:
+        return f"weights {sha256[:12]}"
+    if v == bundled_versions()[-1]:
+        return f"{v.version} (step {v.step}), the bundled model: decode without --model"
+    if v.commit is None:
+        return f"{v.version} (step {v.step})"
+    name = BUNDLED[DEFAULT_MODEL]
+    return (f"{v.version} (step {v.step}), carried by commit {v.commit[:12]}: "
+            f"git show {v.commit[:12]}:weights/{name} > {v.version}.pth, then --model {v.version}.pth")
+
 
 OFFICIAL_BASE = "https://github.com/descriptinc/descript-audio-codec/releases/download"
 # name → (release tag, asset file, file name in the official cache) — DAC_FACTS §1
@@ -229,6 +274,8 @@ def load_model(name_or_path=None, device="auto", precision="auto"):
         raise DacliError(f"unknown model {name!r}: not a file, and not one of "
                          f"{', '.join(list(BUNDLED) + list(OFFICIAL))}")
     model = load_checkpoint(path)
+    version = bundled_version(model.weights_hash)  # a bundled model (from weights/ or a file) is named
+    label = version.version if version else label  # by its version
     model.name, model.precision = label, precision
     model = model.to(device)
     release_memory(force=True)  # what building and folding freed: a clean heap for the windows

@@ -10,6 +10,7 @@ Usage::
 
     python -m dacli.train --data CORPUS_DIR --run ~/.cache/dacli/runs/bundled [--config bundled]
                           [--steps N] [--init weights/x.pth] [--export-every 500]
+    python -m dacli.train --promote RUN/weights_latest.pth    # the next bundled version
 
 The run folder holds ``state.pt`` (everything needed to resume exactly: models, optimisers,
 schedulers, step, random states), ``log.jsonl`` and exported generator weights in the official
@@ -437,6 +438,45 @@ class Trainer:
             os.replace(tmp, dst)
 
 
+def promote(src, weights_dir, head_commit):
+    """Make the exported weights ``src`` the next version of the bundled model: written (generator only,
+    official layout, its version name in ``metadata["dacli"]["version"]``) over the bundled file in
+    ``weights_dir``, and appended to ``weights_dir/VERSIONS.json``. ``head_commit``: the commit that
+    carries the version being replaced (recorded for it when it has none yet). Returns the new version."""
+    from .registry import DEFAULT_MODEL
+    weights_dir = Path(weights_dir)
+    table_path = weights_dir / "VERSIONS.json"
+    table = json.loads(table_path.read_text())
+    dst = weights_dir / table["file"]
+    sha = load_checkpoint(src, fold=False).weights_hash
+    versions = table["versions"]
+    if any(v["sha256"] == sha for v in versions):
+        raise SystemExit(f"{src}: these weights already are {next(v['version'] for v in versions if v['sha256'] == sha)}")
+    if versions and versions[-1]["commit"] is None:
+        versions[-1]["commit"] = head_commit
+    name = f"{DEFAULT_MODEL}-v{len(versions) + 1}"
+    ck = torch.load(src, map_location="cpu", weights_only=True)
+    ck["metadata"].setdefault("dacli", {})["version"] = name
+    versions.append({"version": name, "step": int(ck["metadata"]["dacli"].get("step", 0)), "sha256": sha,
+                     "commit": None})
+    for obj, path, save in ((ck, dst, torch.save),
+                            (table, table_path, lambda o, f: Path(f).write_text(json.dumps(o, indent=1) + "\n"))):
+        tmp = f"{path}.tmp"
+        save(obj, tmp)
+        os.replace(tmp, path)
+    return name
+
+
+def _head_carrying(path):
+    """The commit at HEAD, after checking that it carries ``path`` as it is on disk."""
+    import subprocess
+    def git(*a):
+        return subprocess.run(["git", *a], capture_output=True, text=True)
+    if git("diff", "--quiet", "HEAD", "--", str(path)).returncode != 0:
+        raise SystemExit(f"{path} differs from HEAD's: commit it (or check it out) before promoting")
+    return git("rev-parse", "HEAD").stdout.strip()
+
+
 def _schedule_to(sched, step):
     """Put an exponential schedule and its optimiser's learning rates where they are after ``step``
     steps from each group's initial rate."""
@@ -467,8 +507,10 @@ def validate(gen, batch):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="folder of training audio")
-    ap.add_argument("--run", required=True, help="run folder (state, log, exported weights)")
+    ap.add_argument("--data", help="folder of training audio")
+    ap.add_argument("--run", help="run folder (state, log, exported weights)")
+    ap.add_argument("--promote", metavar="WEIGHTS",
+                    help="instead of training: make these exported weights the next bundled version")
     ap.add_argument("--config", default="bundled", choices=sorted(CONFIGS))
     ap.add_argument("--steps", type=int, default=10 ** 9, help="stop after this many total steps")
     ap.add_argument("--hours", type=float, default=None, help="stop after this much wall time")
@@ -480,6 +522,14 @@ def main(argv=None):
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="bf16 autocast for the convolutions; auto: bf16 where the CPU computes it natively")
     args = ap.parse_args(argv)
+    if args.promote:
+        from .registry import WEIGHTS_DIR
+        table = json.loads((WEIGHTS_DIR / "VERSIONS.json").read_text())
+        name = promote(args.promote, WEIGHTS_DIR, _head_carrying(WEIGHTS_DIR / table["file"]))
+        print(f"{WEIGHTS_DIR / table['file']} is now {name}; update the model card and commit both files")
+        return 0
+    if not (args.data and args.run):
+        ap.error("--data and --run are required to train")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)

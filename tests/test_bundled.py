@@ -1,6 +1,8 @@
 """The bundled default model in weights/: official checkpoint layout, the default of the CLI, and a
 quality floor measured on a real clip (it guards against shipping broken or wrong weights)."""
 
+from dataclasses import replace
+
 import numpy as np
 import soundfile as sf
 import torch
@@ -31,7 +33,7 @@ def test_bundled_checkpoint_layout():
 
 def test_default_model_quality_floor():
     model = dacli.load_model(device="cpu")
-    assert model.name == registry.DEFAULT_MODEL and model.kbps() == model.kbps(9)
+    assert model.name == registry.bundled_versions()[-1].version and model.kbps() == model.kbps(9)
     assert abs(model.kbps() - 7.752) < 1e-3
     x, sr = sf.read(FIXTURES / "music20s.flac", dtype="float32")
     x = x[:5 * sr][None]
@@ -46,8 +48,37 @@ def test_cli_defaults_to_bundled_model(tmp_path):
     sf.write(tmp_path / "a.wav", x[:sr * 2], sr)
     r = CliRunner().invoke(cli, ["encode", str(tmp_path / "a.wav"), "-o", str(tmp_path / "a.dac"), "-q"])
     assert r.exit_code == 0, r.output
-    assert container.read_header(tmp_path / "a.dac").model_name == registry.DEFAULT_MODEL
+    header = container.read_header(tmp_path / "a.dac")
+    assert header.model_name == registry.bundled_versions()[-1].version
     r = CliRunner().invoke(cli, ["decode", str(tmp_path / "a.dac"), "-o", str(tmp_path / "b.wav"), "-q"])
     assert r.exit_code == 0, r.output
     assert sf.info(tmp_path / "b.wav").frames == 2 * sr
-    assert str(PATH) in CliRunner().invoke(cli, ["models"]).output
+    out = CliRunner().invoke(cli, ["models"]).output
+    assert str(PATH) in out and registry.bundled_versions()[-1].version in out
+
+    # the same codes as an earlier version would have written them (its hash, its name, or the
+    # unversioned name of files from before versions): refused with the version and where to get it
+    codes = container.read(tmp_path / "a.dac")[1]
+    v3 = registry.bundled_versions()[2]
+    for name in (v3.version, registry.DEFAULT_MODEL):
+        container.write(tmp_path / "old.dac", replace(header, model_hash=bytes.fromhex(v3.sha256), model_name=name),
+                        codes)
+        r = CliRunner().invoke(cli, ["decode", str(tmp_path / "old.dac"), "-o", str(tmp_path / "c.wav"), "-q"])
+        assert r.exit_code == 1 and not (tmp_path / "c.wav").exists()
+        line = r.output.strip()
+        assert "\n" not in line and "Traceback" not in line
+        assert f"made with {v3.version} (step {v3.step})" in line and f"git show {v3.commit[:12]}:weights/{PATH.name}" in line
+        assert f"this model is {registry.bundled_versions()[-1].version}" in line
+
+
+def test_versions_table_names_the_shipped_weights():
+    """weights/VERSIONS.json: the last version is the file in weights/ (a promotion that forgot the table
+    fails here), names and hashes are unique, and every earlier version names the commit carrying it."""
+    versions = registry.bundled_versions()
+    assert versions[-1].sha256 == dacli.load_model(device="cpu").weights_hash
+    assert [v.version for v in versions] == [f"{registry.DEFAULT_MODEL}-v{i}" for i in range(1, len(versions) + 1)]
+    assert len({v.sha256 for v in versions}) == len(versions)
+    assert all(v.commit and len(v.commit) == 40 for v in versions[:-1])
+    assert [v.step for v in versions] == sorted(v.step for v in versions)
+    meta = torch.load(PATH, map_location="cpu", weights_only=True)["metadata"].get("dacli", {})
+    assert meta.get("version", versions[-1].version) == versions[-1].version  # recorded from v6 on

@@ -216,3 +216,24 @@ def test_sigterm_saves_and_exports(corpus, tmp_path):
     step = torch.load(run / "state.pt", weights_only=False)["step"]
     assert step >= 3 and f"stopped at step {step}" in out
     assert torch.load(run / "weights_latest.train.pt", weights_only=True)["step"] == step
+
+
+def test_promote_names_the_next_version(corpus, tmp_path):
+    import json
+    trainer, _ = _run(corpus, 1)
+    trainer.export(tmp_path / "w.pth")
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    (wdir / "VERSIONS.json").write_text(json.dumps({"file": "m.pth", "versions": [
+        {"version": "dacli-44khz-v1", "step": 1, "sha256": "0" * 64, "commit": None}]}))
+    assert train.promote(tmp_path / "w.pth", wdir, "c" * 40) == "dacli-44khz-v2"
+    table = json.loads((wdir / "VERSIONS.json").read_text())
+    assert table["versions"][0]["commit"] == "c" * 40  # the commit that still carries v1
+    new = table["versions"][1]
+    assert (new["version"], new["step"], new["commit"]) == ("dacli-44khz-v2", 1, None)
+    assert new["sha256"] == load_checkpoint(wdir / "m.pth").weights_hash
+    ck = torch.load(wdir / "m.pth", weights_only=True)
+    assert ck["metadata"]["dacli"] == {"step": 1, "version": "dacli-44khz-v2"}
+    assert not train.resume_path(wdir / "m.pth").exists()  # the training state stays out of weights/
+    with pytest.raises(SystemExit, match="already are dacli-44khz-v2"):
+        train.promote(tmp_path / "w.pth", wdir, "d" * 40)
