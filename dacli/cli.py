@@ -454,12 +454,16 @@ def info(files, as_json):
 
 @cli.command()
 def models():
-    """List the bundled and official models and where each is on disk."""
+    """List the bundled and official models: name, kind, version (the bundled model's version, an
+    official release's tag) and where each is on disk."""
     for name, kind, path in registry.models():
         where = str(path) if path else ("not downloaded: dacli download " + name if kind == "official" else "missing")
-        versions = registry.bundled_versions() if kind == "bundled" else []
-        version = f"  ({versions[-1].version}, step {versions[-1].step})" if versions else ""
-        click.echo(f"{name:<14} {kind:<9} {where}{version}")
+        if kind == "bundled":  # its version name; an official model's release tag
+            versions = registry.bundled_versions()
+            version = versions[-1].version.rsplit("-", 1)[-1] if versions else "?"
+        else:
+            version = registry.OFFICIAL[name][0]
+        click.echo(f"{name:<14} {kind:<9} {version:<7} {where}")
     click.echo(f"cache: {registry.cache_dir()}")
 
 

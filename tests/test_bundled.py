@@ -54,7 +54,9 @@ def test_cli_defaults_to_bundled_model(tmp_path):
     assert r.exit_code == 0, r.output
     assert sf.info(tmp_path / "b.wav").frames == 2 * sr
     out = CliRunner().invoke(cli, ["models"]).output
-    assert str(PATH) in out and registry.bundled_versions()[-1].version in out
+    line = next(l for l in out.splitlines() if l.startswith(registry.DEFAULT_MODEL))
+    assert line.split() == [registry.DEFAULT_MODEL, "bundled", registry.bundled_versions()[-1].version.split("-")[-1],
+                            str(PATH)]
 
     # the same codes as an earlier version would have written them (its hash, its name, or the
     # unversioned name of files from before versions): refused with the version and where to get it
