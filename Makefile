@@ -40,14 +40,14 @@ corpus: install
 # the run folder's full state when this machine has one, else from the run's committed checkpoint
 # (weights/run/latest.pth and the training state beside it, latest.train.pt; the bundled weights when
 # there is none), or from this run's last export if that is further;
-# builds the training corpus first if it is missing. GOMP_SPINCOUNT=1000: the run shares the two cores
+# builds the training corpus first if it is missing or was built from an older definition. GOMP_SPINCOUNT=1000: the run shares the two cores
 # with whatever else is going on, and torch's OpenMP threads spinning at barriers while their partner
 # is descheduled made steps take 20-60 s instead of 4 s (measured while tests and a fuzzer ran).
 RUN := data/runs/bundled
 # the run's own committed checkpoint (weights/run/) when there is one, else the bundled weights
 WEIGHTS := $(firstword $(wildcard weights/run/latest.pth) weights/dacli_44khz_7.75kbps.pth)
 train: install
-	test -d data/train || $(BIN)/python -m dacli.corpus train data/train
+	$(BIN)/python -m dacli.corpus check train data/train || { rm -rf data/train && $(BIN)/python -m dacli.corpus train data/train; }
 	mkdir -p $(RUN)
 	GOMP_SPINCOUNT=1000 nohup nice -n 10 $(BIN)/python -m dacli.train --data data/train --run $(RUN) --init $(WEIGHTS) \
 	  >> $(RUN)/train.log 2>&1 & echo $$! > $(RUN)/pid

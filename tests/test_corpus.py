@@ -53,3 +53,40 @@ def test_build_is_deterministic(tmp_path, monkeypatch):
     music = sum(float(r[6]) for r in rows if r[0].startswith("music"))
     assert 11 <= music <= 12.01
     assert (tmp_path / "a" / "LICENSES" / "fake-data.copyright").read_text() == "Fake licence text"
+
+
+def test_full_band_sources_skip_band_limited_recordings(tmp_path, monkeypatch):
+    """full_band=True: a recording stored at 22.05 kHz (no content above 11.025 kHz once resampled) is
+    left out, a 44.1 kHz one with high-frequency content is kept; the check itself on tones."""
+    t = np.arange(44100) / 44100
+    assert corpus._full_band(0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * np.sin(2 * np.pi * 15000 * t))
+    assert not corpus._full_band(0.3 * np.sin(2 * np.pi * 440 * t[:4000]))  # too short to tell
+    assert not corpus._full_band(0.3 * np.sin(2 * np.pi * 440 * t))
+    assert not corpus._full_band(np.zeros(0))
+    root = tmp_path / "cache" / "x" / "band-data"
+    d = root / "usr/share/band"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    sf.write(d / "narrow.wav", 0.3 * rng.standard_normal(22050 * 3), 22050)
+    sf.write(d / "wide.wav", 0.3 * rng.standard_normal(44100 * 3), 44100)
+    (root / ".version").write_text("1")
+    monkeypatch.setenv("DACLI_CORPUS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(corpus.SETS, "band", [
+        corpus.Source("b", "band-data", "env", ("usr/share/band/*.wav",), 60, "CC0", full_band=True)])
+    corpus.build("band", tmp_path / "out")
+    rows = (tmp_path / "out" / "manifest.tsv").read_text().splitlines()[1:]
+    assert [r.split("\t")[4] for r in rows] == ["usr/share/band/wide.wav"]
+
+
+def test_a_build_records_its_definition(tmp_path, monkeypatch):
+    root = tmp_path / "cache" / "x" / "d"
+    (root / "s").mkdir(parents=True)
+    sf.write(root / "s" / "a.wav", 0.3 * np.random.default_rng(0).standard_normal(44100 * 2), 44100)
+    (root / ".version").write_text("1")
+    monkeypatch.setenv("DACLI_CORPUS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(corpus.SETS, "one", [corpus.Source("a", "d", "env", ("s/*.wav",), 5, "CC0")])
+    assert not corpus.check("one", tmp_path / "out")
+    corpus.build("one", tmp_path / "out")
+    assert corpus.check("one", tmp_path / "out")
+    monkeypatch.setitem(corpus.SETS, "one", [corpus.Source("a", "d", "env", ("s/*.wav",), 6, "CC0")])
+    assert not corpus.check("one", tmp_path / "out")  # the definition changed: rebuild
