@@ -33,7 +33,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
-static inline float sin2(float t) {
+/* sin²(t) and sin(t)·cos(t) = (−1)^j·s·c (the backward needs both) */
+static inline void sin2_sincos(float t, float *sin2_t, float *sincos_t) {
     double td = t;
     double j = __builtin_rint(td * 0.63661977236758134308);           /* t / (π/2), rounded */
     float r = (float)(td - j * 1.5707963267948966192);
@@ -43,7 +44,14 @@ static inline float sin2(float t) {
               + r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
     float odd = (float)__builtin_fabs(j - 2.0 * __builtin_rint(j * 0.5));   /* 1 in odd quadrants */
     float v = s + odd * (c - s);
-    return v * v;
+    *sin2_t = v * v;
+    *sincos_t = (1.0f - 2.0f * odd) * s * c;
+}
+
+static inline float sin2(float t) {
+    float s2, sc;
+    sin2_sincos(t, &s2, &sc);  /* sc unused: the compiler drops its arithmetic */
+    return s2;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
@@ -51,21 +59,6 @@ static inline float sin2(float t) {
 #else
 #define CLONES
 #endif
-
-/* sin²(t) and sin(t)·cos(t) = (−1)^j·s·c, from the same reduction as sin2 */
-static inline void sin2_sincos(float t, float *sin2_t, float *sincos_t) {
-    double td = t;
-    double j = __builtin_rint(td * 0.63661977236758134308);
-    float r = (float)(td - j * 1.5707963267948966192);
-    float r2 = r * r;
-    float s = r + r * r2 * (-1.6666654611e-1f + r2 * (8.3321608736e-3f + r2 * -1.9515295891e-4f));
-    float c = 1.0f - 0.5f * r2
-              + r2 * r2 * (4.166664568298827e-2f + r2 * (-1.388731625493765e-3f + r2 * 2.443315711809948e-5f));
-    float odd = (float)__builtin_fabs(j - 2.0 * __builtin_rint(j * 0.5));
-    float v = s + odd * (c - s);
-    *sin2_t = v * v;
-    *sincos_t = (1.0f - 2.0f * odd) * s * c;
-}
 
 CLONES static void snake_rows(const float *x, float *y, const float *restrict alpha, const float *restrict inv,
                               Py_ssize_t rows, Py_ssize_t channels) {
