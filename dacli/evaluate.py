@@ -23,7 +23,6 @@ from .metrics import mel_distance, si_sdr, stft_distance
 
 EVAL_RATE = 44100
 METRICS = ("mel", "stft", "sisdr", "visqol")
-HIGHER_IS_BETTER = {"mel": False, "stft": False, "sisdr": True, "visqol": True}
 
 
 _VISQOL = None
@@ -128,8 +127,8 @@ def _mp3_rate(kbps):
 class Runner:
     """Runs codecs on files; keeps loaded models; collects codes for the bitrate efficiency."""
 
-    def __init__(self, device="auto", chunk_seconds=None):
-        self.device, self.chunk_seconds = device, chunk_seconds
+    def __init__(self, device="auto"):
+        self.device = device
         self.models = {}
         self.codes = {}  # family spec → list of (channels, n, frames) arrays
 
@@ -146,8 +145,8 @@ class Runner:
         if c.family.startswith("dac"):
             m = self.model(c.model, c.precision)
             n = m.n_codebooks_for_kbps(c.kbps)
-            codec.encode_file(m, src, tmp / "x.dac", n, self.chunk_seconds)
-            codec.decode_file(m, tmp / "x.dac", out, "wav", self.chunk_seconds)
+            codec.encode_file(m, src, tmp / "x.dac", n)
+            codec.decode_file(m, tmp / "x.dac", out, "wav")
             self.codes.setdefault(c.spec, []).append(container.read(tmp / "x.dac")[1])
             return out, (tmp / "x.dac").stat().st_size
         exe = ffmpeg()
@@ -177,11 +176,11 @@ def bitrate_efficiency(code_list, bits):
     return total / (bits * k)
 
 
-def evaluate_codecs(specs, source_dir, with_visqol=True, device="auto", progress=None, files=None):
+def evaluate_codecs(specs, source_dir, with_visqol=True, device="auto", progress=None):
     """Run every codec on every audio file under ``source_dir`` → (rows, summary)."""
     from .fileio import AUDIO_EXTS, find_inputs
     codecs = [Codec(s) for s in specs]
-    items = files or find_inputs([source_dir], AUDIO_EXTS - {".raw"})
+    items = find_inputs([source_dir], AUDIO_EXTS - {".raw"})
     if not items:
         raise DacliError(f"{source_dir}: no audio files")
     runner = Runner(device)

@@ -25,7 +25,8 @@ from torch import nn
 from .container import codebooks_for_kbps
 from .errors import DacliError
 
-# Constructor kwargs of the four released models (DAC_FACTS §1); the checkpoint's own kwargs win.
+# Constructor kwargs of the four released models (as their checkpoints' metadata['kwargs'] record them);
+# the checkpoint's own kwargs win.
 PRESETS = {
     "44khz-8kbps": dict(encoder_dim=64, encoder_rates=[2, 4, 8, 8], latent_dim=1024, decoder_dim=1536,
                         decoder_rates=[8, 8, 4, 2], n_codebooks=9, codebook_size=1024, codebook_dim=8,

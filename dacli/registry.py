@@ -72,7 +72,8 @@ def describe_weights(sha256: str) -> str:
 
 
 OFFICIAL_BASE = "https://github.com/descriptinc/descript-audio-codec/releases/download"
-# name → (release tag, asset file, file name in the official cache) — DAC_FACTS §1
+# name → (release tag, asset file, file name in the official cache), as the official package's
+# download code names them
 OFFICIAL = {
     "44khz-8kbps": ("0.0.1", "weights.pth", "weights_44khz_8kbps_0.0.1.pth"),
     "24khz": ("0.0.4", "weights_24khz.pth", "weights_24khz_8kbps_0.0.4.pth"),

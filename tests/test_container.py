@@ -1,7 +1,6 @@
 """The .dac container: bit packing, round trips, corruption, size, legacy files."""
 
 import io
-import json
 import pickle
 import struct
 import zlib
@@ -15,9 +14,6 @@ from dacli import codec, container, legacy
 from dacli.errors import DacliError
 
 from conftest import FIXTURES
-
-LEGACY = json.loads((FIXTURES / "MANIFEST.json").read_text())["files"] if (FIXTURES / "MANIFEST.json").exists() else None
-
 
 def header(**kw):
     base = dict(model_sample_rate=44100, hop_length=512, original_sample_rate=48000, channels=2, n_codebooks=9,
