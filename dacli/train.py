@@ -49,7 +49,7 @@ CONFIGS = {
                   mrd_channels=16),
         batch=8, excerpt=0.38, lr=1e-4, betas=(0.8, 0.99), gamma=0.999996, disc_start=0,
         lambdas={"mel": 15.0, "feat": 2.0, "gen": 1.0, "codebook": 1.0, "commitment": 0.25},
-        # The codebooks learn 10x faster than the rest (from step 8324; the paper uses one rate). At
+        # The codebooks learn 10x faster than the rest (from step 8421; the paper uses one rate). At
         # lr 1e-4 they had hardly left their N(0, 1) start after 8,300 steps (rms 0.9-1.1, moving
         # ~0.01 rms per 900 steps) while the projected latents they quantise have rms 0.8-2.8, so each
         # level passed on its error instead of coding it: benchmarks/rvq_diagnostics.py.
