@@ -297,7 +297,7 @@ def check_model(model, header, path):
     if model.weights_hash != header.model_hash.hex():
         earlier = bundled_version(header.model_hash.hex())
         if earlier is not None:  # an earlier (or later) version of the bundled model
-            raise DacliError(f"{path}: made with {describe_weights(earlier.sha256)}; "
+            raise DacliError(f"{path}: made with {describe_weights(earlier)}; "
                              f"this model is {model.name}")
         raise DacliError(f"{path}: encoded with model {header.model_name!r} (weights {header.model_hash.hex()[:12]}), "
                          f"not with {model.name!r} ({model.weights_hash[:12]}); decode with --model pointing at it")

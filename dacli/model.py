@@ -220,6 +220,13 @@ except ImportError:
     _fused_snake = None
 
 
+def _kernel_alpha(alpha):
+    """What the C kernel takes for α: its C values as float32 and 1/(α + 1e-9), the guard of
+    :func:`snake`."""
+    alpha = alpha.detach().reshape(-1).float().contiguous()
+    return alpha, (alpha + 1e-9).reciprocal()
+
+
 def snake_fused(x, alpha, out=None, threads=None):
     """Snake by the C kernel: ``x`` a float32 or bfloat16 (B, C, 1, L) channels-last CPU tensor,
     ``alpha`` its C values; the result goes into ``out`` (a new tensor by default; ``x`` itself for in
@@ -228,8 +235,7 @@ def snake_fused(x, alpha, out=None, threads=None):
     if x.dtype not in (torch.float32, torch.bfloat16) or out.dtype != x.dtype or out.shape != x.shape or \
             not (x.is_contiguous(memory_format=torch.channels_last) and out.is_contiguous(memory_format=torch.channels_last)):
         raise TypeError("snake_fused: x and out must be channels-last float32 or bfloat16 tensors of one shape")
-    alpha = alpha.detach().reshape(-1).float().contiguous()
-    inv = (alpha + 1e-9).reciprocal()
+    alpha, inv = _kernel_alpha(alpha)
     channels = x.shape[1]
     if threads is None:
         threads = torch.get_num_threads() if x.numel() >= 1 << 16 else 1
@@ -245,12 +251,11 @@ class _TrainableSnake(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha):
         x = x.contiguous()
-        alpha = alpha.detach().reshape(-1).float().contiguous()
-        inv = (alpha + 1e-9).reciprocal()
+        alpha, inv = _kernel_alpha(alpha)
         y = torch.empty_like(x)
-        rows, length = x.shape[0] * x.shape[1], x.shape[-1]
-        _fused_snake.train_forward(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv.data_ptr(), rows, length,
-                                   x.shape[1], torch.get_num_threads())
+        batch, channels, length = x.shape
+        _fused_snake.train_forward(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv.data_ptr(), batch * channels,
+                                   length, channels, torch.get_num_threads())
         ctx.save_for_backward(x, alpha, inv)
         return y
 
@@ -259,12 +264,13 @@ class _TrainableSnake(torch.autograd.Function):
     def backward(ctx, grad):
         x, alpha, inv = ctx.saved_tensors
         grad = grad.contiguous()
+        batch, channels, length = x.shape
         grad_x = torch.empty_like(x)
-        grad_rows = torch.empty(x.shape[0] * x.shape[1], dtype=torch.float32)
+        grad_rows = torch.empty(batch, channels, dtype=torch.float32)  # ∂L/∂α per (item, channel)
         _fused_snake.train_backward(x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), grad_rows.data_ptr(),
-                                    alpha.data_ptr(), inv.data_ptr(), x.shape[0] * x.shape[1], x.shape[-1],
-                                    x.shape[1], torch.get_num_threads())
-        return grad_x, grad_rows.view(x.shape[0], x.shape[1]).sum(0).view(1, -1, 1)
+                                    alpha.data_ptr(), inv.data_ptr(), batch * channels, length, channels,
+                                    torch.get_num_threads())
+        return grad_x, grad_rows.sum(0).view(1, -1, 1)
 
 
 def snake_trainable(x, alpha):

@@ -57,11 +57,8 @@ def is_bundled_name(name: str) -> bool:
     return name == DEFAULT_MODEL or name.startswith(DEFAULT_MODEL + "-v")
 
 
-def describe_weights(sha256: str) -> str:
-    """How to get the weights a .dac file needs, when they are an earlier bundled version."""
-    v = bundled_version(sha256)
-    if v is None:
-        return f"weights {sha256[:12]}"
+def describe_weights(v: BundledVersion) -> str:
+    """A bundled version, and how to get its weights when it is not the one shipped."""
     if v == bundled_versions()[-1]:
         return f"{v.version} (step {v.step}), the bundled model: decode without --model"
     if v.commit is None:

@@ -325,10 +325,9 @@ class Trainer:
                             **{k: s[k].float() if k in s else torch.zeros_like(ref)
                                for k in ("exp_avg", "exp_avg_sq")}}
             opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-        old_groups = len(st["opt_g"]["param_groups"])
         moments(self.opt_g, self._regroup_opt_g(st["opt_g"]))
         moments(self.opt_d, st["opt_d"])
-        self._load_sched_g(st["sched_g"], old_groups)
+        self._load_sched_g(st["sched_g"])
         self.sched_d.load_state_dict(st["sched_d"])
         self.rng = np.random.default_rng(self.step)  # a fresh draw of excerpts, seeded by the step
 
@@ -393,10 +392,9 @@ class Trainer:
         self.step = st["step"]
         self.gen.load_state_dict(st["gen"])
         self.disc.load_state_dict(st["disc"])
-        old_groups = len(st["opt_g"]["param_groups"])
         self.opt_g.load_state_dict(self._regroup_opt_g(st["opt_g"]))
         self.opt_d.load_state_dict(st["opt_d"])
-        self._load_sched_g(st["sched_g"], old_groups)
+        self._load_sched_g(st["sched_g"])
         self.sched_d.load_state_dict(st["sched_d"])
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
@@ -421,8 +419,8 @@ class Trainer:
         return {"state": {position[id(old_order[int(i)])]: s for i, s in sd["state"].items()},
                 "param_groups": groups}
 
-    def _load_sched_g(self, sd, saved_groups):
-        if saved_groups == len(self.opt_g.param_groups):
+    def _load_sched_g(self, sd):
+        if len(sd["base_lrs"]) == len(self.opt_g.param_groups):
             self.sched_g.load_state_dict(sd)
         else:  # regrouped: the learning rates follow from the step
             _schedule_to(self.sched_g, sd["last_epoch"])

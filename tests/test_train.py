@@ -135,7 +135,7 @@ def test_codebooks_have_their_own_learning_rate_and_old_states_regroup(corpus):
     old_sched = trainer.sched_g.state_dict() | {"base_lrs": [cfg["lr"]], "_last_lr": [rest["lr"]]}
     fresh = train.Trainer(cfg, seed=5)
     fresh.opt_g.load_state_dict(fresh._regroup_opt_g(old))
-    fresh._load_sched_g(old_sched, 1)
+    fresh._load_sched_g(old_sched)
     moments = {names[id(p)]: st["exp_avg_sq"] for p, st in trainer.opt_g.state.items()}
     fresh_names = {id(p): n for n, p in fresh.gen.named_parameters()}
     assert len(fresh.opt_g.state) == len(moments)
