@@ -6,7 +6,9 @@ actual rate, 400 ms blocks every 100 ms with the last partial block zero-padded,
 0.5 s padded to 0.5 s, and the result clamped at −70 LUFS. The meter is streaming: feed it blocks.
 """
 
+import io
 import math
+import struct
 
 import numpy as np
 import soundfile as sf
@@ -168,3 +170,28 @@ def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
     y = F.conv1d(F.pad(x.reshape(-1, 1, length), (width, width + old), mode="replicate"), kernel, stride=old)
     y = y.transpose(1, 2).reshape(*x.shape[:-1], -1)
     return y[..., :int(new * length / old)].numpy()
+
+
+WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # a RIFF size that says "until the stream ends" (what ffmpeg writes to pipes)
+
+
+def wav_header(rate: int, channels: int, frames: int) -> bytes:
+    """The 44-byte header of a 16-bit PCM WAV file of ``frames`` samples per channel, as libsndfile
+    writes it: sent ahead of the samples when the audio goes to a stream that cannot seek. Lengths a
+    RIFF size cannot hold (4 GiB) get the size field's "until the end" value."""
+    data = frames * channels * 2
+    riff = 36 + data
+    if riff > 0xFFFFFFFF:
+        riff = data = WAV_UNKNOWN_SIZE
+    return struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", riff, b"WAVE", b"fmt ", 16, 1, channels, rate,
+                       rate * channels * 2, channels * 2, 16, b"data", data)
+
+
+def pcm16(y: np.ndarray, rate: int) -> bytes:
+    """(samples, channels) float audio as little-endian 16-bit PCM bytes, converted (rounding,
+    clipping) by libsndfile itself, so that a stream carries the same samples a written file holds."""
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=rate, channels=y.shape[1], subtype="PCM_16", format="RAW",
+                      endian="LITTLE") as f:
+        f.write(y)
+    return buf.getvalue()

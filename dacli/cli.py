@@ -119,10 +119,11 @@ STDIO = Path("-")
 
 
 @contextlib.contextmanager
-def _pipes(inputs, output, in_name, out_name):
+def _pipes(inputs, output, in_name, out_name, stream_out=False):
     """``-`` as the input or the output. stdin is first copied to a temporary file (the encoder reads
     its input twice; memory stays bounded however long the stream); an output for stdout is written to
-    a temporary file and copied out once complete. The temporary folder is removed on every exit path.
+    a temporary file and copied out once complete, unless ``stream_out`` (the command writes to stdout
+    itself as it goes: the output stays ``-``). The temporary folder is removed on every exit path.
     Yields (inputs, output) to use instead."""
     use_in, use_out = STDIO in inputs, output == STDIO
     if not (use_in or use_out):
@@ -148,9 +149,10 @@ def _pipes(inputs, output, in_name, out_name):
         if use_out:
             if sys.stdout.isatty():
                 raise DacliError("stdout is a terminal: redirect it to a file or a pipe, or give -o FILE")
-            output = tmp / out_name
+            if not stream_out:
+                output = tmp / out_name
         yield inputs, output
-        if use_out:
+        if use_out and not stream_out:
             with open(output, "rb") as f:
                 shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
             sys.stdout.buffer.flush()
@@ -174,7 +176,7 @@ def _batch(pairs, overwrite, quiet, work, verb):
     try:
         for src, dst in pairs:
             rep.files.set_description(str(src.name)[-30:])
-            if dst.exists() and not overwrite:
+            if dst != STDIO and dst.exists() and not overwrite:
                 remove_stale_parts(dst)  # written outputs get this from atomic_output
                 skipped += 1
                 rep.info(f"skip {dst} (exists; --overwrite to replace)")
@@ -185,6 +187,8 @@ def _batch(pairs, overwrite, quiet, work, verb):
                 except DacliError as e:
                     failed += 1
                     rep.error(str(e))
+                except BrokenPipeError:  # the reader of stdout went away: not this file's failure
+                    raise
                 except OSError as e:  # the environment: full disk, permissions, a folder in the way
                     failed += 1
                     rep.error(f"{e.filename or src}: {os_reason(e)}")
@@ -337,7 +341,8 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
 
     The model recorded in each file is used (its weights are checked); --model overrides it, and is
     needed for files written by the official tool. '-' reads the .dac from stdin or writes the audio
-    to stdout (WAV unless --format flac):
+    to stdout: WAV is streamed as it is decoded (playback starts after the first second; on an error
+    the stream stops short and the exit status says so), FLAC (--format flac) once complete:
 
     \b
     dacli decode x.dac -o - | ffplay -
@@ -346,12 +351,15 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
     if fmt is not None and named is not None and fmt != named:
         raise click.UsageError(f"--format {fmt} contradicts the output name {output}")
     fmt = fmt or named or "wav"
-    with _pipes(inputs, output, "stdin.dac", "stdout." + fmt) as (inputs, output):
+    with _pipes(inputs, output, "stdin.dac", "stdout." + fmt, stream_out=fmt == "wav") as (inputs, output):
         _decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, overwrite, shard, quiet)
 
 
 def _decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
-    pairs = _sharded(find_inputs(inputs, DAC_EXTS), shard, output, "." + fmt, {".wav", ".flac"})
+    if output == STDIO:  # streamed; _pipes has checked that there is one input file
+        pairs = [(src, STDIO) for src, _ in find_inputs(inputs, DAC_EXTS)]
+    else:
+        pairs = _sharded(find_inputs(inputs, DAC_EXTS), shard, output, "." + fmt, {".wav", ".flac"})
     models = {}
 
     def get_model(name):
@@ -360,6 +368,8 @@ def _decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, o
         return models[name]
 
     def work(src, dst, rep):
+        if dst == STDIO:
+            dst = sys.stdout.buffer
         if legacy.is_legacy(src):
             if model_name is None:
                 raise DacliError(f"{src}: a file of the official tool records no model; pass --model")

@@ -308,22 +308,39 @@ def check_model(model, header, path):
                          f"the model's {model.n_codebooks} of {model.codebook_size}")
 
 
-def _write_blocks(dst, blocks, rate, channels, length, fmt, progress=None):
-    """Write (samples, channels) blocks to ``dst`` (atomically), exactly ``length`` samples."""
-    fmt = fmt.upper()
+def _exactly(blocks, length, channels):
+    """(samples, channels) blocks clipped to [-1, 1], cut or padded with silence to ``length`` samples."""
     written = 0
+    for y in blocks:
+        y = y[:length - written]
+        if len(y):
+            written += len(y)
+            yield np.clip(y, -1.0, 1.0)
+    if written < length:
+        yield np.zeros((length - written, channels), np.float32)
+
+
+def _write_blocks(dst, blocks, rate, channels, length, fmt, progress=None):
+    """Write (samples, channels) blocks to ``dst``, exactly ``length`` samples: to a file atomically,
+    or, where ``dst`` is a binary stream (stdout), as a WAV stream, each block as soon as it is made."""
+    if hasattr(dst, "write"):
+        if fmt.lower() != "wav":
+            raise ValueError("only WAV can be written to a stream (its length goes first)")
+        dst.write(audio.wav_header(rate, channels, length))
+        for y in _exactly(blocks, length, channels):
+            dst.write(audio.pcm16(y, rate))
+            if progress:
+                progress(len(y) / rate)
+        dst.flush()
+        return
     with atomic_output(dst) as tmp:
         try:
-            with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype="PCM_16", format=fmt) as f:
-                for y in blocks:
-                    y = y[:length - written]
-                    if len(y):
-                        f.write(np.clip(y, -1.0, 1.0))
-                        written += len(y)
-                        if progress:
-                            progress(len(y) / rate)
-                if written < length:
-                    f.write(np.zeros((length - written, channels), np.float32))
+            with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype="PCM_16",
+                              format=fmt.upper()) as f:
+                for y in _exactly(blocks, length, channels):
+                    f.write(y)
+                    if progress:
+                        progress(len(y) / rate)
         except sf.LibsndfileError as e:  # libsndfile says only "System error": find out which
             raise DacliError(f"{dst}: cannot write ({_write_failure(tmp) or e})") from None
 
@@ -342,7 +359,8 @@ def _write_failure(path):
 
 
 def decode_file(model, src, dst, fmt="wav", chunk_seconds=None, progress=None):
-    """Decode a .dac container (ours or the official tool's) to an audio file, atomically."""
+    """Decode a .dac container (ours or the official tool's) to an audio file, atomically, or to a
+    binary stream such as stdout as WAV, streamed window by window (on an error the stream stops short)."""
     if legacy.is_legacy(src):
         return decode_legacy_file(model, src, dst, fmt)
     header, codes = container.read(src)

@@ -141,3 +141,44 @@ def test_file_shrinking_while_read(tmp_path, tiny44, monkeypatch):
     monkeypatch.setattr(codec, "_blocks", shrinking)
     with pytest.raises(DacliError, match="changed while it was being read"):
         codec.encode_file(tiny44, tmp_path / "g.wav", tmp_path / "g.dac")
+
+
+def test_decode_streams_wav(tmp_path, tiny44, clip, monkeypatch):
+    """To a stream (stdout) the WAV goes out window by window, as the decoder makes them, and holds the
+    same bytes as the file decode writes."""
+    x = clip[:, :44100 * 5]
+    sf.write(tmp_path / "a.wav", x[0], 44100)
+    codec.encode_file(tiny44, tmp_path / "a.wav", tmp_path / "a.dac")
+    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "a.wav.out", chunk_seconds=1.0)
+    made = []  # windows decoded so far, as seen by each write
+    windows = codec.decode_windows
+
+    def counted(*a, **k):
+        for y in windows(*a, **k):
+            made.append(1)
+            yield y
+    monkeypatch.setattr(codec, "decode_windows", counted)
+
+    class Stream:
+        def __init__(self):
+            self.data, self.seen = bytearray(), []
+
+        def write(self, b):
+            self.data += b
+            self.seen.append(len(made))
+
+        def flush(self):
+            pass
+    out = Stream()
+    codec.decode_file(tiny44, tmp_path / "a.dac", out, chunk_seconds=1.0)
+    assert bytes(out.data) == (tmp_path / "a.wav.out").read_bytes()
+    assert out.seen[0] == 0 and out.seen[1] == 1 and len(made) >= 5  # header first, then each window
+    with pytest.raises(ValueError):
+        codec.decode_file(tiny44, tmp_path / "a.dac", Stream(), fmt="flac")
+
+
+def test_wav_header_of_unbounded_length():
+    from dacli import audio
+    h = audio.wav_header(44100, 2, 1 << 31)  # 8 GiB of samples: more than a RIFF size holds
+    assert len(h) == 44 and h[4:8] == h[40:44] == b"\xff\xff\xff\xff"
+    assert audio.wav_header(8000, 1, 10)[40:44] == (20).to_bytes(4, "little")
