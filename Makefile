@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test clean corpus eval-deps train train-stop fuzz
+.PHONY: install test lint clean corpus eval-deps train train-stop fuzz
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml dacli/_snake.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,eval]'
+	$(BIN)/pip install -q -e '.[test,eval,lint]'
 	touch $(STAMP)
 
 # ffmpeg (Debian's package) for the Opus and MP3 baselines of `dacli eval --codec`
@@ -23,6 +23,11 @@ eval-deps:
 
 test: install eval-deps
 	$(BIN)/python -m pytest -q
+
+# ruff (pyflakes and pycodestyle rules, pyproject.toml) on everything; mypy on the public modules (setup.cfg)
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The long fuzz run of the .dac readers (make test runs a short one): 10^6 coverage-guided inputs, then
 # 10^6 random mutations checked for silent corruption. Findings are written as crash-*/oom-*/timeout-*.

@@ -72,7 +72,7 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.model, fold=False).eval()
+    model = load_checkpoint(args.model)  # the plain modules: each stage is looked at by itself
     clips = []
     for path, _ in find_inputs([args.data], AUDIO_EXTS - {".raw"}):
         x, sr = audio.read(path)

@@ -19,8 +19,8 @@ DACLI = [sys.executable, "-m", "dacli"]
 
 def cpu():
     out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "?")
-    flags = next((l.split(":", 1)[1].split() for l in out.splitlines() if l.startswith("Flags")), [])
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("Flags")), [])
     return model, [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
 
 
@@ -53,7 +53,7 @@ def main():
     slowest = max(times, key=times.get)
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "dacli", *commands[slowest]],
                        capture_output=True, text=True)
-    rows = [l.split("|") for l in r.stderr.splitlines() if l.startswith("import time:") and "self" not in l]
+    rows = [ln.split("|") for ln in r.stderr.splitlines() if ln.startswith("import time:") and "self" not in ln]
     rows = sorted(rows, key=lambda r: -int(r[1]))[:12]
     print(f"\nslowest: dacli {slowest}; largest cumulative imports (µs):")
     for self_us, cum_us, name in ((r[0].split(":")[1].strip(), r[1].strip(), r[2].rstrip()) for r in rows):

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dacli import bench  # noqa: E402
-from dacli.train import CONFIGS, Corpus, Trainer  # noqa: E402
+from dacli.train import CONFIGS, TrainingAudio, Trainer  # noqa: E402
 
 # profiler op name → part of the step (first match wins; matched against the lower-cased name)
 PARTS = [
@@ -101,7 +101,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     n = Trainer(cfg).n
     if Path(args.data).is_dir():
-        corpus = Corpus(args.data, cfg["model"]["sample_rate"])
+        corpus = TrainingAudio(args.data, cfg["model"]["sample_rate"])
         batches = [corpus.batch(rng, cfg["batch"], n) for _ in range(args.steps + 1)]
     else:
         print(f"{args.data} missing: random audio")

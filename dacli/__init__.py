@@ -9,19 +9,7 @@ Python API::
     codes, header = dacli.read_codes("x.dac")   # int16 (channels, codebooks, frames); no model, no torch
 """
 
-import os
-import sys
-
-# torch's OpenMP threads spin for ~300,000 rounds after each parallel region (libgomp's default),
-# which on a small CPU takes the cores from the C Snake kernel's threads that run between two
-# convolutions: measured on 2 cores, it halved Snake's speed. A short spin takes 7-19 % off an
-# encode or decode (with torch's own Snake it changed nothing). Training uses torch ops only and ran
-# 8 % slower with it, so `python -m dacli.train` keeps the default. Effective only if torch is not
-# yet imported; a value set by the user wins.
-if "dacli.train" not in getattr(sys, "orig_argv", [])[:4]:
-    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
-from .errors import DacliError  # noqa: E402
+from .errors import DacliError
 
 __version__ = "0.1.0"
 __all__ = ["DAC", "DacliError", "PRESETS", "load_model", "read_codes", "__version__"]

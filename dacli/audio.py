@@ -64,10 +64,10 @@ class LoudnessMeter:
         self.buf = np.concatenate([self.buf, y])
         n = (len(self.buf) - self.block) // self.step + 1 if len(self.buf) >= self.block else 0
         if n > 0:
-            self._blocks(self.buf, n)
+            self._add_block_energies(self.buf, n)
             self.buf = self.buf[n * self.step:]
 
-    def _blocks(self, y, n):
+    def _add_block_energies(self, y, n):
         sq = np.concatenate([np.zeros((1, self.channels)), np.cumsum(y ** 2, axis=0)])
         starts = np.arange(n) * self.step
         self.energies.append((sq[starts + self.block] - sq[starts]) / self.block)
@@ -83,7 +83,7 @@ class LoudnessMeter:
         total = math.ceil((max(length, self.block) - self.block) / self.step) + 1
         if total > done:
             pad = (total - done - 1) * self.step + self.block - len(tail)
-            self._blocks(np.concatenate([tail, np.zeros((max(pad, 0), self.channels))]), total - done)
+            self._add_block_energies(np.concatenate([tail, np.zeros((max(pad, 0), self.channels))]), total - done)
         z = np.concatenate(self.energies) if self.energies else np.zeros((0, self.channels))
         g = np.array([CHANNEL_WEIGHTS[c] if c < len(CHANNEL_WEIGHTS) else 1.0 for c in range(self.channels)])
         with np.errstate(divide="ignore", invalid="ignore"):

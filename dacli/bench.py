@@ -19,29 +19,30 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from . import codec, registry
-from .model import PRESETS, WNConv1d, WNConvTranspose1d, _fused_snake, build
+from . import codec, registry, runtime
+from .model import PRESETS, build
+from .runtime import hardware, process
+from .runtime.convs import FastConv
+from .runtime.snake import kernel_available
 
 
 def flops_per_second(model):
     """(encode, decode) FLOPs (2 per multiply-add) for one second of mono audio, counted by running
-    one second through the model with hooks on every convolution."""
+    one second through a prepared model with hooks on every convolution."""
     counts = {"encode": 0, "decode": 0}
     part = ["encode"]
 
     def hook(mod, inp, out):
-        w = mod.weight_now()
-        positions = inp[0].shape[-1] if isinstance(mod, WNConvTranspose1d) else out.shape[-1]
-        counts[part[0]] += 2 * w.numel() * positions
+        positions = inp[0].shape[-1] if mod.transposed else out.shape[-1]
+        counts[part[0]] += 2 * mod.weight.numel() * positions
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (WNConv1d, WNConvTranspose1d))]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, FastConv)]
     n = model.sample_rate // model.hop_length * model.hop_length
     try:
         with torch.inference_mode():
-            codes = model.encode_frames(torch.zeros(1, 1, n, device=model.device))
+            codes = model.encode_batch(torch.zeros(1, 1, n, device=model.device))
             part[0] = "decode"
-            model.decode_frames(codes)
+            model.decode_batch(codes)
     finally:
         for h in handles:
             h.remove()
@@ -49,18 +50,13 @@ def flops_per_second(model):
 
 
 def make_model(name, device, precision):
-    precision = registry.resolve_precision(precision, registry.resolve_device(device))
-    registry.tune_allocator()
+    """The model to time: ``name`` as :func:`dacli.load_model` finds it, or for an official preset not
+    on this machine, that architecture with random weights (speed does not depend on the weights)."""
     if name in PRESETS and registry.locate(name) is None:
         torch.manual_seed(0)
-        model = build(name).eval().fold_weight_norm()
-        for p in model.parameters():
-            p.requires_grad_(False)
+        model = build(name)
         model.weights_hash = "0" * 64
-        model = model.to(registry.resolve_device(device))
-        model.precision = precision
-        registry.release_memory(force=True)
-        return model
+        return runtime.prepare(model, device, precision)
     return registry.load_model(name, device, precision)
 
 
@@ -88,7 +84,9 @@ def run_phase(kind, model_name, src, dst, **kw):
     """Run :func:`phase` in a child process (fresh peak RSS) → its dict."""
     args = [sys.executable, "-m", "dacli.bench", "--phase", kind, "--model", model_name, "--src", str(src),
             "--dst", str(dst), "--json-args", json.dumps(kw)]
-    out = subprocess.run(args, capture_output=True, text=True)
+    # the child imports torch first thing: give it the OpenMP spin that the command line runs with
+    env = dict(os.environ, GOMP_SPINCOUNT=os.environ.get("GOMP_SPINCOUNT", process.OPENMP_SPIN))
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark phase {kind} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -123,13 +121,13 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the CPU features
 def machine():
     """What a speed figure belongs to: CPU model, cores, the flags that decide speed, torch and oneDNN."""
     import re
-    info = registry.cpu_info()
+    info = hardware.cpu_info()
     # virtual machines often name only the brand ("AMD EPYC"): family and model tell the generation
     model = f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
     flags = set(info.get("flags", "").split())
     onednn = re.search(r"(?:oneDNN|MKL-DNN) v([\d.]+)", torch.__config__.show())
     return {"cpu_model": model, "cpu_count": os.cpu_count(), "cpu_flags": [f for f in SPEED_FLAGS if f in flags],
-            "native_bf16": registry.native_bf16("cpu"), "torch": torch.__version__,
+            "native_bf16": hardware.native_bf16("cpu"), "torch": torch.__version__,
             "onednn": onednn.group(1) if onednn else None}
 
 
@@ -141,7 +139,7 @@ def describe_machine(m):
 def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, device="auto", precision="auto",
           chunk_seconds=None, workdir=None):
     """Time file-to-file encode and decode → dict of results (real-time factors, RSS, GFLOP/s)."""
-    precision = registry.resolve_precision(precision, registry.resolve_device(device))  # report what ran
+    precision = hardware.resolve_precision(precision, hardware.resolve_device(device))  # report what ran
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         src = test_audio(Path(tmp) / "in.wav", seconds, channels, source)
         kw = dict(device=device, precision=precision, chunk_seconds=chunk_seconds)
@@ -150,10 +148,10 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
     model = make_model(model_name, "cpu", "fp32")
     f_enc, f_dec = flops_per_second(model)
     audio_s = seconds * channels
-    res = {"machine": machine(), "model": model_name, "device": str(registry.resolve_device(device)),
+    res = {"machine": machine(), "model": model_name, "device": str(hardware.resolve_device(device)),
            "precision": precision,
            "threads": torch.get_num_threads(), "audio_seconds": seconds, "channels": channels,
-           "snake": "fused C kernel" if _fused_snake is not None else "torch operations",
+           "snake": "fused C kernel" if kernel_available() else "torch operations",
            "encode_window_seconds": chunk_seconds or codec.ENCODE_CHUNK_SECONDS,
            "decode_window_seconds": chunk_seconds or codec.DECODE_CHUNK_SECONDS,
            "encode_seconds": enc["seconds"], "decode_seconds": dec["seconds"],

@@ -8,12 +8,17 @@ import stat
 import struct
 import zlib
 from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Tuple, Union
 
 import numpy as np
 import zstandard
 
 from .errors import DacliError
 from .fileio import atomic_output
+
+PathLike = Union[str, Path]
 
 MAGIC = b"\x89DAC\r\n\x1a\n"
 VERSION = 1
@@ -35,6 +40,16 @@ _BLOCK = struct.Struct("<BII")
 RAW, ZSTD = 0, 1
 
 
+def frame_rate(sample_rate: int, hop_length: int) -> Fraction:
+    """Code frames per second, exactly (44100 / 512 is not a finite binary fraction)."""
+    return Fraction(sample_rate, hop_length)
+
+
+def kbps(rate: Fraction, bits_per_code: float, n_codebooks: int) -> float:
+    """The bitrate of ``n_codebooks`` codes of ``bits_per_code`` bits at ``rate`` frames per second."""
+    return float(rate * Fraction(bits_per_code) * n_codebooks / 1000)
+
+
 @dataclass(frozen=True)
 class Header:
     model_sample_rate: int
@@ -53,8 +68,8 @@ class Header:
     frames_per_block: int = DEFAULT_BLOCK_FRAMES
 
     @property
-    def frame_rate(self):
-        return self.model_sample_rate / self.hop_length
+    def frame_rate(self) -> Fraction:
+        return frame_rate(self.model_sample_rate, self.hop_length)
 
     @property
     def duration(self):
@@ -63,7 +78,7 @@ class Header:
     @property
     def kbps(self):
         """Payload bitrate per channel."""
-        return self.frame_rate * self.bits_per_code * self.n_codebooks / 1000
+        return kbps(self.frame_rate, self.bits_per_code, self.n_codebooks)
 
     def to_bytes(self):
         name = self.model_name.encode("utf-8")[:255]
@@ -126,7 +141,7 @@ def encode_blocks(header, codes):
     return out.getvalue()
 
 
-def write(path, header, codes):
+def write(path: PathLike, header: Header, codes: np.ndarray) -> None:
     """Write a .dac file atomically (temp file + rename)."""
     codes = np.asarray(codes)
     validate(header)
@@ -220,7 +235,7 @@ def open_input(path):
     return os.fdopen(fd, "rb")
 
 
-def read_header(path):
+def read_header(path: PathLike) -> Header:
     """Header only (the fixed part, then as many bytes as its header_size says), checked against the
     file's size too."""
     with open_input(path) as f:
@@ -242,7 +257,7 @@ def _check_room(header, available, name):
                          f"to hold them)")
 
 
-def read(path):
+def read(path: PathLike) -> Tuple[Header, np.ndarray]:
     """Read a .dac file → (Header, codes uint16 (channels, n_codebooks, n_frames)). Raises DacliError
     for anything wrong with it: magic, version, fields, truncation, CRC, trailing bytes."""
     with open_input(path) as f:
@@ -297,7 +312,7 @@ def _decompress(dctx, payload, need):
     return raw if len(raw) == need else None
 
 
-def read_codes(path) -> "tuple[np.ndarray, Header]":
+def read_codes(path: PathLike) -> Tuple[np.ndarray, Header]:
     """The codes of a .dac file as an int16 array (channels, n_codebooks, frames) — int32 for 16-bit
     codebooks — and its header, with every check of :func:`read`. Needs neither a model nor torch:
     the way to feed a tokenized corpus to a language model."""

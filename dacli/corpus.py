@@ -88,7 +88,8 @@ TRAIN = [
     Source("hyperrogue-music", "hyperrogue-music", "music", ("usr/share/hyperrogue/music/*.ogg",), 450,
            "CC-BY-SA-3.0 / GPL-2+ (per file, HyperRogue)", mode="crop", seed=35, full_band=True),
     Source("lomiri-ringtones", "lomiri-sounds", "music", ("usr/share/sounds/lomiri/ringtones/*.ogg",), 240,
-           "CC0-1.0 / CC-BY-3.0 / CC-BY-SA-3.0 / CC-BY-4.0 (per file, Lomiri)", mode="crop", seed=36, segment=15.0, full_band=True),
+           "CC0-1.0 / CC-BY-3.0 / CC-BY-SA-3.0 / CC-BY-4.0 (per file, Lomiri)", mode="crop", seed=36, segment=15.0,
+           full_band=True),
     Source("guitar-strums", "hydrogen-drumkits-effects", "music",
            ("usr/share/hydrogen/data/drumkits/belofilms_GuitarStrums/*.flac",), 240,
            "CC-BY-3.0 (belofilms_GuitarStrums drumkit)", seed=37, full_band=True),
@@ -216,11 +217,14 @@ def _trim(x, db=-45.0):
     return x[max(0, idx[0] - int(0.02 * RATE)): idx[-1] + int(0.05 * RATE)] if len(idx) else x[:0]
 
 
+PEAK_LIMIT = 0.89  # −1 dBFS: room for the inter-sample peaks that resampling and coding bring back
+
+
 def _normalise(x, target=-20.0):
     loud = audio.loudness(x, RATE)
     y = x * audio.db_to_gain(target - loud) if loud > audio.MIN_LOUDNESS else x
     peak = np.abs(y).max() if len(y) else 0
-    return (y * min(1.0, 0.89 / peak) if peak else y).astype(np.float32)
+    return (y * min(1.0, PEAK_LIMIT / peak) if peak else y).astype(np.float32)
 
 
 def _name(src, root):

@@ -205,13 +205,15 @@ def evaluate_codecs(specs, source_dir, with_visqol=True, device="auto", progress
 
 
 def summarize(rows):
-    """Per codec: duration-weighted real kbps (total bits / total seconds) and mean metrics."""
+    """Per codec: mean metrics and, where the rows have them (codec runs), duration-weighted real kbps
+    (total bits / total seconds)."""
     out = {}
     for name in dict.fromkeys(r["codec"] for r in rows):
         rs = [r for r in rows if r["codec"] == name]
-        secs = sum(r["seconds"] for r in rs)
-        s = {"family": rs[0]["family"], "files": len(rs), "seconds": secs,
-             "kbps": sum(r["kbps"] * r["seconds"] for r in rs) / secs}
+        s = {"family": rs[0]["family"], "files": len(rs), "kbps": float("nan")}
+        if all("kbps" in r and "seconds" in r for r in rs):
+            s["seconds"] = sum(r["seconds"] for r in rs)
+            s["kbps"] = sum(r["kbps"] * r["seconds"] for r in rs) / s["seconds"]
         for k in METRICS:
             vals = [r[k] for r in rs if not math.isnan(r[k])]
             s[k] = float(np.mean(vals)) if vals else float("nan")

@@ -8,6 +8,9 @@ file asks for: no NumPy array or dtype is built from the pickle. Afterwards the 
 (numeric dtypes only, sizes that match the bytes, the expected keys and types, values within the
 container's limits) and only then turned into arrays with ``np.frombuffer``. The format has no
 checksum: a changed code value cannot be detected, only codes outside the model's codebook.
+
+Decoding follows the official ``decompress`` (chunks decoded with 'valid' convolutions, per-channel
+loudness restored); everything dacli does with such files lives here.
 """
 
 import io
@@ -240,3 +243,41 @@ def check_model(legacy: LegacyFile, model, name="file"):
     if legacy.codes.max() >= model.codebook_size:
         raise DacliError(f"{name}: the legacy file holds codes up to {legacy.codes.max()}, beyond the model's "
                          f"{model.codebook_size} codebook entries")
+
+
+def decode(model, lg: LegacyFile, name="file"):
+    """Decode an official-tool file exactly as the official ``decompress`` does (including its
+    per-channel loudness restoration) → (samples, channels) at the original rate."""
+    import torch
+    from . import audio
+    check_model(lg, model, name)
+    model.set_padding(lg.padding)
+    try:
+        chunks = []
+        for i in range(0, lg.codes.shape[-1], lg.chunk_length):
+            c = torch.from_numpy(lg.codes[:, :, i:i + lg.chunk_length]).to(model.device)
+            with torch.inference_mode():
+                try:
+                    chunks.append(model.decode_batch(c)[:, 0].float().cpu().numpy())
+                except RuntimeError:  # an unpadded chunk shorter than the decoder's kernels
+                    raise DacliError(f"{name}: chunks of {c.shape[-1]} frames cannot be decoded without "
+                                     "padding") from None
+    finally:
+        model.set_padding(True)
+    y = np.concatenate(chunks, axis=1)
+    for ch in range(y.shape[0]):  # the official tool normalises each channel to the stored loudness
+        y[ch] *= audio.db_to_gain(lg.input_db - audio.loudness(y[ch], model.sample_rate))
+    y = audio.resample_sinc(y, model.sample_rate, lg.sample_rate).T
+    if len(y) < lg.original_length:
+        raise DacliError("legacy file decodes to fewer samples than its original length")
+    return y[:lg.original_length]
+
+
+def decode_file(model, src, dst, fmt="wav"):
+    """Decode an official-tool file to an audio file (atomically) or a stream, as
+    :func:`dacli.codec.decode_file` does for ours."""
+    from .codec import write_audio
+    lg = read(src)
+    y = decode(model, lg, src)
+    write_audio(dst, [y], lg.sample_rate, y.shape[1], len(y), fmt)
+    return lg

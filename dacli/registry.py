@@ -2,16 +2,18 @@
 into a user cache), or any checkpoint path. ``load_model`` is the one entry point. torch and the model
 are imported when a model is loaded, so listing models costs no torch start-up."""
 
-import ctypes
 import json
 import os
-import sys
-import tempfile
 import urllib.request
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 
 from .errors import DacliError
+from .fileio import atomic_output
+from .runtime import process
+
+if TYPE_CHECKING:
+    from .model import DAC
 
 DEFAULT_MODEL = "dacli-44khz"
 
@@ -117,11 +119,9 @@ def download(name, base=None, progress=None, timeout=60):
     if name not in OFFICIAL:
         raise DacliError(f"unknown official model {name!r}; known: {', '.join(OFFICIAL)}")
     dest = cache_dir() / OFFICIAL[name][2]
-    dest.parent.mkdir(parents=True, exist_ok=True)
     url = official_url(name, base)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_output(dest) as tmp:
+        with open(tmp, "wb") as out:
             try:
                 resp = urllib.request.urlopen(url, timeout=timeout)
             except Exception as e:
@@ -143,123 +143,21 @@ def download(name, base=None, progress=None, timeout=60):
                     raise DacliError(f"download of {name} from {url} was cut short ({got} of {total} bytes)")
         from .model import load_checkpoint
         load_checkpoint(tmp)  # refuse to cache something that is not a valid checkpoint
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
-def resolve_device(device="auto"):
-    import torch
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise DacliError("CUDA was requested but is not available on this machine")
-    return torch.device(device)
-
-
-def cpu_info():
-    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "flags", ...);
-    empty where there is no such file."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the end of the first processor's block
-                key, _, value = line.partition(":")
-                info[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return info
-
-
-def cpu_flags():
-    """The CPU's feature flags (empty where /proc/cpuinfo is missing)."""
-    return set(cpu_info().get("flags", "").split())
-
-
-def native_bf16(device) -> bool:
-    """Whether ``device`` computes bfloat16 natively: a GPU that supports it, or a CPU with
-    AVX-512 BF16 or AMX (elsewhere bf16 is emulated, slower than fp32)."""
-    import torch
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def tune_allocator():
-    """Keep large freed blocks in glibc's heap instead of returning them to the OS: inference allocates
-    the same big activations layer after layer, and page-faulting them in afresh costs 30-40 % of the
-    CPU time (measured, 44.1 kHz model, stereo: encode 0.30 → 0.22 s, decode 0.58 → 0.41 s per
-    second of audio). :func:`release_memory` hands the free pages back between windows."""
-    global _LIBC
-    if _LIBC is not None or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        _LIBC = libc
-    except (OSError, AttributeError):
-        _LIBC = False
-
-
-RSS_BUDGET = 1280 << 20
-
-
-def _rss():
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def release_memory(force=False):
-    """After a window: when the resident size is over RSS_BUDGET (or ``force``, once a model is
-    built), return the heap's free pages to the OS, so that fragmentation cannot make it grow with
-    the length of the file. Below the budget the free pages are kept for the next window
-    (page-faulting them in afresh is what costs).
-    Measured, full 44.1 kHz model, 2 s windows: a stereo decode that never trims peaks at 2.07 GB;
-    trimming whenever more than 256 MB of the heap is free holds it at 1.36 GB but then trims after
-    every window of every file, 7-20 % slower; a mono encode stays under the budget and never trims."""
-    if _LIBC and (force or _rss() > RSS_BUDGET):
-        _LIBC.malloc_trim(0)
-
-
-_LIBC = None
-
-
-# Whether --precision auto picks bf16 on hardware that computes it natively. Only if its quality cost is
-# negligible on the held-out set (bundled model, 7.75 kbps: mel within 0.01, ViSQOL within 0.02,
-# SI-SDR within 0.1 dB of fp32); see the README's Speed section for the measurement.
-AUTO_BF16 = False
-
-
-def resolve_precision(precision, device) -> str:
-    """"fp32" or "bf16" for a requested precision ("auto", "fp32", "bf16") on ``device``."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise DacliError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if AUTO_BF16 and native_bf16(device) else "fp32"
-    return precision
-
-
-def load_model(name_or_path=None, device="auto", precision="auto"):
-    """A ready-to-use DAC in eval mode with folded weight norm.
+def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto", precision: str = "auto") -> "DAC":
+    """A DAC ready for fast inference: loaded, then prepared by :func:`dacli.runtime.prepare`.
 
     ``name_or_path``: a checkpoint path, the bundled model's name (default), or an official model name
     (``44khz-8kbps``, ``44khz-16kbps``, ``24khz``, ``16khz``) already in the cache (see ``dacli download``).
-    ``precision``: "auto" (the default: see :func:`resolve_precision`), "fp32", or "bf16" (faster where
-    the CPU or GPU computes bfloat16 natively; codes may differ a little). ``model.precision`` says
-    which one runs."""
+    ``precision``: "auto" (the default: see :func:`dacli.runtime.hardware.resolve_precision`), "fp32",
+    or "bf16" (faster where the CPU or GPU computes bfloat16 natively; codes may differ a little).
+    ``model.precision`` says which one runs. The process settings inference runs best with
+    (:func:`dacli.runtime.process.inference_settings`) are applied first, before torch is imported."""
+    process.inference_settings()
     from .model import load_checkpoint
-    device = resolve_device(device)
-    precision = resolve_precision(precision, device)
-    tune_allocator()
+    from .runtime import prepare
     name = name_or_path or DEFAULT_MODEL
     if isinstance(name, Path) or os.path.exists(str(name)) or str(name).endswith(".pth"):
         path, label = Path(name), Path(name).name
@@ -273,8 +171,5 @@ def load_model(name_or_path=None, device="auto", precision="auto"):
                          f"{', '.join(list(BUNDLED) + list(OFFICIAL))}")
     model = load_checkpoint(path)
     version = bundled_version(model.weights_hash)  # a bundled model (from weights/ or a file) is named
-    label = version.version if version else label  # by its version
-    model.name, model.precision = label, precision
-    model = model.to(device)
-    release_memory(force=True)  # what building and folding freed: a clean heap for the windows
-    return model
+    model.name = version.version if version else label  # by its version
+    return prepare(model, device, precision)

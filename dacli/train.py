@@ -20,7 +20,6 @@ checkpoint layout (``weights_latest.pth``). Run it again with the same ``--run``
 import argparse
 import json
 import math
-import os
 import random
 import signal
 import sys
@@ -34,10 +33,11 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from . import audio
-from .fileio import AUDIO_EXTS, find_inputs
+from .fileio import AUDIO_EXTS, atomic_output, find_inputs
 from .metrics import mel_distance
-from .model import DAC, Snake1d, load_checkpoint, snake_trainable, weights_hash
-from .registry import native_bf16
+from .model import DAC, load_checkpoint, weights_hash
+from .runtime.hardware import native_bf16
+from .runtime.snake import FusedSnake1d, fuse_snakes
 
 CONFIGS = {
     # The bundled default model: 44.1 kHz, hop 512, 9 codebooks × 10 bits (7.75 kbps), narrow channels.
@@ -165,7 +165,7 @@ def generator_losses(d_fake, d_real):
 # --------------------------------------------------------------------------------------------------
 # Data
 
-class Corpus:
+class TrainingAudio:
     """All audio of a folder, mono at the model rate, in memory; draws loudness-normalised excerpts."""
 
     def __init__(self, folder, sample_rate, min_loudness=-40.0, target=-16.0):
@@ -200,29 +200,6 @@ class Corpus:
 
 # --------------------------------------------------------------------------------------------------
 # Speed switches, applied to the plain model from outside
-
-
-class FusedSnake1d(Snake1d):
-    """A :class:`~dacli.model.Snake1d` whose training forward and backward run in the C kernel
-    (:func:`~dacli.model.snake_trainable`); same parameter, same values and gradients."""
-
-    def forward(self, x):
-        if torch.is_grad_enabled():
-            return snake_trainable(x, self.alpha)
-        return super().forward(x)
-
-
-def fuse_snakes(model):
-    """Replace every Snake1d of ``model`` in place by a :class:`FusedSnake1d` sharing its ``alpha``
-    (state-dict keys and optimiser parameters are unchanged). Snake's autograd graph was ~20 % of a
-    training step; fused it costs ~3.5x less (benchmarks/train_step.py)."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is Snake1d:
-                fused = FusedSnake1d(child.alpha.shape[1])
-                fused.alpha = child.alpha
-                setattr(parent, name, fused)
-    return model
 
 
 def resolve_training_precision(precision):
@@ -269,7 +246,7 @@ class Trainer:
         """Start the generator from exported weights. If the training state exported beside them
         (:func:`resume_path`) exists and belongs to these weights, the discriminators, optimiser moments,
         step and learning rates continue from it; otherwise they start fresh."""
-        src = load_checkpoint(path, fold=False)
+        src = load_checkpoint(path)
         if src.kwargs | {"quantizer_dropout": 0} != self.gen.kwargs | {"quantizer_dropout": 0}:
             raise SystemExit(f"{path}: kwargs {src.kwargs} differ from the config's {self.gen.kwargs}")
         self.gen.load_state_dict(src.state_dict())
@@ -426,9 +403,8 @@ class Trainer:
             _schedule_to(self.sched_g, sd["last_epoch"])
 
     def save(self, path):
-        tmp = f"{path}.tmp"
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            torch.save(self.state(), tmp)
 
     def export(self, path):
         """The generator in the official checkpoint layout (no optimiser state), and beside it the
@@ -436,9 +412,8 @@ class Trainer:
         ck = self.gen.checkpoint()
         ck["metadata"]["dacli"] = {"step": self.step}
         for obj, dst in ((ck, Path(path)), (self.compact_state(ck["state_dict"]), resume_path(path))):
-            tmp = f"{dst}.tmp"
-            torch.save(obj, tmp)
-            os.replace(tmp, dst)
+            with atomic_output(dst) as tmp:
+                torch.save(obj, tmp)
 
 
 def promote(src, weights_dir, head_commit):
@@ -451,7 +426,7 @@ def promote(src, weights_dir, head_commit):
     table_path = weights_dir / "VERSIONS.json"
     table = json.loads(table_path.read_text())
     dst = weights_dir / table["file"]
-    sha = load_checkpoint(src, fold=False).weights_hash
+    sha = load_checkpoint(src).weights_hash
     versions = table["versions"]
     if any(v["sha256"] == sha for v in versions):
         raise SystemExit(f"{src}: these weights already are {next(v['version'] for v in versions if v['sha256'] == sha)}")
@@ -464,9 +439,8 @@ def promote(src, weights_dir, head_commit):
                      "commit": None})
     for obj, path, save in ((ck, dst, torch.save),
                             (table, table_path, lambda o, f: Path(f).write_text(json.dumps(o, indent=1) + "\n"))):
-        tmp = f"{path}.tmp"
-        save(obj, tmp)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:
+            save(obj, tmp)
     return name
 
 
@@ -547,11 +521,12 @@ def main(argv=None):
         if latest.exists() and resume_path(latest).exists() and _step_of(latest) > _step_of(init):
             init = latest
         print(trainer.init_generator(init), flush=True)
-    corpus = Corpus(args.data, trainer.gen.sample_rate)
+    corpus = TrainingAudio(args.data, trainer.gen.sample_rate)
     print(f"corpus: {len(corpus.clips)} files, {corpus.seconds / 60:.1f} min; "
           f"generator {sum(p.numel() for p in trainer.gen.parameters()) / 1e6:.2f} M params, "
           f"discriminator {sum(p.numel() for p in trainer.disc.parameters()) / 1e6:.2f} M; "
-          f"{trainer.precision}, Snake {'fused' if any(isinstance(m, FusedSnake1d) for m in trainer.gen.modules()) else 'autograd'}",
+          f"{trainer.precision}, "
+          f"Snake {'fused' if any(isinstance(m, FusedSnake1d) for m in trainer.gen.modules()) else 'autograd'}",
           flush=True)
     val = corpus.batch(np.random.default_rng(12345), 16, trainer.n)
     t0, deadline = time.time(), time.time() + 3600 * args.hours if args.hours else None

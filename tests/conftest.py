@@ -17,14 +17,15 @@ def fixtures():
 
 @pytest.fixture(scope="session")
 def tiny44():
-    from dacli.model import load_checkpoint
-    return load_checkpoint(FIXTURES / "tiny44.pth")
+    """The tiny 44.1 kHz model of the reference data, prepared for inference as load_model does it."""
+    from dacli import load_model
+    return load_model(FIXTURES / "tiny44.pth", "cpu", "fp32")
 
 
 @pytest.fixture(scope="session")
 def tiny24():
-    from dacli.model import load_checkpoint
-    return load_checkpoint(FIXTURES / "tiny24.pth")
+    from dacli import load_model
+    return load_model(FIXTURES / "tiny24.pth", "cpu", "fp32")
 
 
 def vectors(name):

@@ -47,10 +47,10 @@ with atheris.instrument_imports(include=["dacli.container", "dacli.legacy", "dac
     from dacli import codec, container, legacy
     from dacli.errors import DacliError
 
-from dacli.model import load_checkpoint
+from dacli.registry import load_model
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-MODEL = load_checkpoint(FIXTURES / "tiny44.pth")
+MODEL = load_model(FIXTURES / "tiny44.pth", "cpu", "fp32")
 MAX_DECODE_FRAMES = 400       # decode only small files: the harness is about parsing, not model speed
 WORK = Path(tempfile.mkdtemp(prefix="dacli-fuzz-"))
 torch.set_num_threads(1)
@@ -120,7 +120,7 @@ def one_input(data):
         elif mode == 2:
             lg = legacy.parse(body)
             if lg.codes.shape[-1] <= MAX_DECODE_FRAMES and lg.codes.shape[0] <= 2:
-                codec.decode_legacy(MODEL, lg)
+                legacy.decode(MODEL, lg)
         else:
             body = fix_crcs(body, bytes.fromhex(MODEL.weights_hash))
             header, _ = container.parse(body)

@@ -54,7 +54,7 @@ def test_cli_defaults_to_bundled_model(tmp_path):
     assert r.exit_code == 0, r.output
     assert sf.info(tmp_path / "b.wav").frames == 2 * sr
     out = CliRunner().invoke(cli, ["models"]).output
-    line = next(l for l in out.splitlines() if l.startswith(registry.DEFAULT_MODEL))
+    line = next(ln for ln in out.splitlines() if ln.startswith(registry.DEFAULT_MODEL))
     assert line.split() == [registry.DEFAULT_MODEL, "bundled", registry.bundled_versions()[-1].version.split("-")[-1],
                             str(PATH)]
 

@@ -176,7 +176,7 @@ def test_user_mistakes_give_one_line(tmp_path, args, message):
     sf.write(tmp_path / "nan.wav", np.full((100, 1), np.nan), 44100, subtype="FLOAT")
     res = run(*[str(a).replace("{tmp}", str(tmp_path)) for a in args], ok=False)
     assert res.exit_code == 1, res.output
-    lines = [l for l in res.output.splitlines() if "error" in l]
+    lines = [ln for ln in res.output.splitlines() if "error" in ln]
     assert len(lines) == 1 and message in lines[0], res.output
     assert "Traceback" not in res.output
 
@@ -194,7 +194,7 @@ def test_interrupted_decode_leaves_nothing(tmp_path, monkeypatch, tiny44):
     tone(tmp_path / "a.wav", seconds=3.0)
     run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--model", TINY, "-q")
     calls = {"n": 0}
-    real = type(tiny44).decode_frames
+    real = type(tiny44).decode_batch
 
     def flaky(self, codes, keep=None):
         calls["n"] += 1
@@ -202,7 +202,7 @@ def test_interrupted_decode_leaves_nothing(tmp_path, monkeypatch, tiny44):
             raise KeyboardInterrupt
         return real(self, codes, keep)
 
-    monkeypatch.setattr(type(tiny44), "decode_frames", flaky)
+    monkeypatch.setattr(type(tiny44), "decode_batch", flaky)
     res = run("decode", tmp_path / "a.dac", "-o", tmp_path / "out.wav", "--model", TINY, "--chunk-seconds", 1,
               "-q", ok=False)
     assert res.exit_code == 130 and "interrupted" in res.output

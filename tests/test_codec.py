@@ -111,7 +111,7 @@ def test_nan_inf_refused(tmp_path, tiny44, bad):
 
 def test_file_changing_while_read(tmp_path, tiny44, monkeypatch):
     sf.write(tmp_path / "g.wav", np.zeros((100000, 1)), 44100)
-    real = codec._blocks
+    real = codec._read_blocks
     calls = {"n": 0}
 
     def growing(path, block=codec.READ_BLOCK):
@@ -120,7 +120,7 @@ def test_file_changing_while_read(tmp_path, tiny44, monkeypatch):
         if calls["n"] == 2:  # the second pass sees more audio than the first
             yield np.zeros((70000, 1), np.float32)
 
-    monkeypatch.setattr(codec, "_blocks", growing)
+    monkeypatch.setattr(codec, "_read_blocks", growing)
     with pytest.raises(DacliError, match="changed while it was being read"):
         codec.encode_file(tiny44, tmp_path / "g.wav", tmp_path / "g.dac")
     assert not (tmp_path / "g.dac").exists()
@@ -128,7 +128,7 @@ def test_file_changing_while_read(tmp_path, tiny44, monkeypatch):
 
 def test_file_shrinking_while_read(tmp_path, tiny44, monkeypatch):
     sf.write(tmp_path / "g.wav", np.zeros((100000, 1)), 44100)
-    real = codec._blocks
+    real = codec._read_blocks
     calls = {"n": 0}
 
     def shrinking(path, block=codec.READ_BLOCK):
@@ -138,7 +138,7 @@ def test_file_shrinking_while_read(tmp_path, tiny44, monkeypatch):
                 return
             yield x
 
-    monkeypatch.setattr(codec, "_blocks", shrinking)
+    monkeypatch.setattr(codec, "_read_blocks", shrinking)
     with pytest.raises(DacliError, match="changed while it was being read"):
         codec.encode_file(tiny44, tmp_path / "g.wav", tmp_path / "g.dac")
 

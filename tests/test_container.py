@@ -132,14 +132,26 @@ def test_encoded_minute_is_not_larger(tmp_path, tiny44):
 LEGACY_FILES = sorted(p.stem for p in FIXTURES.glob("tiny*.dac"))
 
 
-def test_legacy_fixture_set():
-    assert len(LEGACY_FILES) == 7
+def test_legacy_reader_sees_what_each_fixture_holds():
+    """The reader recovers each official file's layout: both models, padded and chunked ('valid'
+    convolutions, several chunks), mono and stereo, fewer codebooks, and a rate the model resamples."""
+    seen = {}
+    for stem in LEGACY_FILES:
+        lg = legacy.read(FIXTURES / f"{stem}.dac")
+        channels, n_codebooks, frames = lg.codes.shape
+        assert lg.channels == channels and lg.codes.dtype == np.int64
+        assert (not lg.padding) == ("chunked" in stem), stem
+        assert (frames > lg.chunk_length) == ("chunked" in stem), stem  # several chunks where chunked
+        assert n_codebooks == (3 if "nq3" in stem else 12 if stem.startswith("tiny24") else 9), stem
+        assert lg.sample_rate == (48000 if "48k" in stem else 24000 if "24k" in stem else 44100), stem
+        seen[stem] = (channels, lg.padding)
+    assert {c for c, _ in seen.values()} == {1, 2} and {p for _, p in seen.values()} == {True, False}
 
 
 @pytest.mark.parametrize("stem", LEGACY_FILES)
 def test_legacy_decode_matches_official(stem, tiny44, tiny24):
     model = tiny44 if stem.startswith("tiny44") else tiny24
-    y = codec.decode_legacy(model, legacy.read(FIXTURES / f"{stem}.dac"))
+    y = legacy.decode(model, legacy.read(FIXTURES / f"{stem}.dac"))
     ref = np.load(FIXTURES / f"{stem}_decompressed.npy")
     assert y.T.shape == ref.shape
     np.testing.assert_allclose(y.T, ref, atol=1e-3, rtol=0)

@@ -34,7 +34,7 @@ def test_wheel_installs_a_working_default_model(tmp_path):
     dacli = str(venv / "bin" / "dacli")
     r = subprocess.run([dacli, "models"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    line = next(l for l in r.stdout.splitlines() if l.startswith("dacli-44khz"))
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("dacli-44khz"))
     assert purelib in line and line.endswith("dacli/weights/dacli_44khz_7.75kbps.pth"), r.stdout
     for args in (["encode", "a.wav", "-q"], ["decode", "a.dac", "-o", "b.wav", "-q"]):
         r = subprocess.run([dacli, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)

@@ -83,14 +83,24 @@ def test_accepts_parametrization_names(tmp_path, tiny44):
     np.testing.assert_array_equal(m.encode(v["audio"])[0].numpy(), v["codes"])
 
 
-def test_folding_does_not_change_output():
-    unfolded = load_checkpoint(FIXTURES / "tiny44.pth", fold=False)
-    folded = load_checkpoint(FIXTURES / "tiny44.pth")
-    assert not any(k.endswith("weight_g") for k in folded.state_dict())
+def test_prepared_model_equals_the_plain_one():
+    """The runtime's module tree (folded weights, channels-last convolutions, the C Snake kernel, the
+    one-product quantizer) codes exactly as the plain modules do, and decodes to float32 rounding."""
+    from dacli import runtime
+    from dacli.model import WeightNormConv
+    plain = load_checkpoint(FIXTURES / "tiny44.pth")
+    fast = runtime.prepare(load_checkpoint(FIXTURES / "tiny44.pth"), "cpu", "fp32")
+    assert any(isinstance(m, WeightNormConv) for m in plain.modules())
+    assert not any(isinstance(m, WeightNormConv) for m in fast.modules())
+    assert not any(k.endswith("weight_g") for k in fast.state_dict())
     v = vectors("tiny44")
-    a, b = unfolded.encode(v["audio"]), folded.encode(v["audio"])
+    a, b = plain.encode(v["audio"]), fast.encode(v["audio"])
     np.testing.assert_array_equal(a.numpy(), b.numpy())
-    np.testing.assert_allclose(unfolded.decode(a).numpy(), folded.decode(a).numpy(), atol=1e-5)
+    np.testing.assert_allclose(plain.decode(a).numpy(), fast.decode(a).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="already prepared"):
+        runtime.prepare(fast, "cpu", "fp32")
+    with pytest.raises(ValueError, match="prepared for inference"):
+        fast.checkpoint()
 
 
 def _edited(tmp_path, edit):
@@ -169,61 +179,69 @@ def test_cropped_decoder_equals_a_slice_of_the_full_decode(name, request):
     hop = model.hop_length
     for lo, hi in [(0, 5), (12, 20), (25, 40), (0, 40), (39, 40)]:
         with torch.inference_mode():
-            part = model.decode_frames(codes, keep=(lo, hi))[0, 0]
+            part = model.decode_batch(codes, keep=(lo, hi))[0, 0]
         want = full[lo * hop:hi * hop]
         assert part.shape == want.shape
         assert (part - want).abs().max() < 1e-5, (lo, hi)
     # the margins are what make it exact: without them the window's edges differ
-    margins = model.decoder.margins()
+    decoder = model.decoder.inner  # the plain Decoder inside the runtime's channels-last wrapper
+    margins = decoder.margins
     try:
-        model.decoder._margins = [0] * len(margins)
+        decoder.margins = [0] * len(margins)
         with torch.inference_mode():
-            part = model.decode_frames(codes, keep=(12, 20))[0, 0]
+            part = model.decode_batch(codes, keep=(12, 20))[0, 0]
         n = min(len(part), 8 * hop)  # odd strides also lose a few samples
         assert (part[:n] - full[12 * hop:12 * hop + n]).abs().max() > 1e-3
     finally:
-        model.decoder._margins = margins
+        decoder.margins = margins
 
 
-def test_fused_convolution_path_equals_plain_conv2d(tiny44, monkeypatch):
-    """The oneDNN conv-with-add path and the plain conv2d fallback give the same decode."""
-    from dacli import model as M
+def test_fused_convolution_path_equals_plain_conv2d(tiny44):
+    """The oneDNN conv-with-add path and the plain conv2d path give the same decode."""
+    from dacli import runtime
+    from dacli.runtime.convs import FastConv, onednn_op
     g = torch.Generator().manual_seed(5)
     codes = torch.randint(0, tiny44.codebook_size, (1, tiny44.n_codebooks, 12), generator=g)
-    assert M._MKLDNN_CONV is not None  # the CPU build of torch pinned in setup.cfg has it
+    assert onednn_op(torch.float32) is not None  # the CPU build of torch pinned in setup.cfg has it
+    convs = [m for m in tiny44.modules() if isinstance(m, FastConv)]
+    assert convs and all(m.onednn is not None for m in convs)
     fused = tiny44.decode(codes)
-    assert M._MKLDNN_CONV is not None  # and it did not fall back
-    monkeypatch.setattr(M, "_MKLDNN_CONV", None)
-    plain = tiny44.decode(codes)
-    assert (fused - plain).abs().max() < 1e-5
+    plain = runtime.prepare(load_checkpoint(FIXTURES / "tiny44.pth"), "cpu", "fp32")
+    for m in plain.modules():
+        if isinstance(m, FastConv):
+            m.onednn = None
+    assert (fused - plain.decode(codes)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_bf16_weights_packed_for_steady_shapes_give_the_same_output(transposed, monkeypatch):
+def test_bf16_weights_packed_for_steady_shapes_give_the_same_output(transposed):
     """In bfloat16, a weight is packed into oneDNN's layout once two calls share a shape; the packed
     weight gives exactly what the plain one gave, and other shapes still use the plain weight. On a
     CPU without native bf16 (AVX2 only: oneDNN refuses the fused bf16 convolution) nothing is packed
     and plain conv2d gives the same results."""
-    from dacli import model as M
-    from dacli.registry import native_bf16
-    monkeypatch.setattr(M, "_MKLDNN_CONV", M._MKLDNN_CONV)  # restored afterwards if the fallback clears it
+    from dacli.model import WNConv1d, WNConvTranspose1d
+    from dacli.runtime.convs import FastConv1d, FastConvTranspose1d, onednn_op
+    from dacli.runtime.hardware import native_bf16
     torch.manual_seed(4)
-    conv = (M.WNConvTranspose1d(48, 40, 8, stride=4, padding=2) if transposed else
-            M.WNConv1d(48, 40, 7, dilation=3, padding=9)).eval()
-    conv.fold()
+    plain = (WNConvTranspose1d(48, 40, 8, stride=4, padding=2) if transposed else
+             WNConv1d(48, 40, 7, dilation=3, padding=9)).eval()
+    onednn = onednn_op(torch.bfloat16)
+    assert (onednn is not None) == native_bf16("cpu")
+    with torch.no_grad():
+        conv = (FastConvTranspose1d if transposed else FastConv1d)(plain, torch.bfloat16, onednn)
+        weight = plain.weight()
     xs = {n: torch.randn(1, 48, 1, n).bfloat16().contiguous(memory_format=torch.channels_last) for n in (300, 512, 97)}
     with torch.inference_mode():
         first = conv(xs[300])
         steady = [conv(xs[512]) for _ in range(3)]
-        entry = conv._fast_cache[(torch.bfloat16, torch.device("cpu"))]
-        if native_bf16("cpu"):
-            assert entry["packed_for"] == (1, 48, 1, 512) and entry["packed"].is_mkldnn
+        if onednn is not None:
+            assert conv._packed_for[0] == (1, 48, 1, 512) and conv._packed.is_mkldnn
         else:
-            assert entry["packed_for"] is None and M._MKLDNN_CONV is None
+            assert conv._packed_for is None
         last = conv(xs[97])
         again = conv(xs[300])
-        ref = {n: F.conv_transpose1d(x[:, :, 0].float(), conv.weight, conv.bias, 4, 2) if transposed else
-               F.conv1d(x[:, :, 0].float(), conv.weight, conv.bias, 1, 9, 3) for n, x in xs.items()}
+        ref = {n: F.conv_transpose1d(x[:, :, 0].float(), weight, plain.bias, 4, 2) if transposed else
+               F.conv1d(x[:, :, 0].float(), weight, plain.bias, 1, 9, 3) for n, x in xs.items()}
     assert torch.equal(steady[1], steady[0]) and torch.equal(steady[2], steady[0])
     assert torch.equal(again, first)
     for y, n in ((first, 300), (steady[0], 512), (last, 97)):
@@ -236,12 +254,14 @@ def test_fused_snake_equals_the_formula():
     """The C kernel (_snake.c) against torch's formula: out of place and in place, channel counts that
     are not a multiple of the vector width, one thread and several, and arguments far beyond 2π."""
     from dacli import model as M
-    assert M._fused_snake is not None, "dacli._snake is not built: run make install (needs a C compiler)"
+    from dacli.runtime import snake as R
+    assert R.kernel_available(), "dacli._snake is not built: run make install (needs a C compiler)"
     g = torch.Generator().manual_seed(11)
     for channels, length, scale in ((7, 1001, 3.0), (64, 5000, 30.0), (1536, 67, 1e4)):
         m = M.Snake1d(channels).eval()
         with torch.no_grad():
             m.alpha.copy_(torch.rand(1, channels, 1, generator=g) * 5 + 0.05)
+        m = R.FastSnake1d(m, use_kernel=True)
         x = (torch.randn(2, channels, 1, length, generator=g) * scale).contiguous(memory_format=torch.channels_last)
         ref = M.snake(x, m.alpha.detach().view(1, -1, 1, 1))
         with torch.inference_mode():
@@ -249,8 +269,8 @@ def test_fused_snake_equals_the_formula():
         err = ((got - ref).abs() / (ref.abs() + 1)).max().item()
         assert err < 1e-5 * max(1.0, scale / 1000), (channels, scale, err)
         for threads in (1, 3):
-            assert torch.equal(M.snake_fused(x, m.alpha, threads=threads), got)
-        M.snake_fused(x, m.alpha, out=x, threads=2)
+            assert torch.equal(R.snake_fused(x, m.alpha, threads=threads), got)
+        R.snake_fused(x, m.alpha, out=x, threads=2)
         assert torch.equal(x, got)  # in place
         # bfloat16: computed in float32 and rounded once, so within half a bf16 step (2^-8 relative) of
         # the float32 formula on the same bf16 inputs; torch's bf16 ops, rounding five times, are not
@@ -263,8 +283,8 @@ def test_fused_snake_equals_the_formula():
         excess = (got.float() - ref).abs() - half_step - 1e-5 * max(1.0, scale / 1000) * (ref.abs() + 1)
         assert excess.max().item() <= 0, (channels, scale, excess.max().item())
         for threads in (1, 3):
-            assert torch.equal(M.snake_fused(xb, m.alpha, threads=threads), got)
-        M.snake_fused(xb, m.alpha, out=xb, threads=2)
+            assert torch.equal(R.snake_fused(xb, m.alpha, threads=threads), got)
+        R.snake_fused(xb, m.alpha, out=xb, threads=2)
         assert torch.equal(xb, got)
 
 
@@ -273,14 +293,15 @@ def test_trainable_snake_equals_autograd():
     values, the input gradient and the alpha gradient (summed over batch and time), for lengths that are
     not a multiple of the vector width or of the 1,024-sample partial sums, large arguments, empty input."""
     from dacli import model as M
-    assert M._fused_snake is not None, "dacli._snake is not built: run make install (needs a C compiler)"
+    from dacli.runtime import snake as R
+    assert R.kernel_available(), "dacli._snake is not built: run make install (needs a C compiler)"
     g = torch.Generator().manual_seed(5)
     for batch, channels, length, scale in ((3, 5, 7, 3.0), (2, 24, 5000, 3.0), (1, 3, 2049, 300.0), (2, 4, 0, 1.0)):
         x0 = torch.randn(batch, channels, length, generator=g) * scale
         alpha0 = torch.rand(1, channels, 1, generator=g) * 2 + 0.05
         grad = torch.randn(batch, channels, length, generator=g)
         results = []
-        for f in (M.snake, M.snake_trainable):
+        for f in (M.snake, R.snake_trainable):
             x, alpha = x0.clone().requires_grad_(), alpha0.clone().requires_grad_()
             y = f(x, alpha)
             y.backward(grad)
@@ -296,37 +317,42 @@ def test_trainable_snake_equals_autograd():
         assert max(worst(ga1, ga2, length ** 0.5 + 1)) < 10 * tol, (ga1, ga2)
     # where the kernel does not apply (bf16 under autocast, other shapes) it is the formula itself
     xb = torch.randn(2, 3, 10).bfloat16()
-    assert torch.equal(M.snake_trainable(xb, torch.ones(1, 3, 1)), M.snake(xb, torch.ones(1, 3, 1)))
+    assert torch.equal(R.snake_trainable(xb, torch.ones(1, 3, 1)), M.snake(xb, torch.ones(1, 3, 1)))
 
 
 def test_codebook_projections_as_one_product_equal_the_stagewise_sum(tiny44):
-    """Inference sums the K codebook projections as one matrix product; training (and the official
-    code) runs K 1x1 convolutions. Both give the same latent, for every codebook count."""
+    """The prepared quantizer sums the K codebook projections as one matrix product; the plain one (and
+    the official code) runs K 1x1 convolutions. Both give the same latent, for every codebook count."""
+    plain = load_checkpoint(FIXTURES / "tiny44.pth")
     g = torch.Generator().manual_seed(3)
     codes = torch.randint(0, tiny44.codebook_size, (2, tiny44.n_codebooks, 17), generator=g)
-    assert tiny44.folded  # the one-product path needs plain weights
     for k in (1, tiny44.n_codebooks):
         with torch.inference_mode():
             fast = tiny44.quantizer.from_codes(codes[:, :k])
-        with torch.enable_grad():
-            slow = tiny44.quantizer.from_codes(codes[:, :k]).detach()
+            slow = plain.quantizer.from_codes(codes[:, :k])
         assert fast.shape == slow.shape == (2, tiny44.quantizer.quantizers[0].out_proj.weight.shape[0], 17)
         assert (fast - slow).abs().max() < 1e-5 * slow.abs().max()
 
 
-def test_openmp_spin_is_shortened_on_import_unless_set():
-    """Importing dacli (before torch) shortens libgomp's spin, which measured took the cores from the
-    C Snake kernel; a value the user set is kept."""
+def test_openmp_spin_is_shortened_for_inference_unless_set():
+    """Importing dacli changes nothing in the process; load_model (before it imports torch) shortens
+    libgomp's spin, which measured took the cores from the C Snake kernel; a value the user set is
+    kept, and once torch is loaded it is left alone (libgomp has read it)."""
     import os
     import subprocess
     import sys
-    code = "import dacli, os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    code = ("import dacli, os, sys; print(os.environ.get('GOMP_SPINCOUNT'))\n"
+            f"m = dacli.load_model({str(FIXTURES / 'tiny44.pth')!r}, 'cpu', 'fp32')\n"
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["1000"]
+    assert out.stdout.split() == ["None", "1000"]
     out = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "50000"},
                          capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["50000"]
+    assert out.stdout.split() == ["50000", "50000"]
+    out = subprocess.run([sys.executable, "-c", "import torch\n" + code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["None", "None"]
 
 
 def test_registry_names_every_preset():

@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 
 from dacli import train
-from dacli.model import load_checkpoint
+from dacli.model import Snake1d, load_checkpoint
+from dacli.runtime.snake import FusedSnake1d
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +26,14 @@ def corpus(tmp_path_factory):
 def _run(corpus, steps, trainer=None):
     torch.manual_seed(0)
     trainer = trainer or train.Trainer(train.CONFIGS["tiny"], seed=1)
-    data = train.Corpus(corpus, trainer.gen.sample_rate)
+    data = train.TrainingAudio(corpus, trainer.gen.sample_rate)
     logs = [trainer.train_step(data.batch(trainer.rng, trainer.cfg["batch"], trainer.n)) for _ in range(steps)]
     return trainer, logs
 
 
 def test_losses_finite_and_resume_exact(corpus, tmp_path):
     straight, logs = _run(corpus, 4)
-    assert all(math.isfinite(v) for l in logs for k, v in l.items() if isinstance(v, float))
+    assert all(math.isfinite(v) for ln in logs for k, v in ln.items() if isinstance(v, float))
     assert {"mel", "gen", "feat", "disc", "codebook", "commitment"} <= logs[0].keys()
 
     first, _ = _run(corpus, 2)
@@ -40,7 +41,7 @@ def test_losses_finite_and_resume_exact(corpus, tmp_path):
     resumed = train.Trainer(train.CONFIGS["tiny"], seed=99)  # a different seed: everything comes from the state
     resumed.load_state(torch.load(tmp_path / "state.pt", weights_only=False))
     assert resumed.step == 2
-    data = train.Corpus(corpus, resumed.gen.sample_rate)
+    data = train.TrainingAudio(corpus, resumed.gen.sample_rate)
     for _ in range(2):
         resumed.train_step(data.batch(resumed.rng, resumed.cfg["batch"], resumed.n))
     for (k, a), b in zip(straight.gen.state_dict().items(), resumed.gen.state_dict().values()):
@@ -68,7 +69,7 @@ def test_main_runs_and_resumes(corpus, tmp_path):
     assert st["step"] == 3
     assert (run / "weights_latest.pth").exists()
     lines = (run / "log.jsonl").read_text().splitlines()
-    assert len([l for l in lines if '"loss"' in l]) == 3
+    assert len([ln for ln in lines if '"loss"' in ln]) == 3
 
 
 def test_fused_snake_trains_like_autograd(corpus):
@@ -76,12 +77,12 @@ def test_fused_snake_trains_like_autograd(corpus):
     names; two steps with it match two steps with autograd's Snake to float32 rounding."""
     fused = train.Trainer(train.CONFIGS["tiny"], seed=1)
     plain = train.Trainer(train.CONFIGS["tiny"], seed=1, fused_snake=False)
-    n_fused = sum(isinstance(m, train.FusedSnake1d) for m in fused.gen.modules())
-    assert n_fused == sum(isinstance(m, train.Snake1d) for m in plain.gen.modules()) > 10
-    assert not any(isinstance(m, train.FusedSnake1d) for m in plain.gen.modules())
+    n_fused = sum(isinstance(m, FusedSnake1d) for m in fused.gen.modules())
+    assert n_fused == sum(isinstance(m, Snake1d) for m in plain.gen.modules()) > 10
+    assert not any(isinstance(m, FusedSnake1d) for m in plain.gen.modules())
     assert list(fused.gen.state_dict()) == list(plain.gen.state_dict())
     assert {id(p) for p in fused.gen.parameters()} == {id(p) for g in fused.opt_g.param_groups for p in g["params"]}
-    x = train.Corpus(corpus, fused.gen.sample_rate).batch(np.random.default_rng(0), 2, fused.n)
+    x = train.TrainingAudio(corpus, fused.gen.sample_rate).batch(np.random.default_rng(0), 2, fused.n)
     grads = []
     for t in (fused, plain):  # the generator's gradients of one loss, the same quantizer dropout draw
         torch.manual_seed(0)
@@ -102,7 +103,7 @@ def test_fused_snake_trains_like_autograd(corpus):
 def test_training_precision():
     assert train.resolve_training_precision("fp32") == "fp32"
     assert train.resolve_training_precision("bf16") == "bf16"
-    from dacli.registry import native_bf16
+    from dacli.runtime.hardware import native_bf16
     assert train.resolve_training_precision("auto") == ("bf16" if native_bf16("cpu") else "fp32")
     with pytest.raises(SystemExit):
         train.resolve_training_precision("fp16")
@@ -177,7 +178,7 @@ def test_compact_state_continues_the_run(corpus, tmp_path):
         assert float(g_new[i]["step"]) == float(g_old[i]["step"]) == 3
     for (k, a), b in zip(trained.gen.state_dict().items(), fresh.gen.state_dict().values()):
         assert torch.equal(a, b), k
-    data = train.Corpus(corpus, fresh.gen.sample_rate)
+    data = train.TrainingAudio(corpus, fresh.gen.sample_rate)
     logs = fresh.train_step(data.batch(fresh.rng, fresh.cfg["batch"], fresh.n))
     assert logs["step"] == 4 and all(math.isfinite(v) for v in logs.values() if isinstance(v, float))
 

@@ -1,0 +1,210 @@
+"""The DAC codec (Kumar et al. 2023): a convolutional encoder, a residual vector quantizer and a
+decoder that mirrors the encoder. Weight-compatible with the official descript-audio-codec 1.0.0:
+module and parameter names and numerics follow it, so its ``.pth`` files load here and ours there."""
+
+import math
+from fractions import Fraction
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import container
+from ..errors import DacliError
+from . import receptive
+from .layers import ResidualUnit, Snake1d, WeightNormConv, WNConv1d, WNConvTranspose1d
+from .quantizer import ResidualVectorQuantize
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim, stride):
+        super().__init__()
+        self.block = nn.Sequential(
+            ResidualUnit(dim // 2, 1), ResidualUnit(dim // 2, 3), ResidualUnit(dim // 2, 9),
+            Snake1d(dim // 2),
+            WNConv1d(dim // 2, dim, 2 * stride, stride=stride, padding=math.ceil(stride / 2)))
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, d_model, strides, d_latent):
+        super().__init__()
+        layers = [WNConv1d(1, d_model, 7, padding=3)]
+        for stride in strides:
+            d_model *= 2
+            layers.append(EncoderBlock(d_model, stride))
+        layers += [Snake1d(d_model), WNConv1d(d_model, d_latent, 3, padding=1)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, in_dim, out_dim, stride):
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake1d(in_dim),
+            WNConvTranspose1d(in_dim, out_dim, 2 * stride, stride=stride, padding=math.ceil(stride / 2)),
+            ResidualUnit(out_dim, 1), ResidualUnit(out_dim, 3), ResidualUnit(out_dim, 9))
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, d_latent, channels, rates):
+        super().__init__()
+        layers = [WNConv1d(d_latent, channels, 7, padding=3)]
+        for i, stride in enumerate(rates):
+            layers.append(DecoderBlock(channels // 2 ** i, channels // 2 ** (i + 1), stride))
+        out_dim = channels // 2 ** len(rates)
+        layers += [Snake1d(out_dim), WNConv1d(out_dim, 1, 7, padding=3), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        self.margins = receptive.margins(layers)  # what cropped() keeps around the wanted samples
+
+    def forward(self, x):
+        return self.model(x)
+
+    def cropped(self, x, keep):
+        """Decode (B, latent, T) when only output samples [lo·hop, hi·hop) are wanted, ``keep = (lo, hi)``
+        in frames. After each layer the activations are cropped to the wanted region plus the reach of
+        the layers still to come, so a window's context is carried only as far as it matters (most of
+        the decoder's reach is in its first, low-rate layers). Returns (audio, index of its first sample)."""
+        lo, hi = keep
+        start, rate = 0, 1  # index of x[..., 0], in samples at the current layer's rate; samples per frame
+        for layer, margin in zip(self.model, self.margins):
+            x = layer(x)
+            if isinstance(layer, DecoderBlock):
+                up = layer.block[1].stride
+                start, rate = start * up, rate * up
+            a = max(start, lo * rate - margin)
+            b = min(start + x.shape[-1], hi * rate + margin)
+            if a > start or b < start + x.shape[-1]:
+                x = x[..., a - start:b - start]
+                start = a
+        return x, start
+
+
+class DAC(nn.Module):
+    """The Descript Audio Codec. Constructor arguments are those stored in official checkpoints."""
+
+    def __init__(self, encoder_dim=64, encoder_rates=(2, 4, 8, 8), latent_dim=None, decoder_dim=1536,
+                 decoder_rates=(8, 8, 4, 2), n_codebooks=9, codebook_size=1024, codebook_dim=8,
+                 quantizer_dropout=False, sample_rate=44100):
+        super().__init__()
+        if latent_dim is None:
+            latent_dim = encoder_dim * 2 ** len(encoder_rates)
+        self.kwargs = dict(encoder_dim=encoder_dim, encoder_rates=list(encoder_rates), latent_dim=latent_dim,
+                           decoder_dim=decoder_dim, decoder_rates=list(decoder_rates), n_codebooks=n_codebooks,
+                           codebook_size=codebook_size, codebook_dim=codebook_dim,
+                           quantizer_dropout=quantizer_dropout, sample_rate=sample_rate)
+        self.sample_rate = sample_rate
+        self.hop_length = int(np.prod(encoder_rates))
+        self.n_codebooks = n_codebooks
+        self.codebook_size = codebook_size
+        self.encoder = Encoder(encoder_dim, encoder_rates, latent_dim)
+        self.quantizer = ResidualVectorQuantize(latent_dim, n_codebooks, codebook_size, codebook_dim,
+                                                quantizer_dropout)
+        self.decoder = Decoder(latent_dim, decoder_dim, decoder_rates)
+        self.precision = "fp32"   # what the encoder and decoder compute in ("bf16": set by dacli.runtime.prepare)
+        self.name = None          # preset name or file name, set by the loader
+        self.weights_hash = None  # sha256 of the checkpoint weights, set by the loader
+
+    # ---- rates ------------------------------------------------------------------------------------
+    @property
+    def frame_rate(self) -> Fraction:
+        """Code frames per second, exactly."""
+        return container.frame_rate(self.sample_rate, self.hop_length)
+
+    @property
+    def bits_per_code(self):
+        return math.log2(self.codebook_size)
+
+    def kbps(self, n_codebooks=None) -> float:
+        """Exact bitrate in kbps for ``n_codebooks`` (all by default)."""
+        return container.kbps(self.frame_rate, self.bits_per_code, n_codebooks or self.n_codebooks)
+
+    def n_codebooks_for_kbps(self, kbps):
+        """The largest codebook count whose exact bitrate does not exceed ``kbps`` (at least 1)."""
+        return container.codebooks_for_kbps(kbps, self.kbps(1), self.n_codebooks)
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    # ---- training-style forward -------------------------------------------------------------------
+    def forward(self, audio, n_quantizers=None):
+        """(B, 1, L) audio at the model rate, L a multiple of hop → dict of the reconstruction,
+        codes and the VQ losses (used for training)."""
+        z = self.encoder(audio)
+        z_q, codes, latents, commitment, codebook = self.quantizer(z, n_quantizers)
+        return {"audio": self.decoder(z_q), "codes": codes, "latents": latents,
+                "vq/commitment_loss": commitment, "vq/codebook_loss": codebook}
+
+    # ---- inference API ----------------------------------------------------------------------------
+    def check_n_codebooks(self, n_codebooks=None) -> int:
+        """The codebook count to code with: all when None; refused outside 1..n_codebooks."""
+        if n_codebooks is None:
+            return self.n_codebooks
+        if not 1 <= int(n_codebooks) <= self.n_codebooks:
+            raise DacliError(f"n_codebooks must be 1..{self.n_codebooks}, got {n_codebooks}")
+        return int(n_codebooks)
+
+    def encode_batch(self, audio: torch.Tensor, n_codebooks=None) -> torch.Tensor:
+        """(B, 1, L) audio on the model's device, L a multiple of hop → (B, n, L/hop) codes, in one
+        pass with padded convolutions."""
+        z = self.encoder(audio)
+        return self.quantizer(z, self.check_n_codebooks(n_codebooks))[1]
+
+    def decode_batch(self, codes: torch.Tensor, keep=None) -> torch.Tensor:
+        """(B, n, T) codes on the model's device → (B, 1, L') audio; with ``keep = (lo, hi)`` only
+        samples [lo·hop, hi·hop) of it (fewer at the end for odd-stride models), computed without
+        carrying the unneeded context through the late layers."""
+        z = self.quantizer.from_codes(codes)
+        if keep is None:
+            return self.decoder(z)
+        y, start = self.decoder.cropped(z, keep)
+        return y[..., keep[0] * self.hop_length - start:keep[1] * self.hop_length - start]
+
+    def encode(self, audio: Union[np.ndarray, torch.Tensor], n_codebooks: Optional[int] = None) -> torch.Tensor:
+        """Audio at the model rate, (channels, samples) or (samples,), array or tensor →
+        int64 codes (channels, n_codebooks, ceil(samples/hop)) on the CPU.
+        Channels are coded independently. The whole signal goes through in one pass: for long
+        files use :mod:`dacli.codec`, which windows it."""
+        x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not torch.is_tensor(audio) else audio)
+        x = x.float().reshape(-1, x.shape[-1])[:, None, :]
+        pad = -x.shape[-1] % self.hop_length
+        with torch.inference_mode():
+            x = F.pad(x.to(self.device), (0, pad))
+            return self.encode_batch(x, n_codebooks).cpu()
+
+    def decode(self, codes: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+        """Codes (channels, n, frames) → float32 audio (channels, samples) on the CPU, at the model
+        rate. 44.1 kHz models give hop·frames samples; models with an odd stride a few fewer."""
+        c = torch.as_tensor(np.asarray(codes) if not torch.is_tensor(codes) else codes).long()
+        if c.ndim == 2:
+            c = c[None]
+        if c.shape[1] > self.n_codebooks or c.numel() and (c.min() < 0 or c.max() >= self.codebook_size):
+            raise DacliError("codes do not fit this model (codebook count or index out of range)")
+        with torch.inference_mode():
+            return self.decode_batch(c.to(self.device))[:, 0].float().cpu()
+
+    def set_padding(self, enabled):
+        """Switch every convolution between its normal zero padding (True) and 'valid' convolution
+        (False), as the official tool does for its chunked legacy files."""
+        for m in receptive.convolutions(self):
+            m.padding = m.default_padding if enabled else 0
+        return self
+
+    # ---- weights ----------------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        """This model in the official checkpoint layout (a plain model: not one the runtime prepared)."""
+        if any(not isinstance(m, WeightNormConv) for m in receptive.convolutions(self)):
+            raise ValueError("cannot save a model prepared for inference (dacli.runtime.prepare)")
+        sd = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        return {"state_dict": sd, "metadata": {"kwargs": dict(self.kwargs)}}

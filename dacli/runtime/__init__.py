@@ -1,0 +1,18 @@
+"""The inference runtime: it turns a plain DAC (:mod:`dacli.model`) into the fast one from outside,
+by replacing modules in place, and owns the settings that touch the whole process.
+
+- :mod:`.engine`: :func:`prepare` — what is replaced by what, and the layout it runs in;
+- :mod:`.convs`: convolutions with folded weight norm on channels-last tensors (oneDNN);
+- :mod:`.snake`: Snake by the C kernel (``dacli/_snake.c``), for inference and for training;
+- :mod:`.hardware`: the device, the CPU's features, and which precision runs;
+- :mod:`.process`: OpenMP spinning, the allocator, returning memory between windows.
+
+Importing this package does not import torch (the command line reads settings from it first).
+"""
+
+
+def prepare(model, device="auto", precision="auto"):
+    """Make a plain DAC (as :func:`dacli.model.load_checkpoint` returns it) fast for inference on
+    ``device`` in ``precision`` ("auto", "fp32", "bf16"); see :func:`dacli.runtime.engine.prepare`."""
+    from .engine import prepare as prepare_model
+    return prepare_model(model, device, precision)
