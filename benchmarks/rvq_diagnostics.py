@@ -9,7 +9,10 @@
   (perplexity = 2^entropy of the code histogram; 1024 is uniform use of a 10-bit codebook);
 - ``cos``: mean cosine similarity between a level's projected input and its chosen (normalised)
   code, i.e. how well the level's codebook covers what it is given;
-- ``mel``: mel distance of the decoded audio with the first k levels (the rate-distortion curve).
+- ``mel``: mel distance of the decoded audio with the first k levels (the rate-distortion curve);
+- ``unquantized mel``: the decoder fed the encoder's latent itself, no quantizer: what the encoder and
+  decoder could give at an unlimited bitrate. Close to the 9-level mel, the codebooks are not what
+  limits quality; far below it, they are.
 """
 
 import argparse
@@ -33,12 +36,15 @@ def diagnose(model, clips):
     levels = model.quantizer.quantizers
     k_max = len(levels)
     stats = {"residual": np.zeros(k_max), "cos": np.zeros(k_max), "mel": np.zeros(k_max)}
+    unquantized = 0.0
     hist = [np.zeros(model.codebook_size) for _ in levels]
     energy = 0.0
     for x in clips:
         x = torch.from_numpy(x)[None, None]
         z = model.encoder(x)
         energy += z.pow(2).sum().item()
+        y = model.decoder(z)[..., :x.shape[-1]]
+        unquantized += mel_distance(y[:, 0], x[:, 0], model.sample_rate).item()
         residual, codes = z, []
         for i, q in enumerate(levels):
             z_q, _, _, idx, z_e = q(residual)
@@ -60,7 +66,7 @@ def diagnose(model, clips):
         out.append({"level": i + 1, "residual": stats["residual"][i] / energy,
                     "cos": stats["cos"][i] / frames, "perplexity": float(2 ** -(nz * np.log2(nz)).sum()),
                     "used": int((hist[i] > 0).sum()), "mel": stats["mel"][i] / len(clips)})
-    return out
+    return out, unquantized / len(clips)
 
 
 def main(argv=None):
@@ -80,14 +86,16 @@ def main(argv=None):
         x = x[:len(x) // model.hop_length * model.hop_length].astype(np.float32)
         if len(x):
             clips.append(x / max(1.0, float(np.abs(x).max())))
-    rows = diagnose(model, clips)
+    rows, unquantized = diagnose(model, clips)
     print(f"{args.model} on {len(clips)} clips of {args.data} (≤ {args.seconds:g} s each)")
     print("level  residual   cos   perplexity  used   mel(1..k)")
     for r in rows:
         print(f"{r['level']:5d}  {r['residual']:8.3f}  {r['cos']:5.3f}  {r['perplexity']:9.1f}  {r['used']:4d}   "
               f"{r['mel']:.3f}")
+    print(f"unquantized latent: mel {unquantized:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "levels": rows}, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps({"model": args.model, "levels": rows, "unquantized_mel": unquantized},
+                                              indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def _destinations(items, output, suffix, single_exts):
 
 
 STDIO = Path("-")
+PIPE_BUFFER = 1 << 20  # bytes per read when copying stdin or stdout: few system calls, little memory
 
 
 @contextlib.contextmanager
@@ -143,7 +144,7 @@ def _pipes(inputs, output, in_name, out_name, stream_out=False):
                 raise DacliError("stdin is a terminal: pipe data into dacli, or name an input file")
             src = tmp / in_name
             with open(src, "wb") as f:
-                shutil.copyfileobj(sys.stdin.buffer, f, 1 << 20)
+                shutil.copyfileobj(sys.stdin.buffer, f, PIPE_BUFFER)
             if src.stat().st_size == 0:
                 raise DacliError("no data on stdin")
             inputs = (src,)
@@ -155,7 +156,7 @@ def _pipes(inputs, output, in_name, out_name, stream_out=False):
         yield inputs, output
         if use_out and not stream_out:
             with open(output, "rb") as f:
-                shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+                shutil.copyfileobj(f, sys.stdout.buffer, PIPE_BUFFER)
             sys.stdout.buffer.flush()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

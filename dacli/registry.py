@@ -70,6 +70,7 @@ def describe_weights(v: BundledVersion) -> str:
             f"git show {v.commit[:12]}:weights/{name} > {v.version}.pth, then --model {v.version}.pth")
 
 
+DOWNLOAD_CHUNK = 1 << 20  # bytes per read of a download (and per progress update)
 OFFICIAL_BASE = "https://github.com/descriptinc/descript-audio-codec/releases/download"
 # name → (release tag, asset file, file name in the official cache), as the official package's
 # download code names them
@@ -132,7 +133,7 @@ def download(name, base=None, progress=None, timeout=60):
                 total = int(resp.headers.get("Content-Length") or 0)
                 got = 0
                 while True:
-                    chunk = resp.read(1 << 20)
+                    chunk = resp.read(DOWNLOAD_CHUNK)
                     if not chunk:
                         break
                     out.write(chunk)
