@@ -19,7 +19,7 @@
    computed as above and rounded once to nearest-even (torch's bf16 path rounds after each of its
    five operations).
 
-   Training (float32 only) uses the channels-first layout of the model's (B, C, L) tensors: B·C rows
+   Training (float32, or bfloat16 under autocast) uses the channels-first layout of the model's (B, C, L) tensors: B·C rows
    of L values, row r in channel r mod C. With inv = 1/(α + 1e-9) and s = sin(αx), c = cos(αx):
        forward   y = x + inv·s²
        backward  ∂y/∂x = 1 + 2·inv·α·s·c        ∂y/∂α = 2·inv·x·s·c − inv²·s²
@@ -96,47 +96,56 @@ CLONES static void snake_rows_bf16(const uint16_t *x, uint16_t *y, const float *
     }
 }
 
-CLONES static void train_forward_rows(const float *x, float *y, const float *restrict alpha,
-                                      const float *restrict inv, Py_ssize_t row0, Py_ssize_t rows,
-                                      Py_ssize_t length, Py_ssize_t channels) {
-    for (Py_ssize_t i = row0; i < row0 + rows; i++) {
-        const float a = alpha[i % channels], k = inv[i % channels];
-        const float *xr = x + i * length;
-        float *yr = y + i * length;
-#pragma GCC ivdep
-        for (Py_ssize_t t = 0; t < length; t++) {
-            float s2, sc;
-            sin2_sincos(a * xr[t], &s2, &sc);
-            yr[t] = xr[t] + k * s2;
-        }
-    }
+/* The training loops, for float32 (T float) and bfloat16 (T uint16_t) x, y, g and gx; alpha, inv and the
+   ∂L/∂α sums stay float32, and bfloat16 values are widened to float32 and rounded once, as above. */
+static inline float load_f32(float v) { return v; }
+static inline float store_f32(float v) { return v; }
+
+#define TRAIN_ROWS(SUFFIX, T, LOAD, STORE)                                                              \
+CLONES static void train_forward_rows##SUFFIX(const T *x, T *y, const float *restrict alpha,           \
+                                               const float *restrict inv, Py_ssize_t row0,              \
+                                               Py_ssize_t rows, Py_ssize_t length, Py_ssize_t channels) {\
+    for (Py_ssize_t i = row0; i < row0 + rows; i++) {                                                   \
+        const float a = alpha[i % channels], k = inv[i % channels];                                     \
+        const T *xr = x + i * length;                                                                   \
+        T *yr = y + i * length;                                                                         \
+        _Pragma("GCC ivdep")                                                                            \
+        for (Py_ssize_t t = 0; t < length; t++) {                                                       \
+            float v = LOAD(xr[t]), s2, sc;                                                              \
+            sin2_sincos(a * v, &s2, &sc);                                                               \
+            yr[t] = STORE(v + k * s2);                                                                  \
+        }                                                                                               \
+    }                                                                                                   \
+}                                                                                                       \
+                                                                                                        \
+CLONES static void train_backward_rows##SUFFIX(const T *x, const T *g, T *gx, float *ga,               \
+                                                const float *restrict alpha, const float *restrict inv, \
+                                                Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t length,    \
+                                                Py_ssize_t channels) {                                  \
+    for (Py_ssize_t i = row0; i < row0 + rows; i++) {                                                   \
+        const float a = alpha[i % channels], k = inv[i % channels];                                     \
+        const float dx = 2.0f * k * a, dsc = 2.0f * k, ds2 = -k * k;                                    \
+        const T *xr = x + i * length, *gr = g + i * length;                                             \
+        T *gxr = gx + i * length;                                                                       \
+        double sum = 0.0;                                                                               \
+        for (Py_ssize_t t0 = 0; t0 < length; t0 += 1024) {  /* float partial sums, 1024 at a time */   \
+            Py_ssize_t t1 = t0 + 1024 < length ? t0 + 1024 : length;                                    \
+            float part = 0.0f;                                                                          \
+            _Pragma("omp simd reduction(+ : part)")                                                     \
+            for (Py_ssize_t t = t0; t < t1; t++) {                                                      \
+                float v = LOAD(xr[t]), gv = LOAD(gr[t]), s2, sc;                                        \
+                sin2_sincos(a * v, &s2, &sc);                                                           \
+                gxr[t] = STORE(gv * (1.0f + dx * sc));                                                  \
+                part += gv * (dsc * v * sc + ds2 * s2);                                                 \
+            }                                                                                           \
+            sum += part;                                                                                \
+        }                                                                                               \
+        ga[i] = (float)sum;                                                                             \
+    }                                                                                                   \
 }
 
-CLONES static void train_backward_rows(const float *x, const float *g, float *gx, float *ga,
-                                       const float *restrict alpha, const float *restrict inv,
-                                       Py_ssize_t row0, Py_ssize_t rows, Py_ssize_t length,
-                                       Py_ssize_t channels) {
-    for (Py_ssize_t i = row0; i < row0 + rows; i++) {
-        const float a = alpha[i % channels], k = inv[i % channels];
-        const float dx = 2.0f * k * a, dsc = 2.0f * k, ds2 = -k * k;
-        const float *xr = x + i * length, *gr = g + i * length;
-        float *gxr = gx + i * length;
-        double sum = 0.0;
-        for (Py_ssize_t t0 = 0; t0 < length; t0 += 1024) {  /* float partial sums, 1024 at a time */
-            Py_ssize_t t1 = t0 + 1024 < length ? t0 + 1024 : length;
-            float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-            for (Py_ssize_t t = t0; t < t1; t++) {
-                float s2, sc;
-                sin2_sincos(a * xr[t], &s2, &sc);
-                gxr[t] = gr[t] * (1.0f + dx * sc);
-                part += gr[t] * (dsc * xr[t] * sc + ds2 * s2);
-            }
-            sum += part;
-        }
-        ga[i] = (float)sum;
-    }
-}
+TRAIN_ROWS(_f32, float, load_f32, store_f32)
+TRAIN_ROWS(_bf16, uint16_t, from_bf16, to_bf16)
 
 enum { INFER, TRAIN_FORWARD, TRAIN_BACKWARD };
 
@@ -151,12 +160,18 @@ typedef struct {
 
 static void *run_job(void *arg) {
     job_t *j = (job_t *)arg;
-    if (j->kind == TRAIN_FORWARD)
-        train_forward_rows((const float *)j->x, (float *)j->y, j->alpha, j->inv, j->row0, j->rows,
-                           j->length, j->channels);
+    if (j->kind == TRAIN_FORWARD && j->bf16)
+        train_forward_rows_bf16((const uint16_t *)j->x, (uint16_t *)j->y, j->alpha, j->inv, j->row0,
+                                j->rows, j->length, j->channels);
+    else if (j->kind == TRAIN_FORWARD)
+        train_forward_rows_f32((const float *)j->x, (float *)j->y, j->alpha, j->inv, j->row0, j->rows,
+                               j->length, j->channels);
+    else if (j->kind == TRAIN_BACKWARD && j->bf16)
+        train_backward_rows_bf16((const uint16_t *)j->x, (const uint16_t *)j->g, (uint16_t *)j->gx, j->ga,
+                                 j->alpha, j->inv, j->row0, j->rows, j->length, j->channels);
     else if (j->kind == TRAIN_BACKWARD)
-        train_backward_rows((const float *)j->x, (const float *)j->g, (float *)j->gx, j->ga, j->alpha,
-                            j->inv, j->row0, j->rows, j->length, j->channels);
+        train_backward_rows_f32((const float *)j->x, (const float *)j->g, (float *)j->gx, j->ga, j->alpha,
+                                j->inv, j->row0, j->rows, j->length, j->channels);
     else if (j->bf16) {
         size_t offset = (size_t)(j->row0 * j->channels);
         snake_rows_bf16((const uint16_t *)j->x + offset, (uint16_t *)j->y + offset, j->alpha, j->inv,
@@ -219,13 +234,14 @@ static PyObject *snake(PyObject *self, PyObject *args) {
 static PyObject *train_forward(PyObject *self, PyObject *args) {
     unsigned long long xp, yp, ap, ip;
     Py_ssize_t rows, length, channels, threads;
-    if (!PyArg_ParseTuple(args, "KKKKnnnn", &xp, &yp, &ap, &ip, &rows, &length, &channels, &threads))
+    int bf16 = 0;
+    if (!PyArg_ParseTuple(args, "KKKKnnnn|p", &xp, &yp, &ap, &ip, &rows, &length, &channels, &threads, &bf16))
         return NULL;
     if (rows < 0 || length < 0 || channels <= 0) {
         PyErr_SetString(PyExc_ValueError, "train_forward: bad shape");
         return NULL;
     }
-    job_t job = {.kind = TRAIN_FORWARD, .x = PTR(const char *, xp), .y = PTR(char *, yp),
+    job_t job = {.kind = TRAIN_FORWARD, .bf16 = bf16, .x = PTR(const char *, xp), .y = PTR(char *, yp),
                  .alpha = PTR(const float *, ap), .inv = PTR(const float *, ip), .rows = rows,
                  .length = length, .channels = channels};
     run_split(job, threads);
@@ -235,14 +251,15 @@ static PyObject *train_forward(PyObject *self, PyObject *args) {
 static PyObject *train_backward(PyObject *self, PyObject *args) {
     unsigned long long xp, gp, gxp, gap, ap, ip;
     Py_ssize_t rows, length, channels, threads;
-    if (!PyArg_ParseTuple(args, "KKKKKKnnnn", &xp, &gp, &gxp, &gap, &ap, &ip, &rows, &length, &channels,
-                          &threads))
+    int bf16 = 0;
+    if (!PyArg_ParseTuple(args, "KKKKKKnnnn|p", &xp, &gp, &gxp, &gap, &ap, &ip, &rows, &length, &channels,
+                          &threads, &bf16))
         return NULL;
     if (rows < 0 || length < 0 || channels <= 0) {
         PyErr_SetString(PyExc_ValueError, "train_backward: bad shape");
         return NULL;
     }
-    job_t job = {.kind = TRAIN_BACKWARD, .x = PTR(const char *, xp), .g = PTR(const char *, gp),
+    job_t job = {.kind = TRAIN_BACKWARD, .bf16 = bf16, .x = PTR(const char *, xp), .g = PTR(const char *, gp),
                  .gx = PTR(char *, gxp), .ga = PTR(float *, gap), .alpha = PTR(const float *, ap),
                  .inv = PTR(const float *, ip), .rows = rows, .length = length, .channels = channels};
     run_split(job, threads);
@@ -254,11 +271,11 @@ static PyMethodDef methods[] = {
      "snake(x, y, alpha, inv, rows, channels, threads, bf16=False): y = x + sin²(αx)·inv over "
      "rows × channels float32 (bfloat16 if bf16) values at the given addresses; alpha, inv float32"},
     {"train_forward", train_forward, METH_VARARGS,
-     "train_forward(x, y, alpha, inv, rows, length, channels, threads): y = x + sin²(αx)·inv over "
-     "rows × length float32 values, row r in channel r mod channels"},
+     "train_forward(x, y, alpha, inv, rows, length, channels, threads, bf16=False): y = x + sin²(αx)·inv "
+     "over rows × length float32 (bfloat16 if bf16) values, row r in channel r mod channels"},
     {"train_backward", train_backward, METH_VARARGS,
-     "train_backward(x, g, gx, ga, alpha, inv, rows, length, channels, threads): gx = g·∂y/∂x per value "
-     "and ga[r] = Σ g·∂y/∂α over row r"},
+     "train_backward(x, g, gx, ga, alpha, inv, rows, length, channels, threads, bf16=False): gx = g·∂y/∂x "
+     "per value (x, g, gx float32, or bfloat16 if bf16) and ga[r] = Σ g·∂y/∂α over row r (float32)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_snake",

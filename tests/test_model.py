@@ -315,9 +315,36 @@ def test_trainable_snake_equals_autograd():
         assert max(worst(gx1, gx2, 1)) < tol
         assert ga1.shape == ga2.shape == (1, channels, 1)
         assert max(worst(ga1, ga2, length ** 0.5 + 1)) < 10 * tol, (ga1, ga2)
-    # where the kernel does not apply (bf16 under autocast, other shapes) it is the formula itself
-    xb = torch.randn(2, 3, 10).bfloat16()
-    assert torch.equal(R.snake_trainable(xb, torch.ones(1, 3, 1)), M.snake(xb, torch.ones(1, 3, 1)))
+    # where the kernel does not apply (other shapes, other dtypes) it is the formula itself
+    xd = torch.randn(2, 3, 10, dtype=torch.float64)
+    assert torch.equal(R.snake_trainable(xd, torch.ones(1, 3, 1)), M.snake(xd, torch.ones(1, 3, 1)))
+
+
+def test_trainable_snake_in_bfloat16():
+    """Under bf16 autocast the training kernel takes and gives bfloat16 (x, y, the gradients of y and
+    x) and float32 α and ∂L/∂α: y and ∂L/∂x are the float32 formula on the same bfloat16 inputs,
+    rounded once (within one bfloat16 step), and ∂L/∂α its float32 sum."""
+    from dacli import model as M
+    from dacli.runtime import snake as R
+    assert R.kernel_available(), "dacli._snake is not built: run make install (needs a C compiler)"
+    g = torch.Generator().manual_seed(6)
+    for batch, channels, length in ((3, 5, 7), (2, 24, 5000)):
+        xb = (torch.randn(batch, channels, length, generator=g) * 3).bfloat16()
+        alpha0 = torch.rand(1, channels, 1, generator=g) * 2 + 0.05
+        gradb = torch.randn(batch, channels, length, generator=g).bfloat16()
+        x, alpha = xb.clone().requires_grad_(), alpha0.clone().requires_grad_()
+        y = R.snake_trainable(x, alpha)
+        y.backward(gradb)
+        assert y.dtype == x.grad.dtype == torch.bfloat16 and alpha.grad.dtype == torch.float32
+        xf, af = xb.float().requires_grad_(), alpha0.clone().requires_grad_()
+        yf = M.snake(xf, af)
+        yf.backward(gradb.float())
+        bf16_step = 2.0 ** -7  # relative spacing of bfloat16 values (8 significant bits)
+        assert ((y.float() - yf).abs() <= bf16_step * yf.abs() + 1e-6).all()
+        assert ((x.grad.float() - xf.grad).abs() <= bf16_step * xf.grad.abs() + 1e-6).all()
+        assert ((alpha.grad - af.grad).abs() <= 1e-4 * (af.grad.abs() + length ** 0.5)).all(), (alpha.grad, af.grad)
+        # and not merely close: y is the rounding of the float32 result in nearly every element
+        assert (y == yf.bfloat16()).float().mean() > 0.99
 
 
 def test_codebook_projections_as_one_product_equal_the_stagewise_sum(tiny44):

@@ -3,7 +3,7 @@ or autograd's dozen (forward and backward), sharing one range reduction of the s
 
 - inference: :class:`FastSnake1d` on (B, C, 1, L) channels-last float32 / bfloat16 tensors;
 - training: :func:`fuse_snakes` swaps each Snake1d for a :class:`FusedSnake1d` whose forward and
-  backward run in the kernel (float32, (B, C, L)).
+  backward run in the kernel ((B, C, L) float32, or bfloat16 under autocast).
 """
 
 import torch
@@ -69,8 +69,10 @@ class FastSnake1d(nn.Module):
 
 
 class TrainableSnake(torch.autograd.Function):
-    """Snake's forward and backward by the C kernel (float32, (B, C, L) contiguous): two passes over
-    memory instead of autograd's dozen, and only the input kept for the backward."""
+    """Snake's forward and backward by the C kernel ((B, C, L) contiguous, float32 or bfloat16; α and
+    its gradient float32): two passes over memory instead of autograd's dozen, and only the input kept
+    for the backward. A bfloat16 input (a convolution's output under autocast) gives a bfloat16
+    output, computed in float32 and rounded once."""
 
     @staticmethod
     def forward(ctx, x, alpha):
@@ -79,7 +81,7 @@ class TrainableSnake(torch.autograd.Function):
         y = torch.empty_like(x)
         batch, channels, length = x.shape
         _kernel.train_forward(x.data_ptr(), y.data_ptr(), alpha.data_ptr(), inv.data_ptr(), batch * channels,
-                              length, channels, torch.get_num_threads())
+                              length, channels, torch.get_num_threads(), x.dtype == torch.bfloat16)
         ctx.save_for_backward(x, alpha, inv)
         return y
 
@@ -87,22 +89,24 @@ class TrainableSnake(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, alpha, inv = ctx.saved_tensors
-        grad = grad.contiguous()
+        grad = grad.to(x.dtype).contiguous()
         batch, channels, length = x.shape
         grad_x = torch.empty_like(x)
         grad_rows = torch.empty(batch, channels, dtype=torch.float32)  # ∂L/∂α per (item, channel)
         _kernel.train_backward(x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), grad_rows.data_ptr(),
                                alpha.data_ptr(), inv.data_ptr(), batch * channels, length, channels,
-                               torch.get_num_threads())
+                               torch.get_num_threads(), x.dtype == torch.bfloat16)
         return grad_x, grad_rows.sum(0).view(1, -1, 1)
 
 
 def snake_trainable(x, alpha):
-    """:func:`~dacli.model.snake` with the C kernel's forward and backward where it applies (float32
-    (B, C, L) CPU tensors, ``alpha`` (1, C, 1)); the same values and gradients to float32 rounding.
-    Elsewhere (no compiler at install, bf16 under autocast, CUDA) it is :func:`~dacli.model.snake`."""
-    if _kernel is None or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3 or \
-            alpha.dtype != torch.float32 or alpha.shape != (1, x.shape[1], 1):
+    """:func:`~dacli.model.snake` with the C kernel's forward and backward where it applies ((B, C, L)
+    float32 or bfloat16 CPU tensors, ``alpha`` (1, C, 1) float32): the same values and gradients to
+    float32 rounding (bfloat16: to one rounding of the result; the formula would give a float32 result,
+    which the next convolution under autocast rounds to bfloat16 in the same way). Elsewhere (no
+    compiler at install, CUDA) it is :func:`~dacli.model.snake`."""
+    if _kernel is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or \
+            x.dim() != 3 or alpha.dtype != torch.float32 or alpha.shape != (1, x.shape[1], 1):
         return snake(x, alpha)
     return TrainableSnake.apply(x, alpha)
 
