@@ -1,12 +1,13 @@
 """Encode and decode speed of dacli against the official implementation, same machine, same run.
 
-    python benchmarks/speed.py [--seconds 60] [--precision fp32 bf16] [--official-venv DIR]
+    python benchmarks/speed.py [--seconds 60] [--precision fp32 mixed bf16] [--official-venv DIR]
 
 Times file-to-file encode and decode of the same real recording (tests/fixtures/music20s.flac looped
 to --seconds) with the full-size 44khz preset (random weights) for dacli and, when the official package
 is installed in its own venv (benchmarks/install_official.sh), for the official
 compress/decompress with its CLI's 5 s window. Prints real-time factors, the dacli/official ratios,
-peak RSS and GFLOP/s, and for bf16 the SNR against the fp32 decode and the share of codes equal to fp32.
+peak RSS and GFLOP/s, and for mixed and bf16 the SNR against the fp32 decode and the share of codes
+equal to fp32's.
 Stop other work on the machine first (e.g. kill -STOP a training run).
 """
 
@@ -38,14 +39,15 @@ def official(venv, src, tmp):
     return out
 
 
-def bf16_quality(source, seconds=10.0):
-    """(SNR dB of the bf16 decode against fp32, share of bf16 codes equal to fp32) on real audio."""
+def quality_vs_fp32(source, precision, seconds=10.0):
+    """(SNR dB of the decode in ``precision`` against fp32, share of its codes equal to fp32's) on
+    real audio."""
     x, sr = sf.read(str(source), dtype="float32")
     x = x[:int(seconds * sr)][None]
     m = bench.make_model("44khz-8kbps", "cpu", "fp32")
     c32 = codec.encode_array(m, x)
     y32 = codec.decode_array(m, c32)
-    m = bench.make_model("44khz-8kbps", "cpu", "bf16")  # the same random weights (seed 0)
+    m = bench.make_model("44khz-8kbps", "cpu", precision)  # the same random weights (seed 0)
     c16 = codec.encode_array(m, x)
     y16 = codec.decode_array(m, c32)
     snr = 10 * np.log10((y32 ** 2).sum() / ((y32 - y16) ** 2).sum())
@@ -55,7 +57,7 @@ def bf16_quality(source, seconds=10.0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--precision", nargs="+", default=["fp32", "mixed", "bf16"])
     ap.add_argument("--source", default=str(ROOT / "tests" / "fixtures" / "music20s.flac"))
     ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
                                                               str(Path.home() / ".cache/dacli/official/venv")))
@@ -85,10 +87,10 @@ def main():
                 r["decode_speedup"] = off["decode"]["seconds"] / r["decode_seconds"]
                 print(f"  dacli/official speed: encode {r['encode_speedup']:.2f}×, decode {r['decode_speedup']:.2f}×",
                       flush=True)
-            if prec == "bf16":
-                snr, equal = bf16_quality(args.source)
-                r["bf16_snr_db"], r["bf16_codes_equal"] = snr, equal
-                print(f"  bf16 vs fp32: decode SNR {snr:.1f} dB, codes equal {100 * equal:.2f}%", flush=True)
+            if prec != "fp32":
+                snr, equal = quality_vs_fp32(args.source, prec)
+                r["snr_vs_fp32_db"], r["codes_equal_fp32"] = snr, equal
+                print(f"  {prec} vs fp32: decode SNR {snr:.1f} dB, codes equal {100 * equal:.2f}%", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -16,6 +16,7 @@ from . import codec, container, legacy, registry
 from . import __version__
 from .errors import DacliError, Terminated
 from .runtime import process
+from .runtime.hardware import PRECISIONS
 from .fileio import AUDIO_EXTS, find_inputs, os_reason, remove_stale_parts
 from .fileio import shard as take_shard
 
@@ -116,6 +117,7 @@ def _destinations(items, output, suffix, single_exts):
             for (src, rel), d in zip(items, plain)]
 
 
+PRECISION_CHOICES = ["auto", *PRECISIONS]
 STDIO = Path("-")
 PIPE_BUFFER = 1 << 20  # bytes per read when copying stdin or stdout: few system calls, little memory
 
@@ -216,10 +218,11 @@ def _positive(name, integer=False):
 
 
 def _model_option(f):
-    f = click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
-                     help="bf16 runs the convolutions in bfloat16: faster where the CPU/GPU computes it "
-                          "natively, codes may differ slightly from fp32. auto: fp32 (bf16 is not yet "
-                          "close enough to fp32 in quality to be chosen for you; see the README).")(f)
+    f = click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES),
+                     help="bf16 runs the model in bfloat16: fastest where the CPU/GPU computes it natively, "
+                          "but with a noise floor in quiet passages. mixed: bfloat16 except the decoder's last "
+                          "blocks, as good as fp32 on our measurements (codes may differ slightly). auto: "
+                          "mixed where the CPU/GPU computes bfloat16 natively, fp32 elsewhere.")(f)
     f = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                      help="Where to run the model ('auto' picks CUDA when present).")(f)
     return click.option("--model", "model_name", metavar="NAME|PATH", default=None,
@@ -509,7 +512,7 @@ def download(name, base_url, quiet):
 @click.option("--input", "source", type=click.Path(exists=True, dir_okay=False),
               help="A recording to loop as test audio (default: synthetic).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]))
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES))
 @click.option("--chunk-seconds", type=float, default=None, callback=_positive("--chunk-seconds"),
               help=f"Window length (default {codec.ENCODE_CHUNK_SECONDS:g} s to encode, "
                    f"{codec.DECODE_CHUNK_SECONDS:g} s to decode).")

@@ -20,6 +20,7 @@ import torch
 from . import audio, codec, container
 from .errors import DacliError
 from .metrics import mel_distance, si_sdr, stft_distance
+from .runtime.hardware import PRECISIONS
 
 EVAL_RATE = 44100
 METRICS = ("mel", "stft", "sisdr", "visqol")
@@ -79,8 +80,8 @@ def compare_files(ref_path, deg_path, with_visqol=True):
 @dataclass
 class Codec:
     """A codec spec: ``dac:MODEL@KBPS`` (MODEL: bundled name, official name or checkpoint path; the
-    default model when omitted, as in ``dac@6``; ``/bf16`` after the bitrate runs the model in
-    bfloat16, as in ``dac@7.75/bf16``), ``opus@KBPS`` or ``mp3@KBPS``."""
+    default model when omitted, as in ``dac@6``; a precision after the bitrate runs the model in it,
+    as in ``dac@7.75/bf16`` or ``dac@7.75/mixed``), ``opus@KBPS`` or ``mp3@KBPS``."""
     spec: str
     family: str = field(init=False)
     kbps: float = field(init=False)
@@ -90,8 +91,9 @@ class Codec:
     def __post_init__(self):
         name, _, rate = self.spec.partition("@")
         rate, _, precision = rate.partition("/")
-        if precision and (not name.startswith("dac") or precision not in ("fp32", "bf16")):
-            raise DacliError(f"codec {self.spec!r}: a precision (/fp32, /bf16) is for dac codecs")
+        if precision and (not name.startswith("dac") or precision not in PRECISIONS):
+            raise DacliError(f"codec {self.spec!r}: a precision ({', '.join('/' + p for p in PRECISIONS)}) "
+                             "is for dac codecs")
         try:
             self.kbps = float(rate)
         except ValueError:

@@ -152,8 +152,9 @@ def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto"
 
     ``name_or_path``: a checkpoint path, the bundled model's name (default), or an official model name
     (``44khz-8kbps``, ``44khz-16kbps``, ``24khz``, ``16khz``) already in the cache (see ``dacli download``).
-    ``precision``: "auto" (the default: see :func:`dacli.runtime.hardware.resolve_precision`), "fp32",
-    or "bf16" (faster where the CPU or GPU computes bfloat16 natively; codes may differ a little).
+    ``precision``: "auto" (the default: "mixed" where the CPU or GPU computes bfloat16 natively, else
+    "fp32"), "fp32", "mixed" (bfloat16 except the decoder's last blocks: fp32's quality, codes may
+    differ a little) or "bf16" (fastest, noisier); see :mod:`dacli.runtime.hardware`.
     ``model.precision`` says which one runs. The process settings inference runs best with
     (:func:`dacli.runtime.process.inference_settings`) are applied first, before torch is imported."""
     process.inference_settings()

@@ -103,6 +103,39 @@ def test_prepared_model_equals_the_plain_one():
         fast.checkpoint()
 
 
+def test_mixed_precision_keeps_the_decoders_last_blocks_in_float32(monkeypatch):
+    """"mixed": the encoder and the decoder's low-rate layers in bfloat16, the decoder's last
+    FLOAT32_DECODER_BLOCKS blocks and its output layers in float32 (where bfloat16 added a noise floor);
+    it decodes closer to fp32 than all-bf16 does; auto picks it exactly where bfloat16 is native."""
+    from dacli import runtime
+    from dacli.model.dac import DecoderBlock
+    from dacli.runtime import engine, hardware
+    from dacli.runtime.snake import FastSnake1d
+
+    def dtypes(module):
+        return {b.dtype for b in module.buffers()} | {m.dtype for m in module.modules() if isinstance(m, FastSnake1d)}
+    models = {p: runtime.prepare(load_checkpoint(FIXTURES / "tiny44.pth"), "cpu", p) for p in hardware.PRECISIONS}
+    mixed = models["mixed"]
+    assert mixed.precision == "mixed" and dtypes(mixed.encoder) == {torch.bfloat16}
+    layers = list(mixed.decoder.inner.model)
+    blocks = [i for i, layer in enumerate(layers) if isinstance(layer, DecoderBlock)]
+    first_fp32 = blocks[-engine.FLOAT32_DECODER_BLOCKS]
+    assert 0 < first_fp32 < len(layers) - 1
+    for i, layer in enumerate(layers):
+        assert dtypes(layer) <= {torch.bfloat16 if i < first_fp32 else torch.float32}, i
+    assert torch.float32 in dtypes(layers[first_fp32]) and torch.bfloat16 in dtypes(layers[first_fp32 - 1])
+    v = vectors("tiny44")
+    codes = models["fp32"].encode(v["audio"])
+    y = {p: m.decode(codes).numpy() for p, m in models.items()}
+    err = {p: np.abs(y[p] - y["fp32"]).mean() for p in ("mixed", "bf16")}
+    assert 0 < err["mixed"] < err["bf16"], err
+    assert {codes.shape} == {m.encode(v["audio"]).shape for m in models.values()}
+    for native, chosen in ((True, "mixed"), (False, "fp32")):
+        monkeypatch.setattr(hardware, "native_bf16", lambda device, native=native: native)
+        assert hardware.resolve_precision("auto", "cpu") == chosen
+        assert hardware.resolve_precision("bf16", "cpu") == "bf16"
+
+
 def _edited(tmp_path, edit):
     ck = torch.load(FIXTURES / "tiny44.pth", weights_only=True)
     edit(ck)
@@ -258,10 +291,10 @@ def test_fused_snake_equals_the_formula():
     assert R.kernel_available(), "dacli._snake is not built: run make install (needs a C compiler)"
     g = torch.Generator().manual_seed(11)
     for channels, length, scale in ((7, 1001, 3.0), (64, 5000, 30.0), (1536, 67, 1e4)):
-        m = M.Snake1d(channels).eval()
+        plain = M.Snake1d(channels).eval()
         with torch.no_grad():
-            m.alpha.copy_(torch.rand(1, channels, 1, generator=g) * 5 + 0.05)
-        m = R.FastSnake1d(m, use_kernel=True)
+            plain.alpha.copy_(torch.rand(1, channels, 1, generator=g) * 5 + 0.05)
+        m = R.FastSnake1d(plain, use_kernel=True)
         x = (torch.randn(2, channels, 1, length, generator=g) * scale).contiguous(memory_format=torch.channels_last)
         ref = M.snake(x, m.alpha.detach().view(1, -1, 1, 1))
         with torch.inference_mode():
@@ -277,7 +310,8 @@ def test_fused_snake_equals_the_formula():
         xb = x.bfloat16()
         ref = M.snake(xb.float(), m.alpha.detach().view(1, -1, 1, 1))
         with torch.inference_mode():
-            got = m(xb)
+            got = R.FastSnake1d(plain, use_kernel=True, dtype=torch.bfloat16)(xb)
+            assert m(xb).dtype == torch.float32  # a layer in float32 takes a bfloat16 input as float32
         assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
         half_step = torch.exp2(torch.floor(torch.log2(ref.abs().clamp_min(1e-30))) - 8)
         excess = (got.float() - ref).abs() - half_step - 1e-5 * max(1.0, scale / 1000) * (ref.abs() + 1)

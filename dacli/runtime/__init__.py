@@ -13,6 +13,6 @@ Importing this package does not import torch (the command line reads settings fr
 
 def prepare(model, device="auto", precision="auto"):
     """Make a plain DAC (as :func:`dacli.model.load_checkpoint` returns it) fast for inference on
-    ``device`` in ``precision`` ("auto", "fp32", "bf16"); see :func:`dacli.runtime.engine.prepare`."""
+    ``device`` in ``precision`` ("auto", "fp32", "mixed", "bf16"); see :func:`dacli.runtime.engine.prepare`."""
     from .engine import prepare as prepare_model
     return prepare_model(model, device, precision)

@@ -2,10 +2,14 @@
 
 from ..errors import DacliError
 
-# Whether --precision auto picks bf16 on hardware that computes it natively. Only if its quality cost is
-# negligible on the held-out set (bundled model, 7.75 kbps: mel within 0.01, ViSQOL within 0.02,
-# SI-SDR within 0.1 dB of fp32); see the README's Speed section for the measurement.
-AUTO_BF16 = False
+# The precisions inference runs in: "fp32"; "bf16" (every convolution and Snake in bfloat16);
+# "mixed" (bfloat16 except the decoder's last, full-rate blocks: see dacli.runtime.engine).
+PRECISIONS = ("fp32", "mixed", "bf16")
+# What --precision auto runs where the device computes bfloat16 natively (fp32 elsewhere): bf16 only
+# where its quality cost is negligible on the held-out set (bundled model, 7.75 kbps: mel within 0.01,
+# ViSQOL within 0.02, SI-SDR within 0.1 dB of fp32). All-bf16 misses that (mel +0.17); "mixed" meets
+# it. The measurements are in the README's Speed section.
+AUTO_NATIVE = "mixed"
 
 
 def cpu_info() -> dict:
@@ -50,9 +54,9 @@ def native_bf16(device) -> bool:
 
 
 def resolve_precision(precision, device) -> str:
-    """"fp32" or "bf16" for a requested precision ("auto", "fp32", "bf16") on ``device``."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise DacliError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    """One of :data:`PRECISIONS` for a requested precision ("auto" or one of them) on ``device``."""
+    if precision not in ("auto", *PRECISIONS):
+        raise DacliError(f"precision must be auto, {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if AUTO_BF16 and native_bf16(device) else "fp32"
+        return AUTO_NATIVE if native_bf16(device) else "fp32"
     return precision
