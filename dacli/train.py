@@ -36,6 +36,7 @@ from . import audio
 from .fileio import AUDIO_EXTS, atomic_output, find_inputs
 from .metrics import mel_distance
 from .model import DAC, load_checkpoint, weights_hash
+from .runtime.engine import mixed_split
 from .runtime.hardware import native_bf16
 from .runtime.snake import FusedSnake1d, fuse_snakes
 
@@ -202,12 +203,15 @@ class TrainingAudio:
 # Speed switches, applied to the plain model from outside
 
 
+TRAINING_PRECISIONS = ("fp32", "mixed", "bf16")
+
+
 def resolve_training_precision(precision):
     """"bf16" (autocast on the CPU) where the CPU computes bfloat16 natively, else "fp32"."""
     if precision == "auto":
         return "bf16" if native_bf16("cpu") else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise SystemExit(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision not in TRAINING_PRECISIONS:
+        raise SystemExit(f"precision must be auto, {', '.join(TRAINING_PRECISIONS)}, got {precision!r}")
     return precision
 
 
@@ -309,16 +313,20 @@ class Trainer:
         self.rng = np.random.default_rng(self.step)  # a fresh draw of excerpts, seeded by the step
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision != "fp32")
 
     def _generate(self, x):
         """The generator's training forward (as ``DAC.forward``), with the encoder and decoder under
-        autocast and the quantizer in float32 (its nearest-code search needs the precision)."""
+        autocast and the quantizer in float32 (its nearest-code search needs the precision); "mixed"
+        keeps the decoder's last blocks in float32, as inference does (:func:`mixed_split`)."""
         with self._autocast():
             z = self.gen.encoder(x)
         z_q, _, _, commitment, codebook = self.gen.quantizer(z.float())
+        layers = self.gen.decoder.model
+        split = mixed_split(self.gen.decoder) if self.precision == "mixed" else len(layers)
         with self._autocast():
-            y = self.gen.decoder(z_q)
+            h = layers[:split](z_q)
+        y = layers[split:](h.float())
         return y.float(), commitment, codebook
 
     def _discriminate(self, x):
@@ -496,7 +504,7 @@ def main(argv=None):
     ap.add_argument("--export-every", type=int, default=500)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    ap.add_argument("--precision", default="auto", choices=["auto", *TRAINING_PRECISIONS],
                     help="bf16 autocast for the convolutions; auto: bf16 where the CPU computes it natively")
     args = ap.parse_args(argv)
     if args.promote:

@@ -115,16 +115,18 @@ def _replace(module, dtype, onednn, use_kernel):
 FLOAT32_DECODER_BLOCKS = 2
 
 
+def mixed_split(decoder) -> int:
+    """Index of the first of the decoder's top-level layers (``decoder.model``) that "mixed" precision
+    keeps in float32: the last FLOAT32_DECODER_BLOCKS blocks and the output layers."""
+    blocks = [i for i, layer in enumerate(decoder.model) if isinstance(layer, DecoderBlock)]
+    return blocks[-FLOAT32_DECODER_BLOCKS] if len(blocks) >= FLOAT32_DECODER_BLOCKS else 0
+
+
 def _decoder_dtypes(decoder, precision):
     """The working dtype of each of the decoder's top-level layers in ``precision``."""
-    layers = list(decoder.model)
-    if precision == "fp32":
-        return [torch.float32] * len(layers)
-    if precision == "bf16":
-        return [torch.bfloat16] * len(layers)
-    blocks = [i for i, layer in enumerate(layers) if isinstance(layer, DecoderBlock)]
-    first = blocks[-FLOAT32_DECODER_BLOCKS] if len(blocks) >= FLOAT32_DECODER_BLOCKS else 0
-    return [torch.bfloat16 if i < first else torch.float32 for i in range(len(layers))]
+    n = len(decoder.model)
+    first = {"fp32": 0, "bf16": n}.get(precision) if precision != "mixed" else mixed_split(decoder)
+    return [torch.bfloat16 if i < first else torch.float32 for i in range(n)]
 
 
 def prepare(model: DAC, device="auto", precision="auto") -> DAC:
