@@ -104,6 +104,7 @@ def test_training_precision():
     assert train.resolve_training_precision("fp32") == "fp32"
     assert train.resolve_training_precision("bf16") == "bf16"
     from dacli.runtime.hardware import native_bf16
+    assert train.resolve_training_precision("mixed") == "mixed"
     assert train.resolve_training_precision("auto") == ("bf16" if native_bf16("cpu") else "fp32")
     with pytest.raises(SystemExit):
         train.resolve_training_precision("fp16")
@@ -115,6 +116,28 @@ def test_bf16_step_runs_and_keeps_losses_in_float32(corpus):
     assert all(p.dtype == torch.float32 for p in trainer.gen.parameters())
     y, commitment, codebook = trainer._generate(torch.zeros(1, 1, trainer.n))
     assert y.dtype == commitment.dtype == torch.float32
+
+
+def test_mixed_step_keeps_the_decoders_last_blocks_in_float32(corpus):
+    """--precision mixed: the decoder's layers before mixed_split run under bf16 autocast (their
+    inputs after the first are bfloat16), the last blocks and output layers in float32, as inference's
+    "mixed" runs them."""
+    from dacli.runtime.engine import mixed_split
+    trainer = train.Trainer(train.CONFIGS["tiny"], seed=1, precision="mixed")
+    layers = trainer.gen.decoder.model
+    split = mixed_split(trainer.gen.decoder)
+    assert 1 < split < len(layers) - 1
+    seen = {}
+    hooks = [layer.register_forward_hook(lambda m, args, out, i=i: seen.__setitem__(i, (args[0].dtype, out.dtype)))
+             for i, layer in enumerate(layers)]
+    y, _, _ = trainer._generate(torch.zeros(1, 1, trainer.n))
+    for h in hooks:
+        h.remove()
+    assert y.dtype == torch.float32
+    assert all(seen[i][1] == torch.bfloat16 for i in range(split))
+    assert all(seen[i] == (torch.float32, torch.float32) for i in range(split, len(layers)))
+    _, logs = _run(corpus, 1, trainer)
+    assert all(math.isfinite(v) for k, v in logs[0].items() if isinstance(v, float))
 
 
 def test_codebooks_have_their_own_learning_rate_and_old_states_regroup(corpus):
