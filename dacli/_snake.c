@@ -19,8 +19,9 @@
    computed as above and rounded once to nearest-even (torch's bf16 path rounds after each of its
    five operations).
 
-   Training (float32, or bfloat16 under autocast) uses the channels-first layout of the model's (B, C, L) tensors: B·C rows
-   of L values, row r in channel r mod C. With inv = 1/(α + 1e-9) and s = sin(αx), c = cos(αx):
+   Training (float32, or bfloat16 under autocast) uses the channels-first layout of the model's
+   (B, C, L) tensors: B·C rows of L values, row r in channel r mod C. With inv = 1/(α + 1e-9) and
+   s = sin(αx), c = cos(αx):
        forward   y = x + inv·s²
        backward  ∂y/∂x = 1 + 2·inv·α·s·c        ∂y/∂α = 2·inv·x·s·c − inv²·s²
    The backward reads x and the incoming gradient once, writes ∂L/∂x and one ∂L/∂α partial sum per

@@ -108,7 +108,7 @@ def _replace(module, dtype, onednn, use_kernel):
 
 
 # "mixed" precision: bfloat16 wherever it costs no measurable quality, float32 where it does. Measured
-# with the bundled model on the held-out set (mel distance, fp32 codes decoded; README, Speed): the
+# with the bundled model on the held-out set (benchmarks/precision_split.py; README, Speed): the
 # encoder in bf16 changes a few % of the codes but not the decoded audio's quality (1.9853 → 1.9850),
 # while the decoder in bf16 adds a noise floor (1.985 → 2.136) that comes from its last, full-rate blocks:
 # with the last two decoder blocks and the output layers in float32, 1.9853 again (last one only: 2.015).
@@ -125,8 +125,8 @@ def mixed_split(decoder) -> int:
 def _decoder_dtypes(decoder, precision):
     """The working dtype of each of the decoder's top-level layers in ``precision``."""
     n = len(decoder.model)
-    first = {"fp32": 0, "bf16": n}.get(precision) if precision != "mixed" else mixed_split(decoder)
-    return [torch.bfloat16 if i < first else torch.float32 for i in range(n)]
+    first_fp32 = {"fp32": 0, "mixed": mixed_split(decoder), "bf16": n}[precision]
+    return [torch.bfloat16 if i < first_fp32 else torch.float32 for i in range(n)]
 
 
 def prepare(model: DAC, device="auto", precision="auto") -> DAC:
