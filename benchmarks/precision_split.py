@@ -32,8 +32,8 @@ def main(argv=None):
     print(bench.describe_machine(bench.machine()))
     models = {p: dacli.load_model(args.model, "cpu", p) for p in ("fp32", "mixed", "bf16")}
     rate = models["fp32"].sample_rate
-    rows = {k: [] for k in ("fp32 codes, fp32 decoder", "bf16 codes, fp32 decoder",
-                            "fp32 codes, mixed decoder", "fp32 codes, bf16 decoder")}
+    rows = {(codes, decoder): [] for codes, decoder in (("fp32", "fp32"), ("bf16", "fp32"), ("fp32", "mixed"),
+                                                        ("fp32", "bf16"))}
     equal = []
     for path in sorted(Path(args.data).rglob("*.flac")):
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -41,16 +41,15 @@ def main(argv=None):
             continue
         x = x.T[:1]
         x = x / max(1.0, float(np.abs(x).max()))
-        c32 = codec.encode_array(models["fp32"], x, args.codebooks)
-        c16 = codec.encode_array(models["bf16"], x, args.codebooks)
-        equal.append(float((c32 == c16).mean()))
-        for key, codes, decoder in ((0, c32, "fp32"), (1, c16, "fp32"), (2, c32, "mixed"), (3, c32, "bf16")):
-            y = codec.decode_array(models[decoder], codes)[:, :x.shape[1]]
-            rows[list(rows)[key]].append(float(mel_distance(torch.from_numpy(np.ascontiguousarray(y)),
-                                                            torch.from_numpy(x), rate)))
+        codes = {p: codec.encode_array(models[p], x, args.codebooks) for p in ("fp32", "bf16")}
+        equal.append(float((codes["fp32"] == codes["bf16"]).mean()))
+        for (encoder, decoder), values in rows.items():
+            y = codec.decode_array(models[decoder], codes[encoder])[:, :x.shape[1]]
+            values.append(float(mel_distance(torch.from_numpy(np.ascontiguousarray(y)), torch.from_numpy(x), rate)))
     print(f"{len(equal)} clips of {args.data}; bf16 codes equal to fp32's: {100 * np.mean(equal):.1f} %")
-    for name, values in rows.items():
-        print(f"  {name:28s} mel {np.mean(values):.4f}")
+    for (encoder, decoder), values in rows.items():
+        label = f"{encoder} codes, {decoder} decoder"
+        print(f"  {label:28s} mel {np.mean(values):.4f}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from .fileio import AUDIO_EXTS, atomic_output, find_inputs
 from .metrics import mel_distance
 from .model import DAC, load_checkpoint, weights_hash
 from .runtime.engine import mixed_split
-from .runtime.hardware import native_bf16
+from .runtime.hardware import PRECISIONS, native_bf16
 from .runtime.snake import FusedSnake1d, fuse_snakes
 
 CONFIGS = {
@@ -203,15 +203,12 @@ class TrainingAudio:
 # Speed switches, applied to the plain model from outside
 
 
-TRAINING_PRECISIONS = ("fp32", "mixed", "bf16")
-
-
 def resolve_training_precision(precision):
     """"bf16" (autocast on the CPU) where the CPU computes bfloat16 natively, else "fp32"."""
     if precision == "auto":
         return "bf16" if native_bf16("cpu") else "fp32"
-    if precision not in TRAINING_PRECISIONS:
-        raise SystemExit(f"precision must be auto, {', '.join(TRAINING_PRECISIONS)}, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise SystemExit(f"precision must be auto, {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
 
 
@@ -504,7 +501,7 @@ def main(argv=None):
     ap.add_argument("--export-every", type=int, default=500)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", default="auto", choices=["auto", *TRAINING_PRECISIONS],
+    ap.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
                     help="bf16 autocast for the convolutions; auto: bf16 where the CPU computes it natively")
     args = ap.parse_args(argv)
     if args.promote:
