@@ -34,7 +34,7 @@ def _run(corpus, steps, trainer=None):
 def test_losses_finite_and_resume_exact(corpus, tmp_path):
     straight, logs = _run(corpus, 4)
     assert all(math.isfinite(v) for ln in logs for k, v in ln.items() if isinstance(v, float))
-    assert {"mel", "gen", "feat", "disc", "codebook", "commitment"} <= logs[0].keys()
+    assert {"mel", "gen", "feat", "disc", "codebook", "commitment", "latent"} <= logs[0].keys()
 
     first, _ = _run(corpus, 2)
     first.save(tmp_path / "state.pt")
@@ -86,8 +86,8 @@ def test_fused_snake_trains_like_autograd(corpus):
     grads = []
     for t in (fused, plain):  # the generator's gradients of one loss, the same quantizer dropout draw
         torch.manual_seed(0)
-        y, commitment, codebook = t._generate(x)
-        (train.mel_distance(y[:, 0], x[:, 0], 44100) + commitment + codebook).backward()
+        y, vq = t._generate(x)
+        (train.mel_distance(y[:, 0], x[:, 0], 44100) + vq["commitment"] + vq["codebook"]).backward()
         grads.append({k: p.grad for k, p in t.gen.named_parameters()})
         t.gen.zero_grad(set_to_none=True)
     scale = max(g.abs().max().item() for g in grads[1].values())  # exactly cancelling sums round anyhow
@@ -114,8 +114,8 @@ def test_bf16_step_runs_and_keeps_losses_in_float32(corpus):
     trainer, logs = _run(corpus, 1, train.Trainer(train.CONFIGS["tiny"], seed=1, precision="bf16"))
     assert all(math.isfinite(v) for k, v in logs[0].items() if isinstance(v, float))
     assert all(p.dtype == torch.float32 for p in trainer.gen.parameters())
-    y, commitment, codebook = trainer._generate(torch.zeros(1, 1, trainer.n))
-    assert y.dtype == commitment.dtype == torch.float32
+    y, vq = trainer._generate(torch.zeros(1, 1, trainer.n))
+    assert y.dtype == torch.float32 and all(v.dtype == torch.float32 for v in vq.values())
 
 
 def test_mixed_step_keeps_the_decoders_last_blocks_in_float32(corpus):
@@ -130,7 +130,7 @@ def test_mixed_step_keeps_the_decoders_last_blocks_in_float32(corpus):
     seen = {}
     hooks = [layer.register_forward_hook(lambda m, args, out, i=i: seen.__setitem__(i, (args[0].dtype, out.dtype)))
              for i, layer in enumerate(layers)]
-    y, _, _ = trainer._generate(torch.zeros(1, 1, trainer.n))
+    y, _ = trainer._generate(torch.zeros(1, 1, trainer.n))
     for h in hooks:
         h.remove()
     assert y.dtype == torch.float32
@@ -261,3 +261,40 @@ def test_promote_names_the_next_version(corpus, tmp_path):
     assert not train.resume_path(wdir / "m.pth").exists()  # the training state stays out of weights/
     with pytest.raises(SystemExit, match="already are dacli-44khz-v2"):
         train.promote(tmp_path / "w.pth", wdir, "d" * 40)
+
+
+def test_quiet_share_keeps_pauses_quiet(tmp_path):
+    """Excerpts are normalised alone and redrawn until loud, except a quiet_share of them, which keep
+    their file's own level (the gain that brings the whole file to the target): a pause stays a pause."""
+    rng = np.random.default_rng(0)
+    t = np.arange(44100) / 44100
+    x = np.concatenate([0.3 * np.sin(2 * np.pi * 440 * t), 1e-4 * rng.standard_normal(44100)])  # tone, pause
+    sf.write(tmp_path / "talk.wav", x, 44100)
+    data = train.TrainingAudio(tmp_path, 44100)
+    n = 8192
+    loud = [train.audio.loudness(data.excerpt(rng, n), 44100) for _ in range(40)]
+    assert min(loud) == pytest.approx(-16, abs=0.5)  # every excerpt redrawn until loud, then normalised
+    gain = data.file_gain(0)
+    assert train.audio.loudness(data.clips[0] * gain, 44100) == pytest.approx(-16, abs=0.1)
+    kept = [data.excerpt(rng, n, quiet_share=1.0) for _ in range(40)]
+    assert sum(train.audio.loudness(e, 44100) < -60 for e in kept) >= 5  # pauses kept, not lifted to -16
+    for seed in range(5):  # each one a piece of the file times the file's gain, drawn as the others are
+        e = data.excerpt(np.random.default_rng(seed), n, quiet_share=1.0)
+        draw = np.random.default_rng(seed)
+        draw.random(), draw.choice(1, p=data.weights)
+        start = draw.integers(0, len(x) - n)
+        assert np.allclose(e, data.clips[0][start:start + n] * gain, rtol=1e-6, atol=1e-9)
+
+
+def test_latent_loss_enters_with_its_weight(corpus):
+    """The "latent" term (quantized vs encoder latent) is logged always and added to the loss with its
+    weight (0 in the paper's recipe; the model card's sitting 7 tried 1)."""
+    cfg = train.CONFIGS["tiny"]
+    with_latent = cfg | {"lambdas": cfg["lambdas"] | {"latent": 1.0}}
+    logs = []
+    for c in (cfg, with_latent):
+        torch.manual_seed(0)
+        _, ln = _run(corpus, 1, train.Trainer(c, seed=1))
+        logs.append(ln[0])
+    assert logs[0]["latent"] == pytest.approx(logs[1]["latent"], rel=1e-5) and logs[0]["latent"] > 0
+    assert logs[1]["loss"] - logs[0]["loss"] == pytest.approx(logs[1]["latent"], rel=1e-3)
