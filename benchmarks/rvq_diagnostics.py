@@ -9,6 +9,9 @@
   (perplexity = 2^entropy of the code histogram; 1024 is uniform use of a 10-bit codebook);
 - ``cos``: mean cosine similarity between a level's projected input and its chosen (normalised)
   code, i.e. how well the level's codebook covers what it is given;
+- ``aligned``: mean cosine similarity, per frame in the latent space, between a level's output and
+  the residual it was given: near 1 when the level codes (part of) its residual, near 0 when its
+  output is orthogonal to it, which makes the residual grow and leaves later levels little to refine;
 - ``mel``: mel distance of the decoded audio with the first k levels (the rate-distortion curve);
 - ``unquantized mel``: the decoder fed the encoder's latent itself, no quantizer: what the encoder and
   decoder could give at an unlimited bitrate. Close to the 9-level mel, the codebooks are not what
@@ -35,7 +38,8 @@ from dacli.model import load_checkpoint  # noqa: E402
 def diagnose(model, clips):
     levels = model.quantizer.quantizers
     k_max = len(levels)
-    stats = {"residual": np.zeros(k_max), "cos": np.zeros(k_max), "mel": np.zeros(k_max)}
+    stats = {"residual": np.zeros(k_max), "cos": np.zeros(k_max), "aligned": np.zeros(k_max),
+             "mel": np.zeros(k_max)}
     unquantized = 0.0
     hist = [np.zeros(model.codebook_size) for _ in levels]
     energy = 0.0
@@ -48,6 +52,7 @@ def diagnose(model, clips):
         residual, codes = z, []
         for i, q in enumerate(levels):
             z_q, _, _, idx, z_e = q(residual)
+            stats["aligned"][i] += F.cosine_similarity(z_q[0].t(), residual[0].t(), dim=1).sum().item()
             residual = residual - z_q
             stats["residual"][i] += residual.pow(2).sum().item()
             book = F.normalize(q.codebook.weight)[idx[0]]  # (T, D)
@@ -64,8 +69,9 @@ def diagnose(model, clips):
         p = hist[i] / hist[i].sum()
         nz = p[p > 0]
         out.append({"level": i + 1, "residual": stats["residual"][i] / energy,
-                    "cos": stats["cos"][i] / frames, "perplexity": float(2 ** -(nz * np.log2(nz)).sum()),
-                    "used": int((hist[i] > 0).sum()), "mel": stats["mel"][i] / len(clips)})
+                    "cos": stats["cos"][i] / frames, "aligned": stats["aligned"][i] / frames,
+                    "perplexity": float(2 ** -(nz * np.log2(nz)).sum()), "used": int((hist[i] > 0).sum()),
+                    "mel": stats["mel"][i] / len(clips)})
     return out, unquantized / len(clips)
 
 
@@ -88,9 +94,10 @@ def main(argv=None):
             clips.append(x / max(1.0, float(np.abs(x).max())))
     rows, unquantized = diagnose(model, clips)
     print(f"{args.model} on {len(clips)} clips of {args.data} (≤ {args.seconds:g} s each)")
-    print("level  residual   cos   perplexity  used   mel(1..k)")
+    print("level  residual   cos  aligned  perplexity  used   mel(1..k)")
     for r in rows:
-        print(f"{r['level']:5d}  {r['residual']:8.3f}  {r['cos']:5.3f}  {r['perplexity']:9.1f}  {r['used']:4d}   "
+        print(f"{r['level']:5d}  {r['residual']:8.3f}  {r['cos']:5.3f}  {r['aligned']:7.3f}  {r['perplexity']:9.1f}  "
+              f"{r['used']:4d}   "
               f"{r['mel']:.3f}")
     print(f"unquantized latent: mel {unquantized:.3f}")
     if args.json:
