@@ -55,6 +55,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     files = [p for p, _ in find_inputs([args.data], AUDIO_EXTS - {".raw"})]
+    originals = [audio.read(p)[0].mean(1) for p in files]  # read once, measured against every model
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.model or [None]:
@@ -63,12 +64,11 @@ def main(argv=None):
             label = name or "bundled"
             print(f"{label} ({n} codebooks): file, pause dB original -> decoded, loud dB original -> decoded")
             rows = []
-            for path in files:
+            for path, x in zip(files, originals):
                 codec.encode_file(model, path, Path(tmp) / "x.dac", n_codebooks=n)
                 codec.decode_file(model, Path(tmp) / "x.dac", Path(tmp) / "y.wav")
-                x, _ = audio.read(path)
                 y, _ = audio.read(Path(tmp) / "y.wav")
-                row = floors(x.mean(1), y.mean(1))
+                row = floors(x, y.mean(1))
                 rows.append({"file": Path(path).name, "pause_original": row[0], "pause_decoded": row[1],
                              "loud_original": row[2], "loud_decoded": row[3]})
                 print(f"  {Path(path).name:24s} {row[0]:7.1f} -> {row[1]:6.1f}   {row[2]:6.1f} -> {row[3]:6.1f}")

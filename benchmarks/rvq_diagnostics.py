@@ -97,8 +97,7 @@ def main(argv=None):
     print("level  residual   cos  aligned  perplexity  used   mel(1..k)")
     for r in rows:
         print(f"{r['level']:5d}  {r['residual']:8.3f}  {r['cos']:5.3f}  {r['aligned']:7.3f}  {r['perplexity']:9.1f}  "
-              f"{r['used']:4d}   "
-              f"{r['mel']:.3f}")
+              f"{r['used']:4d}   {r['mel']:.3f}")
     print(f"unquantized latent: mel {unquantized:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "levels": rows, "unquantized_mel": unquantized},
