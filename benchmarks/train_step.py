@@ -4,8 +4,9 @@
                                     [--profile] [--json out.json]
 
 Runs ``Trainer.train_step`` for each variant (Snake by autograd or by the fused kernel; fp32 or bf16
-autocast) on the same batches drawn from a corpus folder (``--data``, default data/train; random
-audio if it is missing), after one warm-up step; prints seconds and steps per hour and the ratio to
+autocast; channels-first or channels-last layout) on the same batches drawn from a corpus folder
+(``--data``, default data/train; random audio if it is missing), in two rounds (the variants in
+order, then in reverse), each turn after one warm-up step; prints seconds and steps per hour and the ratio to
 the first variant, and with ``--profile`` the torch profiler's self time grouped into the parts of
 the step: convolutions, Snake, STFT/FFT and mel, weight norm, the optimisers, everything else.
 Pause the background training run first (``kill -STOP``): the machine has two cores.
@@ -48,24 +49,39 @@ def part_of(name):
     return "other"
 
 
-def time_variant(variant, cfg, batches, profile):
-    """Seconds per step (median, after one warm-up step) of one "snake-precision" variant, and the
-    profiler's self time per op when ``profile``."""
-    snake, precision = variant.split("-")
+def make_trainer(variant, cfg):
+    """A trainer for one "snake-precision[-layout]" variant (layout: "cl" channels-last, "ncl"
+    channels-first, absent: the trainer's default)."""
+    snake, precision, *layout = variant.split("-")
     torch.manual_seed(0)
-    trainer = Trainer(cfg, precision=precision, fused_snake=snake == "fused")
-    trainer.train_step(batches[0])
-    times, ops = [], {}
-    for x in batches[1:]:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else \
-                contextlib.nullcontext() as prof:
-            t = time.perf_counter()
-            trainer.train_step(x)
-            times.append(time.perf_counter() - t)
-        if profile:
-            for ev in prof.key_averages():
-                ops[ev.key] = ops.get(ev.key, 0.0) + ev.self_cpu_time_total / 1e6
-    return statistics.median(times), ops
+    return Trainer(cfg, precision=precision, fused_snake=snake == "fused",
+                   channels_last={"cl": True, "ncl": False}[layout[0]] if layout else None)
+
+
+def time_variants(variants, cfg, batches, profile):
+    """Seconds per step (median) of each variant, and the profiler's self time per op when
+    ``profile``. The variants run in two rounds, in order and then in reverse (A B C, C B A), each
+    turn one untimed step (oneDNN re-creates its kernels after another variant's ran) then half the
+    batches, so that a drift of the machine's speed during the run (other guests, clocks) touches
+    them all alike instead of whichever ran at that moment. Steps in turn, one by one, would not
+    do: four variants' kernels overflow oneDNN's cache, and every step paid for new ones."""
+    trainers = {v: make_trainer(v, cfg) for v in variants}
+    times = {v: [] for v in variants}
+    ops = {v: {} for v in variants}
+    half = (len(batches) - 1 + 1) // 2
+    for order, chunk in ((variants, batches[1:1 + half]), (variants[::-1], batches[1 + half:])):
+        for v in order:
+            trainers[v].train_step(batches[0])
+            for x in chunk:
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else \
+                        contextlib.nullcontext() as prof:
+                    t = time.perf_counter()
+                    trainers[v].train_step(x)
+                    times[v].append(time.perf_counter() - t)
+                if profile:
+                    for ev in prof.key_averages():
+                        ops[v][ev.key] = ops[v].get(ev.key, 0.0) + ev.self_cpu_time_total / 1e6
+    return {v: (statistics.median(times[v]), ops[v]) for v in variants}
 
 
 def print_parts(ops):
@@ -89,8 +105,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default="autograd-fp32,fused-fp32,fused-bf16",
-                    help="comma-separated SNAKE-PRECISION pairs (autograd|fused, fp32|bf16); the first "
-                         "is the reference of the ratios")
+                    help="comma-separated SNAKE-PRECISION[-LAYOUT] (autograd|fused, fp32|mixed|bf16, cl|ncl); "
+                         "the first is the reference of the ratios")
     ap.add_argument("--profile", action="store_true", help="also print where each variant's time goes")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -108,12 +124,11 @@ def main(argv=None):
         batches = [torch.from_numpy(rng.uniform(-0.5, 0.5, (cfg["batch"], 1, n)).astype(np.float32))
                    for _ in range(args.steps + 1)]
     print(f"{args.config}: batch {cfg['batch']} × {n} samples, {args.threads} threads, "
-          f"median of {args.steps} steps" + (" under the profiler" if args.profile else ""))
+          f"median of {args.steps} steps in two rounds" + (" under the profiler" if args.profile else ""))
     result = {"machine": machine, "config": args.config, "threads": args.threads, "profiled": args.profile,
               "variants": {}}
     reference = None
-    for variant in args.variants.split(","):
-        sec, ops = time_variant(variant, cfg, batches, args.profile)
+    for variant, (sec, ops) in time_variants(args.variants.split(","), cfg, batches, args.profile).items():
         reference = reference or sec
         print(f"  {variant:16s} {sec:6.2f} s/step  {3600 / sec:6.0f} steps/h  {reference / sec:.2f}x")
         result["variants"][variant] = {"sec_per_step": sec, "steps_per_hour": 3600 / sec,

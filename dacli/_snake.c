@@ -25,7 +25,9 @@
        forward   y = x + inv·s²
        backward  ∂y/∂x = 1 + 2·inv·α·s·c        ∂y/∂α = 2·inv·x·s·c − inv²·s²
    The backward reads x and the incoming gradient once, writes ∂L/∂x and one ∂L/∂α partial sum per
-   row (summed over the batch by the caller). autograd's version of the formula makes about a dozen
+   row (summed over the batch by the caller). Training in the channels-last layout ((B, C, 1, L): B·L
+   rows of C, as inference has it) runs the forward as inference does and its own backward, which
+   writes one ∂L/∂α partial sum per channel and thread (summed over the threads by the caller). autograd's version of the formula makes about a dozen
    passes over memory and keeps four intermediate tensors per activation for the backward; this keeps
    only x. */
 
@@ -33,6 +35,7 @@
 #include <Python.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 /* sin²(t) and sin(t)·cos(t) = (−1)^j·s·c (the backward needs both) */
 static inline void sin2_sincos(float t, float *sin2_t, float *sincos_t) {
@@ -61,17 +64,37 @@ static inline float sin2(float t) {
 #define CLONES
 #endif
 
-CLONES static void snake_rows(const float *x, float *y, const float *restrict alpha, const float *restrict inv,
-                              Py_ssize_t rows, Py_ssize_t channels) {
-    for (Py_ssize_t i = 0; i < rows; i++) {
-        const float *xr = x + i * channels;
-        float *yr = y + i * channels;
-#pragma GCC ivdep
-        for (Py_ssize_t c = 0; c < channels; c++) {
-            float v = xr[c];
-            yr[c] = v + sin2(alpha[c] * v) * inv[c];
-        }
+/* The channels-last loops run over tiles of whole rows (TILE values or one row, whichever is longer),
+   with α and inv repeated along the tile (ta, ti: prepared by tile_alpha), so that the inner loop is long
+   and vectorises however few channels a row has (16 and 24 at the model's full rate). */
+#define TILE 512
+
+static Py_ssize_t tile_length(Py_ssize_t channels) {
+    return channels >= TILE ? channels : (TILE / channels) * channels;
+}
+
+static void tile_alpha(const float *alpha, const float *inv, float *ta, float *ti, Py_ssize_t channels) {
+    Py_ssize_t n = tile_length(channels);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        ta[j] = alpha[j % channels];
+        ti[j] = inv[j % channels];
     }
+}
+
+/* Inference: y = x + sin²(αx)·inv over n values starting at a row boundary. */
+#define INFER_LOOP(SUFFIX, T, LOAD, STORE)                                                              \
+CLONES static void snake_tiles##SUFFIX(const T *x, T *y, const float *restrict ta, const float *restrict ti, \
+                                       Py_ssize_t n, Py_ssize_t tl) {                                   \
+    for (Py_ssize_t i0 = 0; i0 < n; i0 += tl) {                                                         \
+        Py_ssize_t m = i0 + tl < n ? tl : n - i0;                                                       \
+        const T *xr = x + i0;                                                                           \
+        T *yr = y + i0;                                                                                 \
+        _Pragma("GCC ivdep")                                                                            \
+        for (Py_ssize_t j = 0; j < m; j++) {                                                            \
+            float v = LOAD(xr[j]);                                                                      \
+            yr[j] = STORE(v + sin2(ta[j] * v) * ti[j]);                                                 \
+        }                                                                                               \
+    }                                                                                                   \
 }
 
 static inline float from_bf16(uint16_t h) {
@@ -84,23 +107,13 @@ static inline uint16_t to_bf16(float f) { /* round to nearest, ties to even (fin
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
 }
 
-CLONES static void snake_rows_bf16(const uint16_t *x, uint16_t *y, const float *restrict alpha,
-                                   const float *restrict inv, Py_ssize_t rows, Py_ssize_t channels) {
-    for (Py_ssize_t i = 0; i < rows; i++) {
-        const uint16_t *xr = x + i * channels;
-        uint16_t *yr = y + i * channels;
-#pragma GCC ivdep
-        for (Py_ssize_t c = 0; c < channels; c++) {
-            float v = from_bf16(xr[c]);
-            yr[c] = to_bf16(v + sin2(alpha[c] * v) * inv[c]);
-        }
-    }
-}
-
 /* The training loops, for float32 (T float) and bfloat16 (T uint16_t) x, y, g and gx; alpha, inv and the
    ∂L/∂α sums stay float32, and bfloat16 values are widened to float32 and rounded once, as above. */
 static inline float load_f32(float v) { return v; }
 static inline float store_f32(float v) { return v; }
+
+INFER_LOOP(_f32, float, load_f32, store_f32)
+INFER_LOOP(_bf16, uint16_t, from_bf16, to_bf16)
 
 #define TRAIN_ROWS(SUFFIX, T, LOAD, STORE)                                                              \
 CLONES static void train_forward_rows##SUFFIX(const T *x, T *y, const float *restrict alpha,           \
@@ -148,10 +161,47 @@ CLONES static void train_backward_rows##SUFFIX(const T *x, const T *g, T *gx, fl
 TRAIN_ROWS(_f32, float, load_f32, store_f32)
 TRAIN_ROWS(_bf16, uint16_t, from_bf16, to_bf16)
 
-enum { INFER, TRAIN_FORWARD, TRAIN_BACKWARD };
+/* The backward in the channels-last layout, over tiles as inference: ga gets this share's ∂L/∂α sums per
+   channel. Sums run per tile position in float over 64 tiles at a time, then in double (part, acc:
+   one tile's length each), and fold into channels at the end. */
+#define TRAIN_CL(SUFFIX, T, LOAD, STORE)                                                                \
+CLONES static void train_backward_cl##SUFFIX(const T *x, const T *g, T *gx, float *ga,                 \
+                                              const float *restrict ta, const float *restrict ti,       \
+                                              Py_ssize_t n, Py_ssize_t tl, Py_ssize_t channels,         \
+                                              float *restrict part, double *restrict acc) {             \
+    for (Py_ssize_t j = 0; j < tl; j++) acc[j] = 0.0;                                                   \
+    for (Py_ssize_t b0 = 0; b0 < n; b0 += 64 * tl) {                                                    \
+        Py_ssize_t b1 = b0 + 64 * tl < n ? b0 + 64 * tl : n;                                            \
+        for (Py_ssize_t j = 0; j < tl; j++) part[j] = 0.0f;                                             \
+        for (Py_ssize_t i0 = b0; i0 < b1; i0 += tl) {                                                   \
+            Py_ssize_t m = i0 + tl < b1 ? tl : b1 - i0;                                                 \
+            const T *xr = x + i0, *gr = g + i0;                                                         \
+            T *gxr = gx + i0;                                                                           \
+            _Pragma("GCC ivdep")                                                                        \
+            for (Py_ssize_t j = 0; j < m; j++) {                                                        \
+                const float a = ta[j], k = ti[j];                                                       \
+                float v = LOAD(xr[j]), gv = LOAD(gr[j]), s2, sc;                                        \
+                sin2_sincos(a * v, &s2, &sc);                                                           \
+                gxr[j] = STORE(gv * (1.0f + 2.0f * k * a * sc));                                        \
+                part[j] += gv * (2.0f * k * v * sc - k * k * s2);                                       \
+            }                                                                                           \
+        }                                                                                               \
+        for (Py_ssize_t j = 0; j < tl; j++) acc[j] += part[j];                                          \
+    }                                                                                                   \
+    for (Py_ssize_t c = 0; c < channels; c++) {                                                         \
+        double sum = 0.0;                                                                               \
+        for (Py_ssize_t j = c; j < tl; j += channels) sum += acc[j];                                    \
+        ga[c] = (float)sum;                                                                             \
+    }                                                                                                   \
+}
+
+TRAIN_CL(_f32, float, load_f32, store_f32)
+TRAIN_CL(_bf16, uint16_t, from_bf16, to_bf16)
+
+enum { INFER, TRAIN_FORWARD, TRAIN_BACKWARD, TRAIN_BACKWARD_CL };
 
 typedef struct {
-    int kind, bf16;
+    int kind, bf16, failed;
     const char *x, *g;
     char *y, *gx;
     float *ga;
@@ -161,35 +211,53 @@ typedef struct {
 
 static void *run_job(void *arg) {
     job_t *j = (job_t *)arg;
-    if (j->kind == TRAIN_FORWARD && j->bf16)
+    if (j->kind == INFER || j->kind == TRAIN_BACKWARD_CL) {
+        Py_ssize_t tl = tile_length(j->channels), n = j->rows * j->channels;
+        size_t offset = (size_t)(j->row0 * j->channels);
+        float *ta = malloc(sizeof(float) * (size_t)tl), *ti = malloc(sizeof(float) * (size_t)tl);
+        float *part = j->kind == TRAIN_BACKWARD_CL ? malloc(sizeof(float) * (size_t)tl) : NULL;
+        double *acc = j->kind == TRAIN_BACKWARD_CL ? malloc(sizeof(double) * (size_t)tl) : NULL;
+        if (!ta || !ti || (j->kind == TRAIN_BACKWARD_CL && (!part || !acc))) {
+            j->failed = 1;
+        } else {
+            tile_alpha(j->alpha, j->inv, ta, ti, j->channels);
+            if (j->kind == INFER && j->bf16)
+                snake_tiles_bf16((const uint16_t *)j->x + offset, (uint16_t *)j->y + offset, ta, ti, n, tl);
+            else if (j->kind == INFER)
+                snake_tiles_f32((const float *)j->x + offset, (float *)j->y + offset, ta, ti, n, tl);
+            else if (j->bf16)
+                train_backward_cl_bf16((const uint16_t *)j->x + offset, (const uint16_t *)j->g + offset,
+                                       (uint16_t *)j->gx + offset, j->ga, ta, ti, n, tl, j->channels, part, acc);
+            else
+                train_backward_cl_f32((const float *)j->x + offset, (const float *)j->g + offset,
+                                      (float *)j->gx + offset, j->ga, ta, ti, n, tl, j->channels, part, acc);
+        }
+        free(ta);
+        free(ti);
+        free(part);
+        free(acc);
+    } else if (j->kind == TRAIN_FORWARD && j->bf16)
         train_forward_rows_bf16((const uint16_t *)j->x, (uint16_t *)j->y, j->alpha, j->inv, j->row0,
                                 j->rows, j->length, j->channels);
     else if (j->kind == TRAIN_FORWARD)
         train_forward_rows_f32((const float *)j->x, (float *)j->y, j->alpha, j->inv, j->row0, j->rows,
                                j->length, j->channels);
-    else if (j->kind == TRAIN_BACKWARD && j->bf16)
+    else if (j->bf16)
         train_backward_rows_bf16((const uint16_t *)j->x, (const uint16_t *)j->g, (uint16_t *)j->gx, j->ga,
                                  j->alpha, j->inv, j->row0, j->rows, j->length, j->channels);
-    else if (j->kind == TRAIN_BACKWARD)
+    else
         train_backward_rows_f32((const float *)j->x, (const float *)j->g, (float *)j->gx, j->ga, j->alpha,
                                 j->inv, j->row0, j->rows, j->length, j->channels);
-    else if (j->bf16) {
-        size_t offset = (size_t)(j->row0 * j->channels);
-        snake_rows_bf16((const uint16_t *)j->x + offset, (uint16_t *)j->y + offset, j->alpha, j->inv,
-                        j->rows, j->channels);
-    } else {
-        size_t offset = (size_t)(j->row0 * j->channels);
-        snake_rows((const float *)j->x + offset, (float *)j->y + offset, j->alpha, j->inv, j->rows,
-                   j->channels);
-    }
     return NULL;
 }
 
 #define MAX_THREADS 64
 
 /* Splits job's rows over threads (the GIL released); the last share runs on this thread, and so does
-   any share whose thread fails to start. */
-static void run_split(job_t job, Py_ssize_t threads) {
+   any share whose thread fails to start. A channels-last backward's share t writes its ∂L/∂α sums at
+   ga + t·channels (rows of zeros for threads beyond the number of rows). Returns 0, or -1 where a
+   share could not get its scratch memory. */
+static int run_split(job_t job, Py_ssize_t threads) {
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads > job.rows) threads = job.rows;
     if (threads < 1) threads = 1;
@@ -202,6 +270,8 @@ static void run_split(job_t job, Py_ssize_t threads) {
         jobs[t] = job;
         jobs[t].row0 = start;
         jobs[t].rows = job.rows / threads + (t < job.rows % threads);
+        if (job.kind == TRAIN_BACKWARD_CL)
+            jobs[t].ga = job.ga + t * job.channels;
         start += jobs[t].rows;
         if (t + 1 < threads && pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0)
             started[t] = 1;
@@ -211,6 +281,9 @@ static void run_split(job_t job, Py_ssize_t threads) {
     for (Py_ssize_t t = 0; t < threads; t++)
         if (started[t]) pthread_join(tids[t], NULL);
     Py_END_ALLOW_THREADS
+    for (Py_ssize_t t = 0; t < threads; t++)
+        if (jobs[t].failed) return -1;
+    return 0;
 }
 
 #define PTR(type, v) ((type)(uintptr_t)(v))
@@ -228,7 +301,8 @@ static PyObject *snake(PyObject *self, PyObject *args) {
     job_t job = {.kind = INFER, .bf16 = bf16, .x = PTR(const char *, xp), .y = PTR(char *, yp),
                  .alpha = PTR(const float *, ap), .inv = PTR(const float *, ip), .rows = rows,
                  .channels = channels};
-    run_split(job, threads);
+    if (run_split(job, threads) != 0)
+        return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -267,6 +341,24 @@ static PyObject *train_backward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *train_backward_cl(PyObject *self, PyObject *args) {
+    unsigned long long xp, gp, gxp, gap, ap, ip;
+    Py_ssize_t rows, channels, threads;
+    int bf16 = 0;
+    if (!PyArg_ParseTuple(args, "KKKKKKnnn|p", &xp, &gp, &gxp, &gap, &ap, &ip, &rows, &channels, &threads, &bf16))
+        return NULL;
+    if (rows < 1 || channels <= 0 || threads < 1 || threads > MAX_THREADS) {
+        PyErr_SetString(PyExc_ValueError, "train_backward_cl: bad shape or thread count");
+        return NULL;
+    }
+    job_t job = {.kind = TRAIN_BACKWARD_CL, .bf16 = bf16, .x = PTR(const char *, xp), .g = PTR(const char *, gp),
+                 .gx = PTR(char *, gxp), .ga = PTR(float *, gap), .alpha = PTR(const float *, ap),
+                 .inv = PTR(const float *, ip), .rows = rows, .channels = channels};
+    if (run_split(job, threads) != 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"snake", snake, METH_VARARGS,
      "snake(x, y, alpha, inv, rows, channels, threads, bf16=False): y = x + sin²(αx)·inv over "
@@ -277,6 +369,10 @@ static PyMethodDef methods[] = {
     {"train_backward", train_backward, METH_VARARGS,
      "train_backward(x, g, gx, ga, alpha, inv, rows, length, channels, threads, bf16=False): gx = g·∂y/∂x "
      "per value (x, g, gx float32, or bfloat16 if bf16) and ga[r] = Σ g·∂y/∂α over row r (float32)"},
+    {"train_backward_cl", train_backward_cl, METH_VARARGS,
+     "train_backward_cl(x, g, gx, ga, alpha, inv, rows, channels, threads, bf16=False): the backward over "
+     "rows × channels values (channels-last); ga: threads × channels float32 zeros, row t gets thread t's "
+     "sums of g·∂y/∂α per channel (rows of zeros where threads exceed rows)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_snake",

@@ -298,3 +298,91 @@ def test_latent_loss_enters_with_its_weight(corpus):
         logs.append(ln[0])
     assert logs[0]["latent"] == pytest.approx(logs[1]["latent"], rel=1e-5) and logs[0]["latent"] > 0
     assert logs[1]["loss"] - logs[0]["loss"] == pytest.approx(logs[1]["latent"], rel=1e-3)
+
+
+def test_moving_average_of_the_weights(corpus, tmp_path):
+    """The average follows ema ← ema + (1 − decay)(θ − ema) after every step, swaps in and out without
+    touching the trained weights, is exported beside them and survives both kinds of resume."""
+    trainer = train.Trainer(train.CONFIGS["tiny"], seed=1)
+    decay = trainer.ema_decay
+    assert decay == train.CONFIGS["tiny"]["ema"] and 0 < decay < 1
+    data = train.TrainingAudio(corpus, trainer.gen.sample_rate)
+    expected = [p.detach().clone() for p in trainer.gen.parameters()]
+    for _ in range(3):
+        trainer.train_step(data.batch(trainer.rng, trainer.cfg["batch"], trainer.n))
+        expected = [e + (1 - decay) * (p.detach() - e) for e, p in zip(expected, trainer.gen.parameters())]
+    for e, a in zip(expected, trainer.ema):
+        assert torch.allclose(e, a, atol=1e-6)
+    assert any(not torch.equal(e, p) for e, p in zip(trainer.ema, trainer.gen.parameters()))
+
+    own = {k: v.clone() for k, v in trainer.gen.state_dict().items()}
+    with trainer.averaged() as gen:
+        for e, p in zip(trainer.ema, gen.parameters()):
+            assert torch.equal(e, p)
+    for k, v in trainer.gen.state_dict().items():
+        assert torch.equal(own[k], v), k
+
+    trainer.export(tmp_path / "w.pth")
+    avg = torch.load(train.ema_path(tmp_path / "w.pth"), weights_only=True)
+    assert avg["metadata"]["dacli"] == {"step": 3, "ema": decay}
+    named = dict(zip((n for n, _ in trainer.gen.named_parameters()), trainer.ema))
+    for k, v in avg["state_dict"].items():
+        if k in named:
+            assert torch.equal(v, named[k]), k
+    assert load_checkpoint(train.ema_path(tmp_path / "w.pth")).n_codebooks == 3
+
+    fresh = train.Trainer(train.CONFIGS["tiny"], seed=5)  # from the committed files: the average is
+    fresh.init_generator(tmp_path / "w.pth")                # stored as its bf16 difference to the weights
+    for e, a, p in zip(trainer.ema, fresh.ema, trainer.gen.parameters()):
+        assert ((a - e).abs() <= (e - p).abs() * 2 ** -8 + 1e-6).all()
+    trainer.save(tmp_path / "state.pt")
+    again = train.Trainer(train.CONFIGS["tiny"], seed=6)
+    again.load_state(torch.load(tmp_path / "state.pt", weights_only=False))
+    assert all(torch.equal(e, a) for e, a in zip(trainer.ema, again.ema))
+    old = trainer.state()
+    del old["ema"]  # a state saved before averages were kept: the average starts at the weights
+    again.load_state(old)
+    assert all(torch.equal(e, p) for e, p in zip(again.ema, again.gen.parameters()))
+
+
+def test_generator_step_leaves_the_discriminators_gradients_alone(corpus):
+    """The generator's backward goes through the discriminators without computing their weights'
+    gradients (a third of its cost); they keep the gradients of their own step and stay trainable."""
+    trainer = train.Trainer(train.CONFIGS["tiny"], seed=1)
+    data = train.TrainingAudio(corpus, trainer.gen.sample_rate)
+    seen = []
+    trainer.opt_d.register_step_pre_hook(
+        lambda *_: seen.append([p.grad.clone() for p in trainer.disc.parameters()]))
+    trainer.train_step(data.batch(trainer.rng, trainer.cfg["batch"], trainer.n))
+    assert seen and all(torch.equal(a, p.grad) for a, p in zip(seen[0], trainer.disc.parameters()))
+    assert all(p.requires_grad for p in trainer.disc.parameters())
+    assert all(p.grad is not None and p.grad.any() for p in trainer.gen.parameters() if p.requires_grad)
+
+
+def test_channels_last_layout_trains_like_channels_first(corpus):
+    """The channels-last training layout (runtime.training) computes the same step: same losses and
+    updated weights as the plain layout to float32 rounding, the same state-dict keys, and a model that
+    still runs on (B, C, L) (validation, export). Both Snake kernels' backward (per row, per channel)
+    give the same α gradients."""
+    data = train.TrainingAudio(corpus, 44100)
+    x = data.batch(np.random.default_rng(3), 2, train.Trainer(train.CONFIGS["tiny"]).n)
+    runs = {}
+    for cl in (False, True):
+        t = train.Trainer(train.CONFIGS["tiny"], seed=1, channels_last=cl)
+        assert t.channels_last is cl
+        runs[cl] = (t, t.train_step(x))
+    (plain, logs_p), (cl, logs_c) = runs[False], runs[True]
+    for k in ("mel", "disc", "gen", "feat", "codebook"):
+        assert logs_p[k] == pytest.approx(logs_c[k], rel=1e-4, abs=1e-6), k
+    # the generator's gradients of the step (AdamW's first step turns any sign into ±lr, so compare these)
+    grads = [torch.cat([p.grad.flatten() for p in t.gen.parameters()]) for t in (plain, cl)]
+    assert torch.allclose(*grads, rtol=0, atol=1e-3 * float(grads[0].abs().max()))
+    for (k, a), b in zip(plain.gen.named_parameters(), cl.gen.parameters()):
+        if k.endswith("alpha"):  # Snake's α: summed per row (plain) or per channel and thread (cl)
+            assert torch.allclose(a.grad, b.grad, rtol=0, atol=1e-3 * float(a.grad.abs().max())), k
+    sd_p, sd_c = plain.gen.state_dict(), cl.gen.state_dict()
+    assert sd_p.keys() == sd_c.keys()
+    assert cl.gen.checkpoint()["state_dict"].keys() == sd_p.keys()
+    assert math.isfinite(train.validate(cl.gen, x))
+    # the layout is on by default exactly where it was measured faster: bf16 with the fused Snake
+    assert train.Trainer(train.CONFIGS["tiny"], precision="fp32").channels_last is False

@@ -3,7 +3,8 @@ or autograd's dozen (forward and backward), sharing one range reduction of the s
 
 - inference: :class:`FastSnake1d` on (B, C, 1, L) channels-last float32 / bfloat16 tensors;
 - training: :func:`fuse_snakes` swaps each Snake1d for a :class:`FusedSnake1d` whose forward and
-  backward run in the kernel ((B, C, L) float32, or bfloat16 under autocast).
+  backward run in the kernel ((B, C, L) float32, or bfloat16 under autocast; or (B, C, 1, L)
+  channels-last, the layout of :mod:`dacli.runtime.training`).
 """
 
 import torch
@@ -101,12 +102,44 @@ class TrainableSnake(torch.autograd.Function):
         return grad_x, grad_rows.sum(0).view(1, -1, 1)
 
 
+class TrainableSnakeChannelsLast(torch.autograd.Function):
+    """:class:`TrainableSnake` for (B, C, 1, L) channels-last tensors (B·L rows of C values): the forward
+    is inference's kernel, the backward sums ∂L/∂α per channel and thread."""
+
+    @staticmethod
+    def forward(ctx, x, alpha):
+        y = snake_fused(x, alpha)
+        ctx.save_for_backward(x, *kernel_alpha(alpha))
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, alpha, inv = ctx.saved_tensors
+        grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
+        channels = x.shape[1]
+        rows = x.numel() // channels
+        threads = max(1, min(torch.get_num_threads(), 64, rows)) if x.numel() >= MIN_PARALLEL else 1
+        grad_x = torch.empty_like(x)
+        grad_parts = torch.zeros(threads, channels, dtype=torch.float32)  # ∂L/∂α per (thread, channel)
+        _kernel.train_backward_cl(x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), grad_parts.data_ptr(),
+                                  alpha.data_ptr(), inv.data_ptr(), rows, channels, threads,
+                                  x.dtype == torch.bfloat16)
+        return grad_x, grad_parts.sum(0).view(1, -1, 1)
+
+
 def snake_trainable(x, alpha):
     """:func:`~dacli.model.snake` with the C kernel's forward and backward where it applies ((B, C, L)
     float32 or bfloat16 CPU tensors, ``alpha`` (1, C, 1) float32): the same values and gradients to
     float32 rounding (bfloat16: to one rounding of the result; the formula would give a float32 result,
     which the next convolution under autocast rounds to bfloat16 in the same way). Elsewhere (no
     compiler at install, CUDA) it is :func:`~dacli.model.snake`."""
+    if x.dim() == 4:  # (B, C, 1, L): the channels-last training layout (:mod:`dacli.runtime.training`)
+        if _kernel is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or \
+                not x.is_contiguous(memory_format=torch.channels_last) or alpha.dtype != torch.float32 or \
+                alpha.shape != (1, x.shape[1], 1):
+            return snake(x, alpha[..., None])
+        return TrainableSnakeChannelsLast.apply(x, alpha)
     if _kernel is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or \
             x.dim() != 3 or alpha.dtype != torch.float32 or alpha.shape != (1, x.shape[1], 1):
         return snake(x, alpha)
