@@ -5,12 +5,17 @@
 
 Runs ``Trainer.train_step`` for each variant (Snake by autograd or by the fused kernel; fp32 or bf16
 autocast; channels-first or channels-last layout) on the same batches drawn from a corpus folder
-(``--data``, default data/train; random audio if it is missing), in two rounds (the variants in
-order, then in reverse), each turn after one warm-up step; prints seconds and steps per hour and the ratio to
-the first variant, and with ``--profile`` the torch profiler's self time grouped into the parts of
-the step: convolutions, Snake, STFT/FFT and mel, weight norm, the optimisers, everything else.
+(``--data``, default data/train; random audio if it is missing), the variants taking turns step by
+step after two warm-up steps each; prints the median seconds and steps per hour, the median ratio to
+the first variant's step on the same batch, and each step's time, and with ``--profile`` the torch
+profiler's self time grouped into the parts of the step: convolutions, Snake, STFT/FFT and mel,
+weight norm, the optimisers, everything else.
 Pause the background training run first (``kill -STOP``): the machine has two cores.
 """
+
+import os
+
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")  # before torch loads oneDNN: see time_variants
 
 import argparse
 import contextlib
@@ -59,29 +64,34 @@ def make_trainer(variant, cfg):
 
 
 def time_variants(variants, cfg, batches, profile):
-    """Seconds per step (median) of each variant, and the profiler's self time per op when
-    ``profile``. The variants run in two rounds, in order and then in reverse (A B C, C B A), each
-    turn one untimed step (oneDNN re-creates its kernels after another variant's ran) then half the
-    batches, so that a drift of the machine's speed during the run (other guests, clocks) touches
-    them all alike instead of whichever ran at that moment. Steps in turn, one by one, would not
-    do: four variants' kernels overflow oneDNN's cache, and every step paid for new ones."""
+    """Seconds of each timed step of each variant, and the profiler's self time per op when
+    ``profile``. After two warm-up steps each, the variants take turns step by step, in order and
+    then in reverse (A B C, C B A, ...), on the same batches, so that the machine's drifts in speed
+    (other guests, clocks: ±20 % from one minute to the next on the 2-core machines) touch them all
+    alike; ratios are taken step by step (:func:`paired_ratio`). oneDNN's kernel cache is enlarged
+    (ONEDNN_PRIMITIVE_CACHE_CAPACITY, set before torch loads) so that it holds every variant's."""
     trainers = {v: make_trainer(v, cfg) for v in variants}
+    for trainer in trainers.values():
+        for _ in range(2):
+            trainer.train_step(batches[0])
     times = {v: [] for v in variants}
     ops = {v: {} for v in variants}
-    half = (len(batches) - 1 + 1) // 2
-    for order, chunk in ((variants, batches[1:1 + half]), (variants[::-1], batches[1 + half:])):
-        for v in order:
-            trainers[v].train_step(batches[0])
-            for x in chunk:
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else \
-                        contextlib.nullcontext() as prof:
-                    t = time.perf_counter()
-                    trainers[v].train_step(x)
-                    times[v].append(time.perf_counter() - t)
-                if profile:
-                    for ev in prof.key_averages():
-                        ops[v][ev.key] = ops[v].get(ev.key, 0.0) + ev.self_cpu_time_total / 1e6
-    return {v: (statistics.median(times[v]), ops[v]) for v in variants}
+    for i, x in enumerate(batches[1:]):
+        for v in variants if i % 2 == 0 else variants[::-1]:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else \
+                    contextlib.nullcontext() as prof:
+                t = time.perf_counter()
+                trainers[v].train_step(x)
+                times[v].append(time.perf_counter() - t)
+            if profile:
+                for ev in prof.key_averages():
+                    ops[v][ev.key] = ops[v].get(ev.key, 0.0) + ev.self_cpu_time_total / 1e6
+    return {v: (times[v], ops[v]) for v in variants}
+
+
+def paired_ratio(reference, times):
+    """Median over the steps of (reference's step time / this variant's, same batch, side by side)."""
+    return statistics.median(a / b for a, b in zip(reference, times))
 
 
 def print_parts(ops):
@@ -124,15 +134,18 @@ def main(argv=None):
         batches = [torch.from_numpy(rng.uniform(-0.5, 0.5, (cfg["batch"], 1, n)).astype(np.float32))
                    for _ in range(args.steps + 1)]
     print(f"{args.config}: batch {cfg['batch']} × {n} samples, {args.threads} threads, "
-          f"median of {args.steps} steps in two rounds" + (" under the profiler" if args.profile else ""))
+          f"median of {args.steps} steps, variants taking turns" + (" under the profiler" if args.profile else ""))
     result = {"machine": machine, "config": args.config, "threads": args.threads, "profiled": args.profile,
               "variants": {}}
     reference = None
-    for variant, (sec, ops) in time_variants(args.variants.split(","), cfg, batches, args.profile).items():
-        reference = reference or sec
-        print(f"  {variant:16s} {sec:6.2f} s/step  {3600 / sec:6.0f} steps/h  {reference / sec:.2f}x")
+    for variant, (times, ops) in time_variants(args.variants.split(","), cfg, batches, args.profile).items():
+        sec = statistics.median(times)
+        reference = reference or times
+        ratio = paired_ratio(reference, times)
+        print(f"  {variant:16s} {sec:6.2f} s/step  {3600 / sec:6.0f} steps/h  {ratio:.2f}x   "
+              f"(steps: {' '.join(f'{t:.2f}' for t in times)})")
         result["variants"][variant] = {"sec_per_step": sec, "steps_per_hour": 3600 / sec,
-                                       "speedup": reference / sec}
+                                       "speedup": ratio, "steps": times}
         if ops:
             result["variants"][variant]["parts"] = print_parts(ops)
     if args.json:
