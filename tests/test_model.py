@@ -1,5 +1,7 @@
 """Codec core: architecture keys, strict loading, numerical parity with the official implementation."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -330,12 +332,15 @@ def test_trainable_snake_equals_autograd():
     from dacli.runtime import snake as R
     assert R.kernel_available(), "dacli._snake is not built: run make install (needs a C compiler)"
     g = torch.Generator().manual_seed(5)
-    for batch, channels, length, scale in ((3, 5, 7, 3.0), (2, 24, 5000, 3.0), (1, 3, 2049, 300.0), (2, 4, 0, 1.0)):
+    cases = ((3, 5, 7, 3.0), (2, 24, 5000, 3.0), (1, 3, 2049, 300.0), (2, 4, 0, 1.0), (2, 700, 97, 3.0))
+    for (batch, channels, length, scale), layout in itertools.product(cases, ("ncl", "channels-last")):
         x0 = torch.randn(batch, channels, length, generator=g) * scale
         alpha0 = torch.rand(1, channels, 1, generator=g) * 2 + 0.05
         grad = torch.randn(batch, channels, length, generator=g)
+        if layout == "channels-last":  # (B, C, 1, L), the layout of runtime.training
+            x0, grad = (t[:, :, None].contiguous(memory_format=torch.channels_last) for t in (x0, grad))
         results = []
-        for f in (M.snake, R.snake_trainable):
+        for f in (lambda x, a: M.snake(x, a.view(1, -1, *[1] * (x.dim() - 2))), R.snake_trainable):
             x, alpha = x0.clone().requires_grad_(), alpha0.clone().requires_grad_()
             y = f(x, alpha)
             y.backward(grad)
@@ -348,7 +353,10 @@ def test_trainable_snake_equals_autograd():
         assert max(worst(y1, y2, 1)) < tol
         assert max(worst(gx1, gx2, 1)) < tol
         assert ga1.shape == ga2.shape == (1, channels, 1)
-        assert max(worst(ga1, ga2, length ** 0.5 + 1)) < 10 * tol, (ga1, ga2)
+        assert max(worst(ga1, ga2, (batch * length) ** 0.5 + 1)) < 10 * tol, (layout, ga1, ga2)
+        if layout == "channels-last":
+            assert y2.is_contiguous(memory_format=torch.channels_last) and \
+                gx2.is_contiguous(memory_format=torch.channels_last)
     # where the kernel does not apply (other shapes, other dtypes) it is the formula itself
     xd = torch.randn(2, 3, 10, dtype=torch.float64)
     assert torch.equal(R.snake_trainable(xd, torch.ones(1, 3, 1)), M.snake(xd, torch.ones(1, 3, 1)))

@@ -119,6 +119,8 @@ class TrainableSnakeChannelsLast(torch.autograd.Function):
         grad = grad.to(x.dtype).contiguous(memory_format=torch.channels_last)
         channels = x.shape[1]
         rows = x.numel() // channels
+        if rows == 0:
+            return torch.zeros_like(x), torch.zeros(1, channels, 1)
         threads = max(1, min(torch.get_num_threads(), 64, rows)) if x.numel() >= MIN_PARALLEL else 1
         grad_x = torch.empty_like(x)
         grad_parts = torch.zeros(threads, channels, dtype=torch.float32)  # ∂L/∂α per (thread, channel)
