@@ -394,8 +394,11 @@ class Trainer:
     def _generate(self, x):
         """The generator's training forward (as ``DAC.forward``), with the encoder and decoder under
         autocast and the quantizer in float32 (its nearest-code search needs the precision); "mixed"
-        keeps the decoder's last blocks in float32, as inference does (:func:`mixed_split`)."""
-        inward, outward = (to_channels_last, from_channels_last) if self.channels_last else (nn.Identity(),) * 2
+        keeps the decoder's last blocks in float32, as inference does (:func:`mixed_split`). In the
+        channels-last layout the encoder and decoder take and give (B, C, 1, L) tensors."""
+        def same(t):
+            return t
+        inward, outward = (to_channels_last, from_channels_last) if self.channels_last else (same, same)
         with self._autocast():
             z = self.gen.encoder(inward(x))
         z = outward(z).float()

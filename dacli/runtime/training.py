@@ -1,9 +1,11 @@
 """The channels-last training layout: the encoder and decoder run on (B, C, 1, L) channels-last
 tensors, their convolutions as 2-D ones, while parameters, state-dict keys and values stay those of the
 plain model. Under bfloat16 autocast oneDNN reorders every (B, C, L) convolution input, and every
-incoming gradient, to channels-last and back; in this layout there is nothing to reorder, and a
-convolution's forward and backward took 1.1-2.3x less time (2 cores, Xeon family 6 model 207,
-benchmarks/train_step.py). Inference has its own channels-last modules (:mod:`dacli.runtime.convs`).
+incoming gradient, to channels-last and back; in this layout there is nothing to reorder. One
+layer's forward and backward in bfloat16 (2 cores, Xeon family 6 model 207, measured a layer at a
+time): 1.6x faster for 24 channels at the full rate, 2.1x for 96, even for 384; a whole training step
+1.08-1.19x (``benchmarks/train_step.py``). In float32 it was slower, so the trainer uses it only
+under bf16. Inference has its own channels-last modules (:mod:`dacli.runtime.convs`).
 
 :func:`channels_last_training` switches a model's encoder and decoder in place; :func:`to_channels_last`
 and :func:`from_channels_last` convert activations at their edges. A 3-D input still runs as before
