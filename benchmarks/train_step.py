@@ -112,7 +112,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data/train")
     ap.add_argument("--config", default="bundled", choices=sorted(CONFIGS))
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (after one warm-up)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (after two warm-up steps)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default="autograd-fp32,fused-fp32,fused-bf16",
                     help="comma-separated SNAKE-PRECISION[-LAYOUT] (autograd|fused, fp32|mixed|bf16, cl|ncl); "

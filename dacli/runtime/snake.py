@@ -30,6 +30,11 @@ def kernel_alpha(alpha):
     return alpha, (alpha + SNAKE_GUARD).reciprocal()
 
 
+def default_threads(x):
+    """Threads for the kernel on ``x``: torch's, or one below MIN_PARALLEL elements."""
+    return torch.get_num_threads() if x.numel() >= MIN_PARALLEL else 1
+
+
 def snake_fused(x, alpha, out=None, threads=None):
     """Snake by the C kernel: ``x`` a float32 or bfloat16 (B, C, 1, L) channels-last CPU tensor,
     ``alpha`` its C values; the result goes into ``out`` (a new tensor by default; ``x`` itself for in
@@ -41,7 +46,7 @@ def snake_fused(x, alpha, out=None, threads=None):
     alpha, inv = kernel_alpha(alpha)
     channels = x.shape[1]
     if threads is None:
-        threads = torch.get_num_threads() if x.numel() >= MIN_PARALLEL else 1
+        threads = default_threads(x)
     _kernel.snake(x.data_ptr(), out.data_ptr(), alpha.data_ptr(), inv.data_ptr(), x.numel() // channels,
                   channels, threads, x.dtype == torch.bfloat16)
     return out
@@ -121,7 +126,7 @@ class TrainableSnakeChannelsLast(torch.autograd.Function):
         rows = x.numel() // channels
         if rows == 0:
             return torch.zeros_like(x), torch.zeros(1, channels, 1)
-        threads = max(1, min(torch.get_num_threads(), 64, rows)) if x.numel() >= MIN_PARALLEL else 1
+        threads = max(1, min(default_threads(x), 64, rows))  # one row of ∂L/∂α sums per thread
         grad_x = torch.empty_like(x)
         grad_parts = torch.zeros(threads, channels, dtype=torch.float32)  # ∂L/∂α per (thread, channel)
         _kernel.train_backward_cl(x.data_ptr(), grad.data_ptr(), grad_x.data_ptr(), grad_parts.data_ptr(),
@@ -136,16 +141,14 @@ def snake_trainable(x, alpha):
     float32 rounding (bfloat16: to one rounding of the result; the formula would give a float32 result,
     which the next convolution under autocast rounds to bfloat16 in the same way). Elsewhere (no
     compiler at install, CUDA) it is :func:`~dacli.model.snake`."""
+    kernel_takes = _kernel is not None and x.device.type == "cpu" and x.dim() in (3, 4) and \
+        x.dtype in (torch.float32, torch.bfloat16) and alpha.dtype == torch.float32 and \
+        alpha.shape == (1, x.shape[1], 1)
     if x.dim() == 4:  # (B, C, 1, L): the channels-last training layout (:mod:`dacli.runtime.training`)
-        if _kernel is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or \
-                not x.is_contiguous(memory_format=torch.channels_last) or alpha.dtype != torch.float32 or \
-                alpha.shape != (1, x.shape[1], 1):
-            return snake(x, alpha[..., None])
-        return TrainableSnakeChannelsLast.apply(x, alpha)
-    if _kernel is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or \
-            x.dim() != 3 or alpha.dtype != torch.float32 or alpha.shape != (1, x.shape[1], 1):
-        return snake(x, alpha)
-    return TrainableSnake.apply(x, alpha)
+        if kernel_takes and x.is_contiguous(memory_format=torch.channels_last):
+            return TrainableSnakeChannelsLast.apply(x, alpha)
+        return snake(x, alpha[..., None])
+    return TrainableSnake.apply(x, alpha) if kernel_takes else snake(x, alpha)
 
 
 class FusedSnake1d(Snake1d):
