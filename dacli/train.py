@@ -412,10 +412,14 @@ class Trainer:
         latent = F.mse_loss(z_q, z.detach())
         return y.float(), {"codebook": codebook, "commitment": commitment, "latent": latent}
 
-    def _discriminate(self, x):
+    def _discriminate(self, *signals):
+        """The discriminators' features of each signal (one list per discriminator each), computed in
+        one batch: the discriminators treat batch items apart, and one pass over 2B items costs less
+        than two over B (the discriminator step: 0.69 → 0.64 s, measured in sitting 9)."""
         with self._autocast():
-            feats = self.disc(x)
-        return [[f.float() for f in fmap] for fmap in feats]
+            feats = self.disc(torch.cat(signals))
+        n = signals[0].shape[0]
+        return [[[f[i * n:(i + 1) * n].float() for f in fmap] for fmap in feats] for i in range(len(signals))]
 
     def train_step(self, x):
         cfg, lam = self.cfg, self.cfg["lambdas"]
@@ -425,7 +429,7 @@ class Trainer:
         logs = {}
         use_d = self.step >= cfg["disc_start"]
         if use_d:
-            d_loss = discriminator_loss(self._discriminate(y.detach()), self._discriminate(x))
+            d_loss = discriminator_loss(*self._discriminate(y.detach(), x))
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             logs["grad_d"] = float(nn.utils.clip_grad_norm_(self.disc.parameters(), CLIP_DISC))
@@ -438,7 +442,9 @@ class Trainer:
             # weights (those are cleared before their next step): freezing them skips that backward.
             self.disc.requires_grad_(False)
             try:
-                adv, feat = generator_losses(self._discriminate(y), self._discriminate(x))
+                # apart: in one batch the backward would also compute the gradient for x's half
+                (d_fake,), (d_real,) = self._discriminate(y), self._discriminate(x)
+                adv, feat = generator_losses(d_fake, d_real)
             finally:
                 self.disc.requires_grad_(True)
             loss = loss + lam["gen"] * adv + lam["feat"] * feat

@@ -177,6 +177,26 @@ def test_discriminator_shapes():
     assert all(torch.isfinite(o[-1]).all() for o in outs)
 
 
+
+def test_discriminators_see_two_signals_in_one_batch_as_apart():
+    """The discriminator step passes the decoded and the real audio through the discriminators as one
+    batch: each signal's features (hence the loss and the weights' gradients) are those it gets alone."""
+    trainer = train.Trainer(train.CONFIGS["tiny"], seed=1)
+    torch.manual_seed(2)
+    y, x = 0.1 * torch.randn(2, 1, trainer.n), 0.1 * torch.randn(2, 1, trainer.n)
+    with torch.no_grad():
+        fake, real = trainer._discriminate(y, x)
+        alone = [[f.float() for f in fmap] for fmap in trainer.disc(y)], \
+            [[f.float() for f in fmap] for fmap in trainer.disc(x)]
+    for together, apart in zip((fake, real), alone):
+        for a, b in zip(together, apart):
+            assert len(a) == len(b)
+            for fa, fb in zip(a, b):
+                assert fa.shape == fb.shape
+                assert torch.allclose(fa, fb, rtol=1e-5, atol=1e-6 * float(fb.abs().max()))
+    assert train.discriminator_loss(fake, real).item() == pytest.approx(
+        train.discriminator_loss(*alone).item(), rel=1e-5)
+
 def test_compact_state_continues_the_run(corpus, tmp_path):
     """export() writes the weights and, beside them, the committable training state; a new trainer
     started from the weights file continues from it (step, learning rate, discriminators, moments)."""
