@@ -177,7 +177,6 @@ def test_discriminator_shapes():
     assert all(torch.isfinite(o[-1]).all() for o in outs)
 
 
-
 def test_discriminators_see_two_signals_in_one_batch_as_apart():
     """The discriminator step passes the decoded and the real audio through the discriminators as one
     batch: each signal's features (hence the loss and the weights' gradients) are those it gets alone."""
@@ -196,6 +195,7 @@ def test_discriminators_see_two_signals_in_one_batch_as_apart():
                 assert torch.allclose(fa, fb, rtol=1e-5, atol=1e-6 * float(fb.abs().max()))
     assert train.discriminator_loss(fake, real).item() == pytest.approx(
         train.discriminator_loss(*alone).item(), rel=1e-5)
+
 
 def test_compact_state_continues_the_run(corpus, tmp_path):
     """export() writes the weights and, beside them, the committable training state; a new trainer
