@@ -34,23 +34,29 @@ PAUSE_DBFS = -45.0
 REPAIRS = ("decoded", "top", "below", "pauses")
 
 
+WIN = torch.hann_window(WINDOW, dtype=torch.float64)
+
+
 def _stft(x):
-    win = torch.hann_window(WINDOW, dtype=torch.float64)
-    return torch.stft(torch.from_numpy(x.astype(np.float64)), WINDOW, HOP, window=win, return_complex=True)
+    return torch.stft(torch.from_numpy(x.astype(np.float64)), WINDOW, HOP, window=WIN, return_complex=True)
 
 
 def _istft(spec, length):
-    win = torch.hann_window(WINDOW, dtype=torch.float64)
-    return torch.istft(spec, WINDOW, HOP, window=win, length=length).numpy()
+    return torch.istft(spec, WINDOW, HOP, window=WIN, length=length).numpy()
+
+
+def _gain(ref_power, deg_power):
+    """The amplitude gain that brings summed power ``deg_power`` to ``ref_power``, capped at 40 dB."""
+    return (ref_power / (deg_power + 1e-30)).sqrt().clamp(max=100.0)
 
 
 def _band_gain(ref_power, deg_power, freqs, bands):
-    """sqrt(ref/deg) of the power summed in each band, (bins, frames) → (bins, frames), capped at 40 dB."""
+    """``_gain`` of the power summed in each band, (bins, frames) → (bins, frames)."""
     gain = torch.ones_like(ref_power)
     for lo, hi in bands:
         k = torch.from_numpy((freqs >= lo) & (freqs < hi))
         if k.any():
-            gain[k] = (ref_power[k].sum(0) / (deg_power[k].sum(0) + 1e-30)).sqrt().clamp(max=100.0)
+            gain[k] = _gain(ref_power[k].sum(0), deg_power[k].sum(0))
     return gain
 
 
@@ -69,10 +75,9 @@ def repair(x, y, rate, which):
         for i, f in enumerate(freqs):
             if f > 0 and (f >= SPLIT_HZ) == (which == "top"):
                 third = torch.from_numpy((freqs >= f / 2 ** (1 / 6)) & (freqs <= f * 2 ** (1 / 6)))
-                gain[i] = (gx[third].sum() / (gy[third].sum() + 1e-30)).sqrt().clamp(max=100.0)
+                gain[i] = _gain(gx[third].sum(), gy[third].sum())
         return _istft(Y * gain, len(y))
-    frame_dbfs = 10 * torch.log10(px.sum(0) * 2 / (torch.hann_window(WINDOW).double().pow(2).sum() * WINDOW)
-                                  + 1e-20)
+    frame_dbfs = 10 * torch.log10(px.sum(0) * 2 / (WIN.pow(2).sum() * WINDOW) + 1e-20)  # Parseval
     quiet = (frame_dbfs < PAUSE_DBFS) & (frame_dbfs > -150)
     edges = [0.0] + [50 * 2 ** (i / 2) for i in range(19) if 50 * 2 ** (i / 2) < rate / 2] + [rate / 2 + 1]
     gain = _band_gain(px, py, freqs, list(zip(edges[:-1], edges[1:])))
@@ -111,7 +116,7 @@ def main(argv=None):
                 rows[rel] = scores
                 print(f"  {rel:36s} " + "  ".join(f"{s[0]:.3f}/{s[1]:.2f}" for s in scores.values()),
                       flush=True)
-            for kind in sorted({k.split("/")[0] for k in rows} | {"all"}):
+            for kind in sorted({k.split("/")[0] for k in rows if "/" in k} | {"all"}):
                 sel = [v for k, v in rows.items() if kind == "all" or k.startswith(kind + "/")]
                 mean = {w: np.nanmean([s[w] for s in sel], 0) for w in REPAIRS}
                 print(f"  mean {kind:31s} " + "  ".join(f"{m[0]:.3f}/{m[1]:.2f}" for m in mean.values()))
