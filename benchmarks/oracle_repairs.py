@@ -17,23 +17,19 @@ that costs a lot; none of them is a codec (they read the original):
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from round_trip import round_trips
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dacli import audio, codec, evaluate  # noqa: E402
-from dacli.fileio import AUDIO_EXTS, find_inputs  # noqa: E402
-from dacli.registry import load_model  # noqa: E402
+from dacli import evaluate  # noqa: E402
 
 WINDOW, HOP = 2048, 512
 SPLIT_HZ = 11000.0
 PAUSE_DBFS = -45.0
 REPAIRS = ("decoded", "top", "below", "pauses")
-
-
 WIN = torch.hann_window(WINDOW, dtype=torch.float64)
 
 
@@ -93,34 +89,24 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    files = [p for p, _ in find_inputs([args.data], AUDIO_EXTS - {".raw"})]
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.model or [None]:
-            model = load_model(name, device="cpu", precision="fp32")
-            n = model.n_codebooks_for_kbps(args.kbps)
-            label = name or "bundled"
-            print(f"{label} ({n} codebooks): mel / ViSQOL per repair: " + ", ".join(REPAIRS), flush=True)
-            rows = {}
-            for path in files:
-                x, rate = audio.read(path)
-                codec.encode_file(model, path, Path(tmp) / "x.dac", n_codebooks=n)
-                codec.decode_file(model, Path(tmp) / "x.dac", Path(tmp) / "y.wav")
-                y, _ = audio.read(Path(tmp) / "y.wav")
-                x, y = x.mean(1).astype(np.float64), y.mean(1).astype(np.float64)[:len(x)]
-                scores = {}
-                for which in REPAIRS:
-                    m = evaluate.compare(x[:, None], repair(x, y, rate, which)[:, None], rate)
-                    scores[which] = (m["mel"], m["visqol"])
-                rel = str(Path(path).relative_to(args.data)) if Path(args.data).is_dir() else Path(path).name
-                rows[rel] = scores
-                print(f"  {rel:36s} " + "  ".join(f"{s[0]:.3f}/{s[1]:.2f}" for s in scores.values()),
-                      flush=True)
-            for kind in sorted({k.split("/")[0] for k in rows if "/" in k} | {"all"}):
-                sel = [v for k, v in rows.items() if kind == "all" or k.startswith(kind + "/")]
-                mean = {w: np.nanmean([s[w] for s in sel], 0) for w in REPAIRS}
-                print(f"  mean {kind:31s} " + "  ".join(f"{m[0]:.3f}/{m[1]:.2f}" for m in mean.values()))
-            results[label] = rows
+    for label, n, pairs in round_trips(args.model, args.data, args.kbps):
+        print(f"{label} ({n} codebooks): mel / ViSQOL per repair: " + ", ".join(REPAIRS), flush=True)
+        rows = {}
+        for path, x, rate, y in pairs:
+            x, y = x.mean(1).astype(np.float64), y.mean(1).astype(np.float64)[:len(x)]
+            scores = {}
+            for which in REPAIRS:
+                m = evaluate.compare(x[:, None], repair(x, y, rate, which)[:, None], rate)
+                scores[which] = (m["mel"], m["visqol"])
+            rel = str(Path(path).relative_to(args.data)) if Path(args.data).is_dir() else Path(path).name
+            rows[rel] = scores
+            print(f"  {rel:36s} " + "  ".join(f"{s[0]:.3f}/{s[1]:.2f}" for s in scores.values()), flush=True)
+        for kind in sorted({k.split("/")[0] for k in rows if "/" in k} | {"all"}):
+            sel = [v for k, v in rows.items() if kind == "all" or k.startswith(kind + "/")]
+            mean = {w: np.nanmean([s[w] for s in sel], 0) for w in REPAIRS}
+            print(f"  mean {kind:31s} " + "  ".join(f"{m[0]:.3f}/{m[1]:.2f}" for m in mean.values()))
+        results[label] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0

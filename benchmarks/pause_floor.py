@@ -13,16 +13,11 @@ Several ``--model`` values are measured in the same run.
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dacli import audio, codec  # noqa: E402
-from dacli.fileio import AUDIO_EXTS, find_inputs  # noqa: E402
-from dacli.registry import load_model  # noqa: E402
+from round_trip import round_trips
 
 FRAME = 2048
 
@@ -54,27 +49,18 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    files = [p for p, _ in find_inputs([args.data], AUDIO_EXTS - {".raw"})]
-    originals = [audio.read(p)[0].mean(1) for p in files]  # read once, measured against every model
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.model or [None]:
-            model = load_model(name, device="cpu", precision="fp32")
-            n = model.n_codebooks_for_kbps(args.kbps)
-            label = name or "bundled"
-            print(f"{label} ({n} codebooks): file, pause dB original -> decoded, loud dB original -> decoded")
-            rows = []
-            for path, x in zip(files, originals):
-                codec.encode_file(model, path, Path(tmp) / "x.dac", n_codebooks=n)
-                codec.decode_file(model, Path(tmp) / "x.dac", Path(tmp) / "y.wav")
-                y, _ = audio.read(Path(tmp) / "y.wav")
-                row = floors(x, y.mean(1))
-                rows.append({"file": Path(path).name, "pause_original": row[0], "pause_decoded": row[1],
-                             "loud_original": row[2], "loud_decoded": row[3]})
-                print(f"  {Path(path).name:24s} {row[0]:7.1f} -> {row[1]:6.1f}   {row[2]:6.1f} -> {row[3]:6.1f}")
-            excess = [r["pause_decoded"] - r["pause_original"] for r in rows]
-            print(f"  median pause excess: {np.median(excess):+.1f} dB")
-            results[label] = rows
+    for label, n, pairs in round_trips(args.model, args.data, args.kbps):
+        print(f"{label} ({n} codebooks): file, pause dB original -> decoded, loud dB original -> decoded")
+        rows = []
+        for path, x, _, y in pairs:
+            row = floors(x.mean(1), y.mean(1))
+            rows.append({"file": Path(path).name, "pause_original": row[0], "pause_decoded": row[1],
+                         "loud_original": row[2], "loud_decoded": row[3]})
+            print(f"  {Path(path).name:24s} {row[0]:7.1f} -> {row[1]:6.1f}   {row[2]:6.1f} -> {row[3]:6.1f}")
+        excess = [r["pause_decoded"] - r["pause_original"] for r in rows]
+        print(f"  median pause excess: {np.median(excess):+.1f} dB")
+        results[label] = rows
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
