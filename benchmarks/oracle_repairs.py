@@ -14,14 +14,13 @@ that costs a lot; none of them is a codec (they read the original):
   level set to the original's, per half-octave band and frame, the decoded fine structure kept.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from round_trip import round_trips
+from round_trip import parse_args, round_trips
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dacli import evaluate  # noqa: E402
@@ -82,12 +81,7 @@ def repair(x, y, rate, which):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", help="weights (repeatable); default: the bundled model")
-    ap.add_argument("--data", default="data/heldout")
-    ap.add_argument("--kbps", type=float, default=8.0)
-    ap.add_argument("--json")
-    args = ap.parse_args(argv)
+    args = parse_args(__doc__, "data/heldout", argv)
     torch.set_num_threads(2)
     results = {}
     for label, n, pairs in round_trips(args.model, args.data, args.kbps):

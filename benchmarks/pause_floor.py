@@ -10,14 +10,13 @@ scale, with the loud half of the frames for comparison. A codec that fills silen
 Several ``--model`` values are measured in the same run.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from round_trip import round_trips
+from round_trip import parse_args, round_trips
 
 FRAME = 2048
 
@@ -42,12 +41,7 @@ def floors(original, decoded):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", help="weights (repeatable); default: the bundled model")
-    ap.add_argument("--data", default="data/heldout/speech")
-    ap.add_argument("--kbps", type=float, default=8.0)
-    ap.add_argument("--json")
-    args = ap.parse_args(argv)
+    args = parse_args(__doc__, "data/heldout/speech", argv)
     torch.set_num_threads(2)
     results = {}
     for label, n, pairs in round_trips(args.model, args.data, args.kbps):

@@ -1,6 +1,7 @@
 """Files through ``dacli encode`` and ``decode`` as a user's would (loudness normalisation included),
 for the benchmarks that measure what comes back (pause_floor.py, oracle_repairs.py)."""
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -28,3 +29,14 @@ def round_trips(names, data, kbps):
                     x, rate = audio.read(path)
                     yield path, x, rate, audio.read(Path(tmp) / "y.wav")[0]
             yield name or "bundled", n, pairs()
+
+
+def parse_args(doc, data, argv=None):
+    """The command line both round-trip benchmarks share: --model (repeatable), --data (default
+    ``data``), --kbps, --json; ``doc``'s first paragraph is the description."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--model", action="append", help="weights (repeatable); default: the bundled model")
+    ap.add_argument("--data", default=data)
+    ap.add_argument("--kbps", type=float, default=8.0)
+    ap.add_argument("--json")
+    return ap.parse_args(argv)
