@@ -24,14 +24,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dacli import audio  # noqa: E402
+from dacli import audio, codec  # noqa: E402
 from dacli.fileio import AUDIO_EXTS, find_inputs  # noqa: E402
 from dacli.registry import load_model  # noqa: E402
 
 WINDOW = 2048
 CONTEXT = 2       # frames on each side given to the probe
 MIN_MID_DB = -70  # frames quieter than this in 1.4-11 kHz are left out
-TARGET_LUFS = -16
 
 
 def band_levels(x, hop, rate, band):
@@ -47,7 +46,8 @@ def band_levels(x, hop, rate, band):
 
 
 def read_mono(path, rate, hop, seconds=None, rng=None):
-    """A file as the codec sees it: mono, at the model rate, at -16 LUFS; an excerpt if ``seconds``."""
+    """A file near what the codec sees: mono, at the model rate, at its target loudness (no peak limit);
+    an excerpt if ``seconds``."""
     x, sr = audio.read(path)
     x = audio.resample(x.mean(1), sr, rate)
     if seconds and len(x) > seconds * rate:
@@ -55,7 +55,7 @@ def read_mono(path, rate, hop, seconds=None, rng=None):
         x = x[start:start + int(seconds * rate)]
     db = audio.loudness(x, rate)
     if np.isfinite(db):
-        x = x * audio.db_to_gain(TARGET_LUFS - db)
+        x = x * audio.db_to_gain(codec.TARGET_LOUDNESS - db)
     return x[:len(x) // hop * hop].astype(np.float32)
 
 
