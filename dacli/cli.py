@@ -221,7 +221,8 @@ def _model_option(f):
     f = click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES),
                      help="bf16 runs the model in bfloat16: fastest where the CPU/GPU computes it natively, "
                           "but with a noise floor in quiet passages. mixed: bfloat16 except the decoder's last "
-                          "blocks, as good as fp32 on our measurements (codes may differ slightly). auto: "
+                          "blocks and narrow (<= 32-channel) first encoder layers, as good as fp32 on our "
+                          "measurements (codes may differ slightly). auto: "
                           "mixed where the CPU/GPU computes bfloat16 natively, fp32 elsewhere.")(f)
     f = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
                      help="Where to run the model ('auto' picks CUDA when present).")(f)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import dacli
 from dacli.errors import DacliError
 from dacli.model import PRESETS, build, load_checkpoint
+from dacli.model.receptive import convolutions
 
 from conftest import FIXTURES, vectors
 
@@ -105,10 +106,12 @@ def test_prepared_model_equals_the_plain_one():
         fast.checkpoint()
 
 
-def test_mixed_precision_keeps_the_decoders_last_blocks_in_float32(monkeypatch):
-    """"mixed": the encoder and the decoder's low-rate layers in bfloat16, the decoder's last
-    FLOAT32_DECODER_BLOCKS blocks and its output layers in float32 (where bfloat16 added a noise floor);
-    it decodes closer to fp32 than all-bf16 does; auto picks it exactly where bfloat16 is native."""
+def test_mixed_precision_keeps_the_decoders_last_and_the_encoders_narrow_first_layers_in_float32(monkeypatch):
+    """"mixed": bfloat16 in the middle, float32 at the full-rate ends: the encoder's first layers up to
+    FLOAT32_ENCODER_MAX_CHANNELS wide (where oneDNN's bf16 set-up costs more than it saves; none in the
+    official models, whose encoders start at 64 channels), the decoder's last
+    FLOAT32_DECODER_BLOCKS blocks and output layers (where bfloat16 added a noise floor); it decodes
+    closer to fp32 than all-bf16 does; auto picks it exactly where bfloat16 is native."""
     from dacli import runtime
     from dacli.model.dac import DecoderBlock
     from dacli.runtime import engine, hardware
@@ -118,14 +121,23 @@ def test_mixed_precision_keeps_the_decoders_last_blocks_in_float32(monkeypatch):
         return {b.dtype for b in module.buffers()} | {m.dtype for m in module.modules() if isinstance(m, FastSnake1d)}
     models = {p: runtime.prepare(load_checkpoint(FIXTURES / "tiny44.pth"), "cpu", p) for p in hardware.PRECISIONS}
     mixed = models["mixed"]
-    assert mixed.precision == "mixed" and dtypes(mixed.encoder) == {torch.bfloat16}
-    layers = list(mixed.decoder.inner.model)
-    blocks = [i for i, layer in enumerate(layers) if isinstance(layer, DecoderBlock)]
-    first_fp32 = blocks[-engine.FLOAT32_DECODER_BLOCKS]
-    assert 0 < first_fp32 < len(layers) - 1
-    for i, layer in enumerate(layers):
-        assert dtypes(layer) <= {torch.bfloat16 if i < first_fp32 else torch.float32}, i
-    assert torch.float32 in dtypes(layers[first_fp32]) and torch.bfloat16 in dtypes(layers[first_fp32 - 1])
+    assert mixed.precision == "mixed"
+    decoder_blocks = [i for i, layer in enumerate(mixed.decoder.inner.model) if isinstance(layer, DecoderBlock)]
+    plain = load_checkpoint(FIXTURES / "tiny44.pth")
+    widths = [convolutions(layer)[0].weight_v.shape[0] if convolutions(layer) else None for layer in plain.encoder.block]
+    assert widths[:5] == [8, 8, 16, 32, 64] and engine.FLOAT32_ENCODER_MAX_CHANNELS == 32  # tiny44: encoder_dim 8
+    assert engine.encoder_split(plain.encoder) == 4
+    assert engine.encoder_split(build("44khz-8kbps").encoder) == 0
+    for inner, split, dtype in ((mixed.encoder.inner.block, 4, torch.float32),  # first bf16 layer
+                                (mixed.decoder.inner.model, decoder_blocks[-engine.FLOAT32_DECODER_BLOCKS],
+                                 torch.bfloat16)):  # first float32 layer
+        layers = list(inner)
+        assert 0 < split < len(layers) - 1
+        other = torch.bfloat16 if dtype == torch.float32 else torch.float32
+        for i, layer in enumerate(layers):
+            assert dtypes(layer) <= {dtype if i < split else other}, (dtype, i)
+        assert other in dtypes(layers[split]) and dtype in dtypes(layers[split - 1])
+    assert dtypes(models["bf16"].encoder) == {torch.bfloat16} and dtypes(models["fp32"].encoder) == {torch.float32}
     v = vectors("tiny44")
     codes = models["fp32"].encode(v["audio"])
     y = {p: m.decode(codes).numpy() for p, m in models.items()}

@@ -20,6 +20,7 @@ it cannot be trained or saved.
 import torch
 from torch import nn
 
+from ..model import receptive
 from ..model.dac import DAC, DecoderBlock
 from ..model.layers import ResidualUnit, Snake1d, WNConv1d, WNConvTranspose1d, skip
 from ..model.quantizer import ResidualVectorQuantize
@@ -39,7 +40,7 @@ class SkipInsideResidualUnit(nn.Module):
     def forward(self, x):
         snake1, conv7, snake2, conv1 = self.block
         y = snake2(conv7(snake1(x)))
-        return conv1(y, add=skip(x, y))
+        return conv1(y, add=skip(x, y).to(y.dtype))  # x is float32 where the precision changes here
 
 
 class ChannelsLast(nn.Module):
@@ -107,12 +108,19 @@ def _replace(module, dtype, onednn, use_kernel):
             setattr(module, name, new)
 
 
-# "mixed" precision: bfloat16 wherever it costs no measurable quality, float32 where it does. Measured
-# with the bundled model on the held-out set (benchmarks/precision_split.py; README, Speed): the
-# encoder in bf16 changes a few % of the codes but not the decoded audio's quality (1.9853 → 1.9850),
-# while the decoder in bf16 adds a noise floor (1.985 → 2.136) that comes from its last, full-rate blocks:
-# with the last two decoder blocks and the output layers in float32, 1.9853 again (last one only: 2.015).
+# "mixed" precision: bfloat16 wherever it costs no measurable quality and saves time, float32 elsewhere.
+# Decoder, for quality: measured with the bundled model on the held-out set (benchmarks/precision_split.py;
+# README, Speed), the decoder in bf16 adds a noise floor (1.985 → 2.136) that comes from its last,
+# full-rate blocks: with the last two decoder blocks and the output layers in float32, 1.9853 again
+# (last one only: 2.015). The encoder in bf16 changes a few % of the codes but not the decoded audio's
+# quality (1.9853 → 1.9850).
+# Encoder, for speed: its first layers run at the full and half sample rate. Where they are narrow (the
+# bundled model's 16 and 32 channels), oneDNN's AMX convolutions take 60-100 ms to set up for each new
+# input length (three or four per file: first, steady and last windows) and save little once set up,
+# so a short file encoded 2x slower in bfloat16 than in float32; from 64 channels on (the official
+# models' first layers) bfloat16 pays (benchmarks/encoder_split.py; README, Speed). CPU only.
 FLOAT32_DECODER_BLOCKS = 2
+FLOAT32_ENCODER_MAX_CHANNELS = 32
 
 
 def mixed_split(decoder) -> int:
@@ -122,11 +130,39 @@ def mixed_split(decoder) -> int:
     return blocks[-FLOAT32_DECODER_BLOCKS] if len(blocks) >= FLOAT32_DECODER_BLOCKS else 0
 
 
+def encoder_split(encoder) -> int:
+    """Index of the first of the encoder's top-level layers (``encoder.block``) that "mixed" precision
+    runs in bfloat16: the first whose first convolution has more than FLOAT32_ENCODER_MAX_CHANNELS
+    output channels (the layers before it stay in float32)."""
+    for i, layer in enumerate(encoder.block):
+        convs = receptive.convolutions(layer)
+        if convs and convs[0].weight_v.shape[0] > FLOAT32_ENCODER_MAX_CHANNELS:
+            return i
+    return len(encoder.block)
+
+
+def _encoder_dtypes(encoder, precision, device):
+    """The working dtype of each of the encoder's top-level layers in ``precision`` on ``device`` (the
+    encoder's split is oneDNN's matter: on a GPU "mixed" runs the whole encoder in bfloat16)."""
+    n = len(encoder.block)
+    mixed = encoder_split(encoder) if device.type == "cpu" else 0
+    first_bf16 = {"fp32": n, "mixed": mixed, "bf16": 0}[precision]
+    return [torch.float32 if i < first_bf16 else torch.bfloat16 for i in range(n)]
+
+
 def _decoder_dtypes(decoder, precision):
     """The working dtype of each of the decoder's top-level layers in ``precision``."""
     n = len(decoder.model)
     first_fp32 = {"fp32": 0, "mixed": mixed_split(decoder), "bf16": n}[precision]
     return [torch.bfloat16 if i < first_fp32 else torch.float32 for i in range(n)]
+
+
+def _replace_layers(layers: nn.Sequential, dtypes, onednn, use_kernel):
+    """Replace each of ``layers`` by its inference form in its own dtype, in place."""
+    for i, dt in enumerate(dtypes):
+        new = _fast(layers[i], dt, onednn[dt], use_kernel)
+        if new is not None:
+            layers[i] = new
 
 
 def prepare(model: DAC, device="auto", precision="auto") -> DAC:
@@ -138,19 +174,15 @@ def prepare(model: DAC, device="auto", precision="auto") -> DAC:
     process.inference_settings()
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    encoder_dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    encoder_dtypes = _encoder_dtypes(model.encoder, precision, device)
     decoder_dtypes = _decoder_dtypes(model.decoder, precision)
-    onednn = {dt: onednn_op(dt) if device.type == "cpu" else None for dt in {encoder_dtype, *decoder_dtypes}}
+    onednn = {dt: onednn_op(dt) if device.type == "cpu" else None for dt in {*encoder_dtypes, *decoder_dtypes}}
     use_kernel = kernel_available() and device.type == "cpu"
     model = model.to(device).eval()
     with torch.no_grad():
-        _replace(model.encoder, encoder_dtype, onednn[encoder_dtype], use_kernel)
-        layers = model.decoder.model
-        for i, dt in enumerate(decoder_dtypes):
-            new = _fast(layers[i], dt, onednn[dt], use_kernel)
-            if new is not None:
-                layers[i] = new
-        model.encoder = ChannelsLast(model.encoder, encoder_dtype)
+        _replace_layers(model.encoder.block, encoder_dtypes, onednn, use_kernel)
+        _replace_layers(model.decoder.model, decoder_dtypes, onednn, use_kernel)
+        model.encoder = ChannelsLast(model.encoder, encoder_dtypes[0])
         model.decoder = ChannelsLast(model.decoder, decoder_dtypes[0])
         model.quantizer = ProductQuantizer(model.quantizer)
     model.eval()  # the new modules too

@@ -3,7 +3,8 @@
 from ..errors import DacliError
 
 # The precisions inference runs in: "fp32"; "bf16" (every convolution and Snake in bfloat16);
-# "mixed" (bfloat16 except the decoder's last, full-rate blocks: see dacli.runtime.engine).
+# "mixed" (bfloat16 except the decoder's last, full-rate blocks and the encoder's narrow first layers:
+# see dacli.runtime.engine).
 PRECISIONS = ("fp32", "mixed", "bf16")
 # What --precision auto runs where the device computes bfloat16 natively (fp32 elsewhere): bf16 only
 # where its quality cost is negligible on the held-out set (bundled model, 7.75 kbps: mel within 0.01,
