@@ -56,8 +56,8 @@ def main(argv=None):
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        model_name, precision, blocks, src, src2 = args.child
-        print(json.dumps(child(model_name, precision, None if blocks == "-" else int(blocks), src, src2)))
+        model_name, precision, max_channels, src, src2 = args.child
+        print(json.dumps(child(model_name, precision, None if max_channels == "-" else int(max_channels), src, src2)))
         return
     m = bench.machine()
     print(bench.describe_machine(m))
@@ -73,22 +73,22 @@ def main(argv=None):
             variants = [("fp32", None)] + [("mixed", k) for k in args.max_channels]
             times = {v: [] for v in variants}
             for _ in range(args.rounds):  # interleaved, so drift in the machine's speed hits all alike
-                for precision, blocks in variants:
+                for precision, max_channels in variants:
                     cmd = [sys.executable, __file__, "--child", args.model, precision,
-                           "-" if blocks is None else str(blocks), src, src2]
+                           "-" if max_channels is None else str(max_channels), src, src2]
                     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ)
-                    times[(precision, blocks)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    times[(precision, max_channels)].append(json.loads(out.stdout.strip().splitlines()[-1]))
             base = np.mean([t["first"] for t in times[("fp32", None)]])
             print(f"\n{seconds:g} s of audio, mean of {args.rounds} fresh processes each:")
             print(f"  {'variant':28s} {'first file':>11s} {'x real time':>12s} {'vs fp32':>8s}"
                   f" {'next file':>10s} {'x real time':>12s}")
-            for (precision, blocks), ts in times.items():
+            for (precision, max_channels), ts in times.items():
                 first = np.mean([t["first"] for t in ts])
                 nxt = np.mean([t["next"] for t in ts])
-                label = "fp32" if blocks is None else f"mixed, fp32 up to {blocks} channels"
+                label = "fp32" if max_channels is None else f"mixed, fp32 up to {max_channels} channels"
                 print(f"  {label:28s} {first:10.2f}s {seconds / first:11.1f}x {base / first:7.2f}x"
                       f" {nxt:9.2f}s {0.93 * seconds / nxt:11.1f}x")
-                results.append({"seconds": seconds, "precision": precision, "fp32_max_channels": blocks,
+                results.append({"seconds": seconds, "precision": precision, "fp32_max_channels": max_channels,
                                  "first_s": [t["first"] for t in ts], "next_s": [t["next"] for t in ts]})
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": m, "model": args.model, "results": results}, indent=1))
