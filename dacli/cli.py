@@ -288,9 +288,14 @@ def cli():
               help="Target bitrate: the most codebooks whose exact bitrate fits.")
 @click.option("--n-codebooks", type=int, callback=_positive("--n-codebooks", True),
               help="Number of codebooks to keep (default: all).")
+@click.option("--bandwidth", default="auto", show_default=True, metavar="auto|full|HZ",
+              help="Where the input's spectrum ends, recorded so that decoding low-passes there: auto "
+                   "measures it (band-limited sources such as MP3s otherwise come back with hiss above "
+                   "their cut-off), full records none, a number of Hz sets it.")
 @_model_option
 @_common_batch
-def encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
+def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, chunk_seconds, overwrite,
+           shard, quiet):
     """Encode audio files or folders (any rate, channels, length) into .dac files.
 
     '-' reads audio from stdin or writes the .dac to stdout:
@@ -302,15 +307,16 @@ def encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chu
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
     with _pipes(inputs, output, "stdin", "stdout.dac") as (inputs, output):
-        _encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite,
-                shard, quiet)
+        _encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, chunk_seconds,
+                overwrite, shard, quiet)
 
 
-def _encode(inputs, output, kbps, n_codebooks, model_name, device, precision, chunk_seconds, overwrite, shard,
-            quiet):
+def _encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, chunk_seconds, overwrite,
+            shard, quiet):
     pairs = _sharded(find_inputs(inputs, AUDIO_IN), shard, output, ".dac", DAC_EXTS)
     model = registry.load_model(model_name, device, precision)
     n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model.check_n_codebooks(n_codebooks)
+    bandwidth = codec.check_bandwidth(bandwidth, model.sample_rate)
     if not quiet:
         click.echo(f"model {model.name} ({model.precision}): {n} of {model.n_codebooks} codebooks = "
                    f"{model.kbps(n):.3f} kbps per channel", err=True)
@@ -319,7 +325,7 @@ def _encode(inputs, output, kbps, n_codebooks, model_name, device, precision, ch
         rate, frames = _duration(src)
         bar, tick = rep.seconds(src.name, frames / rate if rate else 0)
         try:
-            codec.encode_file(model, src, dst, n, chunk_seconds, progress=tick)
+            codec.encode_file(model, src, dst, n, chunk_seconds, progress=tick, bandwidth=bandwidth)
         finally:
             bar.close()
 
@@ -444,7 +450,8 @@ def describe(path):
             "kbps": round(h.kbps * h.channels, 3),
             "file_kbps": round(size * 8 / h.duration / 1000, 3) if h.duration else None,
             "file_bytes": size, "compression_ratio_vs_pcm16": round(pcm / size, 1),
-            "input_loudness_lufs": round(h.input_loudness, 2), "gain_db": round(h.gain_db, 2)}
+            "input_loudness_lufs": round(h.input_loudness, 2), "gain_db": round(h.gain_db, 2),
+            "bandwidth_hz": h.bandwidth_hz or "full"}
 
 
 @cli.command()

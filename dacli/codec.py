@@ -222,7 +222,8 @@ def _resampled(blocks, rate_in, rate_out, channels):
 
 
 def measure(path, model_rate):
-    """First pass: (sample rate, channels, input length, model-rate length, loudness, model-rate peak)."""
+    """First pass: (sample rate, channels, input length, model-rate length, loudness, model-rate peak,
+    bandwidth at the model rate in Hz, 0 for full band)."""
     try:
         info = sf.info(str(path))
     except Exception as e:
@@ -233,22 +234,51 @@ def measure(path, model_rate):
     if not 1 <= info.channels <= container.MAX_CHANNELS:
         raise DacliError(f"{path}: {info.channels} channels (at most {container.MAX_CHANNELS})")
     meter = audio.LoudnessMeter(model_rate, info.channels)
+    band = audio.BandwidthMeter(model_rate, info.channels)
     n_in, n_model, peak = [0], 0, 0.0
     for y in _resampled(_counted(_read_blocks(path), n_in), info.samplerate, model_rate, info.channels):
         meter.feed(y)
+        band.feed(y)
         n_model += len(y)
         peak = max(peak, float(np.abs(y).max()))
     if n_in[0] == 0:
         raise DacliError(f"{path}: the file holds no audio")
-    return info.samplerate, info.channels, n_in[0], n_model, meter.result(), peak
+    return info.samplerate, info.channels, n_in[0], n_model, meter.result(), peak, band.result()
+
+
+def max_bandwidth(model_rate: int) -> int:
+    """The highest bandwidth a .dac file of this model rate can record (docs/FORMAT.md, "Bandwidth")."""
+    return model_rate // 2 - container.MIN_BANDWIDTH_GAP_HZ
+
+
+def check_bandwidth(bandwidth: Union[str, int], model_rate: int) -> Union[str, int]:
+    """``bandwidth`` as :func:`encode_file` takes it: "auto", "full", or Hz up to :func:`max_bandwidth`."""
+    if bandwidth in ("auto", "full"):
+        return bandwidth
+    try:
+        hz = int(bandwidth)
+    except (TypeError, ValueError):
+        hz = 0
+    if not 1 <= hz <= max_bandwidth(model_rate) or str(hz) != str(bandwidth).strip():
+        raise DacliError(f"bandwidth {bandwidth!r}: give auto, full, or a whole number of Hz from 1 to "
+                         f"{max_bandwidth(model_rate)} (the model codes at {model_rate} Hz)")
+    return hz
 
 
 def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, n_codebooks: Optional[int] = None,
-                chunk_seconds: Optional[float] = None, progress: Progress = None) -> container.Header:
+                chunk_seconds: Optional[float] = None, progress: Progress = None,
+                bandwidth: Union[str, int] = "auto") -> container.Header:
     """Encode an audio file into a .dac container (atomically). ``progress(seconds)`` is called as
-    audio is encoded. Returns the header written."""
+    audio is encoded. ``bandwidth``: "auto" records where the input's spectrum ends, if it ends well
+    below Nyquist, so that decoding low-passes there; "full" records none; a number of Hz records
+    that. Returns the header written."""
     n_codebooks = model.check_n_codebooks(n_codebooks)
-    rate, channels, n_in, n_model, loud, peak = measure(src, model.sample_rate)
+    bandwidth = check_bandwidth(bandwidth, model.sample_rate)
+    rate, channels, n_in, n_model, loud, peak, measured = measure(src, model.sample_rate)
+    if bandwidth == "auto":
+        bandwidth_hz = measured if measured <= max_bandwidth(model.sample_rate) else 0
+    else:
+        bandwidth_hz = 0 if bandwidth == "full" else int(bandwidth)
     gain_db = TARGET_LOUDNESS - loud
     if peak * audio.db_to_gain(gain_db) > 1.0:  # peak-limit: one gain for all channels, recorded
         gain_db = -20 * math.log10(peak)
@@ -272,7 +302,8 @@ def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, 
         model_sample_rate=model.sample_rate, hop_length=model.hop_length, original_sample_rate=rate,
         channels=channels, n_codebooks=n_codebooks, bits_per_code=int(round(model.bits_per_code)),
         original_length=n_in, model_length=n_model, n_frames=codes.shape[-1], input_loudness=loud,
-        gain_db=gain_db, model_hash=bytes.fromhex(model.weights_hash), model_name=model.name or "")
+        gain_db=gain_db, model_hash=bytes.fromhex(model.weights_hash), model_name=model.name or "",
+        bandwidth_hz=bandwidth_hz)
     container.write(dst, header, codes)
     return header
 
@@ -347,7 +378,8 @@ def _write_failure(path):
 def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.PathLike, BinaryIO], fmt: str = "wav",
                 chunk_seconds: Optional[float] = None, progress: Progress = None):
     """Decode a .dac container (ours or the official tool's) to an audio file, atomically, or to a
-    binary stream such as stdout as WAV, streamed window by window (on an error the stream stops short)."""
+    binary stream such as stdout as WAV, streamed window by window (on an error the stream stops short).
+    Low-passed at the bandwidth the file records, if any (docs/FORMAT.md, "Decoding")."""
     if legacy.is_legacy(src):
         return legacy.decode_file(model, src, dst, fmt)
     header, codes = container.read(src)
@@ -363,7 +395,14 @@ def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.Path
         if done < header.model_length:  # odd-stride models give a few samples fewer
             yield np.zeros((header.model_length - done, header.channels), np.float32)
 
-    blocks = _resampled(model_rate(), header.model_sample_rate, header.original_sample_rate, header.channels)
+    def band_limited(blocks):
+        lowpass = audio.LowPass(header.bandwidth_hz, header.model_sample_rate, header.channels)
+        for y in blocks:
+            yield lowpass.feed(y)
+        yield lowpass.feed(np.zeros((0, header.channels), np.float32), last=True)
+
+    blocks = band_limited(model_rate()) if header.bandwidth_hz else model_rate()
+    blocks = _resampled(blocks, header.model_sample_rate, header.original_sample_rate, header.channels)
     write_audio(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,
                   progress)
     return header

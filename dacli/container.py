@@ -34,8 +34,10 @@ MAX_BITS_PER_CODE = 16         # codebooks of up to 65,536 entries
 MAX_RAW_BLOCK = 1 << 24        # raw bytes per block (16 MiB; a default block of 9 codebooks is 2.9 KB per channel)
 MAX_LENGTH = 1 << 40           # samples per channel (over 290 days at 44.1 kHz)
 MAX_GAIN_DB = 1000.0
+MIN_BANDWIDTH_GAP_HZ = 1000   # a recorded bandwidth lies at least this far below the model's Nyquist frequency
 MAX_ZSTD_RATIO = 1 << 15       # no zstd frame expands more: each ≤128 KiB block costs ≥ 4 bytes
 _FIXED = struct.Struct("<8sHHIIIHHBBHQQQff32sB")  # up to and including name_length
+_BANDWIDTH = struct.Struct("<I")  # after the model name, from revision 1.1 on
 _BLOCK = struct.Struct("<BII")
 RAW, ZSTD = 0, 1
 
@@ -66,6 +68,7 @@ class Header:
     model_hash: bytes
     model_name: str
     frames_per_block: int = DEFAULT_BLOCK_FRAMES
+    bandwidth_hz: int = 0  # the input's audio bandwidth at the model rate; 0 = full band (no low-pass)
 
     @property
     def frame_rate(self) -> Fraction:
@@ -82,11 +85,12 @@ class Header:
 
     def to_bytes(self):
         name = self.model_name.encode("utf-8")[:255]
-        fixed = _FIXED.pack(MAGIC, VERSION, _FIXED.size + len(name) + 4, self.model_sample_rate, self.hop_length,
+        size = _FIXED.size + len(name) + _BANDWIDTH.size + 4
+        fixed = _FIXED.pack(MAGIC, VERSION, size, self.model_sample_rate, self.hop_length,
                             self.original_sample_rate, self.channels, self.n_codebooks, self.bits_per_code, 0,
                             self.frames_per_block, self.original_length, self.model_length, self.n_frames,
                             self.input_loudness, self.gain_db, self.model_hash, len(name))
-        body = fixed + name
+        body = fixed + name + _BANDWIDTH.pack(self.bandwidth_hz)
         return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -177,7 +181,10 @@ def parse_header(buf, name="file"):
         model_name = bytes(buf[_FIXED.size:_FIXED.size + nlen]).decode("utf-8")
     except UnicodeDecodeError:
         raise DacliError(f"{name}: corrupt .dac header (model name is not UTF-8)") from None
-    h = Header(msr, hop, osr, ch, nq, bits, olen, mlen, nfr, loud, gain, bytes(mhash), model_name, fpb)
+    bandwidth = 0  # revision 1.0 headers end after the name; fields a later revision adds are skipped
+    if size >= _FIXED.size + nlen + _BANDWIDTH.size + 4:
+        bandwidth, = _BANDWIDTH.unpack_from(buf, _FIXED.size + nlen)
+    h = Header(msr, hop, osr, ch, nq, bits, olen, mlen, nfr, loud, gain, bytes(mhash), model_name, fpb, bandwidth)
     try:
         validate(h)
     except ValueError as e:
@@ -214,6 +221,8 @@ def validate(h):
         raise ValueError(f"gain {h.gain_db} dB is not a finite number within ±{MAX_GAIN_DB}")
     if not math.isfinite(h.input_loudness):
         raise ValueError(f"input loudness {h.input_loudness} is not a finite number")
+    if h.bandwidth_hz and not 1 <= h.bandwidth_hz <= h.model_sample_rate // 2 - MIN_BANDWIDTH_GAP_HZ:
+        raise ValueError(f"bandwidth {h.bandwidth_hz} Hz is not 0 or within 1-{h.model_sample_rate // 2 - MIN_BANDWIDTH_GAP_HZ}")
 
 
 def open_input(path):

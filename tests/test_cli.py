@@ -64,6 +64,23 @@ def test_default_output_beside_input(tmp_path):
     assert sf.info(tmp_path / "a.wav").frames == 22050
 
 
+def test_bandwidth_option(tmp_path):
+    """--bandwidth: measured by default (a tone over 16-bit noise is not band-limited: its noise fills
+    the spectrum), none with full, given in Hz; shown by info; a bad value is one line and exit 1."""
+    import json
+    tone(tmp_path / "a.wav")
+    for value, want in (("auto", "full"), ("full", "full"), ("9000", 9000)):
+        run("encode", tmp_path / "a.wav", "-o", tmp_path / f"{value}.dac", "--bandwidth", value, "--model", TINY, "-q")
+        got = json.loads(run("info", tmp_path / f"{value}.dac", "--json").output)["bandwidth_hz"]
+        assert got == want
+    res = run("encode", tmp_path / "a.wav", "-o", tmp_path / "x.dac", "--bandwidth", "30000", "--model", TINY,
+              "-q", ok=False)
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        "dacli: error: bandwidth '30000': give auto, full, or a whole number of Hz from 1 to 21050 "
+        "(the model codes at 44100 Hz)"]
+    assert not (tmp_path / "x.dac").exists()
+
+
 def test_n_codebooks_and_kbps_choices(tmp_path):
     tone(tmp_path / "a.wav", seconds=0.3)
     run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--n-codebooks", 2, "--model", TINY, "-q")

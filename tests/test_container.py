@@ -214,7 +214,35 @@ def test_extended_header_is_read(tmp_path):
     np.testing.assert_array_equal(c2, codes)
 
 
+def test_bandwidth_is_stored_after_the_name(tmp_path):
+    """Revision 1.1: bandwidth_hz, a u32 between model_name and header_crc; header_size = 105 + n."""
+    h, codes, blocks = _valid(tmp_path, bandwidth_hz=15600)
+    raw = h.to_bytes()
+    n = len(h.model_name)
+    assert struct.unpack_from("<H", raw, 10)[0] == len(raw) == 105 + n
+    assert struct.unpack_from("<I", raw, 97 + n)[0] == 15600
+    p = tmp_path / "bw.dac"
+    p.write_bytes(raw + blocks)
+    assert container.read_header(p) == h and container.read(p)[0].bandwidth_hz == 15600
+
+
+def test_revision_1_0_header_reads_as_full_band(tmp_path):
+    """A header written before bandwidth_hz existed ends with the name (header_size = 101 + n)."""
+    h, codes, blocks = _valid(tmp_path, bandwidth_hz=15600)
+    body = h.to_bytes()[:-8]  # without bandwidth_hz and the CRC
+    body = body[:10] + struct.pack("<H", len(body) + 4) + body[12:]
+    p = tmp_path / "old.dac"
+    p.write_bytes(body + struct.pack("<I", zlib.crc32(body)) + blocks)
+    h2, c2 = container.read(p)
+    assert h2 == container.replace(h, bandwidth_hz=0)
+    np.testing.assert_array_equal(c2, codes)
+
+
 @pytest.mark.parametrize("fields, message", [
+    (dict(bandwidth_hz=21051), "bandwidth 21051 Hz"),
+    (dict(bandwidth_hz=2 ** 32 - 1), "bandwidth 4294967295 Hz"),
+    (dict(model_sample_rate=16000, bandwidth_hz=7001, model_length=34014, n_frames=67,
+          original_length=102042), "bandwidth 7001 Hz"),
     (dict(n_frames=10 ** 8, model_length=10 ** 8 * 512, original_length=round(10 ** 8 * 512 * 48000 / 44100),
           frames_per_block=1), "too short to hold"),
     (dict(n_frames=2 ** 40, model_length=2 ** 40 * 512, original_length=2 ** 40 * 512,
