@@ -535,8 +535,9 @@ def bench_cmd(model_name, seconds, channels, source, device, precision, chunk_se
 @cli.command("eval")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--codec", "codecs", multiple=True, metavar="SPEC",
-              help="Run this codec over SOURCE_DIR: dac:MODEL@KBPS (or dac@KBPS for the default model), "
-                   "opus@KBPS, mp3@KBPS (ffmpeg). Repeatable.")
+              help="Run this codec over SOURCE_DIR: dac:MODEL@KBPS (or dac@KBPS for the default model; "
+                   "/bf16 or /mixed after the bitrate runs it in that precision, /full without the "
+                   "bandwidth low-pass), opus@KBPS, mp3@KBPS (ffmpeg). Repeatable.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-file rows as CSV.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),

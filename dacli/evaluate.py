@@ -80,20 +80,26 @@ def compare_files(ref_path, deg_path, with_visqol=True):
 @dataclass
 class Codec:
     """A codec spec: ``dac:MODEL@KBPS`` (MODEL: bundled name, official name or checkpoint path; the
-    default model when omitted, as in ``dac@6``; a precision after the bitrate runs the model in it,
-    as in ``dac@7.75/bf16`` or ``dac@7.75/mixed``), ``opus@KBPS`` or ``mp3@KBPS``."""
+    default model when omitted, as in ``dac@6``), ``opus@KBPS`` or ``mp3@KBPS``. A dac codec takes
+    modifiers after the bitrate, each after a ``/``: a precision to run the model in (``dac@7.75/bf16``,
+    ``dac@7.75/mixed``), and ``full`` to encode without recording the input's bandwidth, so that
+    decoding does not low-pass (``dac@7.75/full``: what dacli did before the bandwidth field)."""
     spec: str
     family: str = field(init=False)
     kbps: float = field(init=False)
     model: str = field(init=False, default=None)
     precision: str = field(init=False, default="fp32")
+    bandwidth: str = field(init=False, default="auto")
 
     def __post_init__(self):
         name, _, rate = self.spec.partition("@")
-        rate, _, precision = rate.partition("/")
-        if precision and (not name.startswith("dac") or precision not in PRECISIONS):
-            raise DacliError(f"codec {self.spec!r}: a precision ({', '.join('/' + p for p in PRECISIONS)}) "
-                             "is for dac codecs")
+        rate, *modifiers = rate.split("/")
+        precisions = [m for m in modifiers if m in PRECISIONS]
+        unknown = [m for m in modifiers if m not in PRECISIONS and m != "full"]
+        if modifiers and (not name.startswith("dac") or unknown or len(precisions) > 1
+                          or modifiers.count("full") > 1):
+            raise DacliError(f"codec {self.spec!r}: after a dac codec's bitrate come a precision "
+                             f"({', '.join('/' + p for p in PRECISIONS)}) and /full, each at most once")
         try:
             self.kbps = float(rate)
         except ValueError:
@@ -101,10 +107,11 @@ class Codec:
         kind, _, model = name.partition(":")
         if kind not in ("dac", "opus", "mp3"):
             raise DacliError(f"codec {self.spec!r}: unknown codec {kind!r} (dac, opus, mp3)")
-        self.family = (f"dac:{model}" if model else "dac") + (f"/{precision}" if precision else "") \
+        self.family = (f"dac:{model}" if model else "dac") + "".join("/" + m for m in modifiers) \
             if kind == "dac" else kind
         self.model = model or None
-        self.precision = precision or "fp32"
+        self.precision = precisions[0] if precisions else "fp32"
+        self.bandwidth = "full" if "full" in modifiers else "auto"
 
 
 def ffmpeg():
@@ -147,7 +154,7 @@ class Runner:
         if c.family.startswith("dac"):
             m = self.model(c.model, c.precision)
             n = m.n_codebooks_for_kbps(c.kbps)
-            codec.encode_file(m, src, tmp / "x.dac", n)
+            codec.encode_file(m, src, tmp / "x.dac", n, bandwidth=c.bandwidth)
             codec.decode_file(m, tmp / "x.dac", out, "wav")
             self.codes.setdefault(c.spec, []).append(container.read(tmp / "x.dac")[1])
             return out, (tmp / "x.dac").stat().st_size

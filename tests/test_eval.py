@@ -82,6 +82,12 @@ def test_codec_specs():
     assert evaluate.Codec("opus@14").family == "opus"
     with pytest.raises(Exception, match="unknown codec"):
         evaluate.Codec("aac@8")
+    c = evaluate.Codec("dac@7.75/full/bf16")
+    assert (c.family, c.model, c.kbps, c.precision, c.bandwidth) == ("dac/full/bf16", None, 7.75, "bf16", "full")
+    assert evaluate.Codec("dac@7.75/mixed").bandwidth == "auto"
+    for bad in ("opus@8/full", "dac@6/full/full", "dac@6/bf16/mixed", "dac@6/wide"):
+        with pytest.raises(Exception, match="each at most once"):
+            evaluate.Codec(bad)
 
 
 def test_eval_ref_degraded_folders(tmp_path, signals):
