@@ -211,7 +211,8 @@ LOWPASS_MARGIN_HZ = 500.0  # the filter's -6 dB point lies this far above the re
 
 def lowpass_taps(bandwidth_hz: float, rate: int) -> np.ndarray:
     """The decoder's linear-phase FIR low-pass for a recorded bandwidth (float64, 257 taps, sum 1):
-    flat to within 0.01 dB up to ``bandwidth_hz``, below -75 dB from ``bandwidth_hz`` + 1 kHz."""
+    flat to within 0.01 dB up to ``bandwidth_hz``, below -75 dB from ``bandwidth_hz`` + 1 kHz (at model
+    rates up to 48 kHz)."""
     f = (bandwidth_hz + LOWPASS_MARGIN_HZ) / rate
     k = np.arange(-LOWPASS_HALF, LOWPASS_HALF + 1)
     h = 2 * f * np.sinc(2 * f * k) * np.kaiser(2 * LOWPASS_HALF + 1, LOWPASS_BETA)
