@@ -248,16 +248,14 @@ class LowPass:
 
     def feed(self, x: np.ndarray, last: bool = False) -> np.ndarray:
         x = np.asarray(x, np.float64)
-        self.buf = np.concatenate([self.buf, x.reshape(len(x), self.buf.shape[1])])
-        if not last:
-            out = self._segments(self.FFT)
-        else:  # right padding, then whatever is left, one segment at a time
-            self.buf = np.concatenate([self.buf, np.zeros((LOWPASS_HALF, self.buf.shape[1]))])
-            pending = len(self.buf) - (self.taps - 1)
-            out = self._segments(self.taps) if pending > 0 else []
-            y = np.concatenate(out) if out else np.zeros((0, self.buf.shape[1]))
-            return y[:max(pending, 0)].astype(np.float32)
-        return (np.concatenate(out) if out else np.zeros((0, self.buf.shape[1]))).astype(np.float32)
+        parts = [self.buf, x.reshape(len(x), self.buf.shape[1])]
+        if last:
+            parts.append(np.zeros((LOWPASS_HALF, self.buf.shape[1])))  # the signal's right padding
+        self.buf = np.concatenate(parts)
+        pending = len(self.buf) - (self.taps - 1)  # outputs whose inputs are all in the buffer
+        out = self._segments(self.taps if last else self.FFT)  # at the end: what is left, zero-filled
+        y = np.concatenate(out) if out else np.zeros((0, self.buf.shape[1]))
+        return (y[:pending] if last else y).astype(np.float32)
 
 
 class BandwidthMeter:

@@ -246,22 +246,18 @@ def measure(path, model_rate):
     return info.samplerate, info.channels, n_in[0], n_model, meter.result(), peak, band.result()
 
 
-def max_bandwidth(model_rate: int) -> int:
-    """The highest bandwidth a .dac file of this model rate can record (docs/FORMAT.md, "Bandwidth")."""
-    return model_rate // 2 - container.MIN_BANDWIDTH_GAP_HZ
-
-
 def check_bandwidth(bandwidth: Union[str, int], model_rate: int) -> Union[str, int]:
-    """``bandwidth`` as :func:`encode_file` takes it: "auto", "full", or Hz up to :func:`max_bandwidth`."""
+    """``bandwidth`` as :func:`encode_file` takes it: "auto", "full", or Hz up to
+    :func:`container.max_bandwidth`."""
     if bandwidth in ("auto", "full"):
         return bandwidth
     try:
         hz = int(bandwidth)
     except (TypeError, ValueError):
         hz = 0
-    if not 1 <= hz <= max_bandwidth(model_rate) or str(hz) != str(bandwidth).strip():
+    if not 1 <= hz <= container.max_bandwidth(model_rate) or str(hz) != str(bandwidth).strip():
         raise DacliError(f"bandwidth {bandwidth!r}: give auto, full, or a whole number of Hz from 1 to "
-                         f"{max_bandwidth(model_rate)} (the model codes at {model_rate} Hz)")
+                         f"{container.max_bandwidth(model_rate)} (the model codes at {model_rate} Hz)")
     return hz
 
 
@@ -276,7 +272,7 @@ def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, 
     bandwidth = check_bandwidth(bandwidth, model.sample_rate)
     rate, channels, n_in, n_model, loud, peak, measured = measure(src, model.sample_rate)
     if bandwidth == "auto":
-        bandwidth_hz = measured if measured <= max_bandwidth(model.sample_rate) else 0
+        bandwidth_hz = measured if measured <= container.max_bandwidth(model.sample_rate) else 0
     else:
         bandwidth_hz = 0 if bandwidth == "full" else int(bandwidth)
     gain_db = TARGET_LOUDNESS - loud

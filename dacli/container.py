@@ -192,6 +192,11 @@ def parse_header(buf, name="file"):
     return h, size
 
 
+def max_bandwidth(model_sample_rate: int) -> int:
+    """The highest bandwidth_hz a file of this model rate may record (docs/FORMAT.md, "Validation")."""
+    return model_sample_rate // 2 - MIN_BANDWIDTH_GAP_HZ
+
+
 def validate(h):
     """Check every field against the limits of docs/FORMAT.md and against the others (ValueError)."""
     if not (MIN_SAMPLE_RATE <= h.model_sample_rate <= MAX_SAMPLE_RATE
@@ -221,8 +226,8 @@ def validate(h):
         raise ValueError(f"gain {h.gain_db} dB is not a finite number within ±{MAX_GAIN_DB}")
     if not math.isfinite(h.input_loudness):
         raise ValueError(f"input loudness {h.input_loudness} is not a finite number")
-    if h.bandwidth_hz and not 1 <= h.bandwidth_hz <= h.model_sample_rate // 2 - MIN_BANDWIDTH_GAP_HZ:
-        raise ValueError(f"bandwidth {h.bandwidth_hz} Hz is not 0 or within 1-{h.model_sample_rate // 2 - MIN_BANDWIDTH_GAP_HZ}")
+    if h.bandwidth_hz and not 1 <= h.bandwidth_hz <= max_bandwidth(h.model_sample_rate):
+        raise ValueError(f"bandwidth {h.bandwidth_hz} Hz is not 0 or within 1-{max_bandwidth(h.model_sample_rate)}")
 
 
 def open_input(path):
