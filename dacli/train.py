@@ -363,7 +363,7 @@ class Trainer:
         if not self.ema_decay:
             self.ema = None
             return
-        self.ema = [p.detach().clone() + (delta[n].float() if delta and n in delta else 0)
+        self.ema = [p.detach().clone() + (delta[n].to(p.device, torch.float32) if delta and n in delta else 0)
                     for n, p in self.gen.named_parameters()]
 
     @torch.no_grad()
@@ -388,8 +388,30 @@ class Trainer:
                 for p, o in zip(params, own):
                     p.copy_(o)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.gen.parameters()).device
+
+    def to(self, device):
+        """Move the whole training state (generator, discriminators, average, optimiser moments) to
+        ``device``, e.g. to continue a run on a GPU and bring it back to export. The model and its
+        recipe are unchanged; only the CPU's fused Snake kernel cannot follow (build without it)."""
+        device = torch.device(device)
+        if device.type != "cpu" and any(isinstance(m, FusedSnake1d) for m in self.gen.modules()):
+            raise ValueError("the fused Snake kernel runs on the CPU only: make the Trainer with fused_snake=False")
+        self.gen.to(device)
+        self.disc.to(device)
+        if self.ema is not None:
+            self.ema = [e.to(device) for e in self.ema]
+        for opt in (self.opt_g, self.opt_d):
+            for st in opt.state.values():
+                for k, v in st.items():
+                    if torch.is_tensor(v) and k != "step":
+                        st[k] = v.to(device)
+        return self
+
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision != "fp32")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision != "fp32")
 
     def _generate(self, x):
         """The generator's training forward (as ``DAC.forward``), with the encoder and decoder under
@@ -425,6 +447,7 @@ class Trainer:
         cfg, lam = self.cfg, self.cfg["lambdas"]
         self.gen.train()
         self.disc.train()
+        x = x.to(self.device)
         y, vq = self._generate(x)
         logs = {}
         use_d = self.step >= cfg["disc_start"]
@@ -598,6 +621,7 @@ def ema_path(weights_path):
 def validate(gen, batch):
     """Mean mel distance of full-rate reconstructions of a fixed batch (eval mode)."""
     gen.eval()
+    batch = batch.to(gen.device)
     y = gen(batch)["audio"]
     return float(mel_distance(y[:, 0], batch[:, 0], gen.sample_rate))
 

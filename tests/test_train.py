@@ -406,3 +406,19 @@ def test_channels_last_layout_trains_like_channels_first(corpus):
     assert math.isfinite(train.validate(cl.gen, x))
     # the layout is on by default exactly where it was measured faster: bf16 with the fused Snake
     assert train.Trainer(train.CONFIGS["tiny"], precision="fp32").channels_last is False
+
+
+def test_trainer_moves_its_whole_state_to_another_device(corpus):
+    """Trainer.to moves generator, discriminators, average and optimiser moments (not the optimisers'
+    step counters, which AdamW keeps on the CPU); the "meta" device shows anything left behind.
+    The fused Snake kernel cannot leave the CPU: asked to, it says so."""
+    trainer, _ = _run(corpus, 1, train.Trainer(train.CONFIGS["tiny"], seed=1, fused_snake=False))
+    assert trainer.to("meta") is trainer and trainer.device.type == "meta"
+    tensors = [*trainer.gen.parameters(), *trainer.disc.parameters(), *trainer.ema]
+    tensors += [v for opt in (trainer.opt_g, trainer.opt_d) for st in opt.state.values()
+                for k, v in st.items() if k != "step"]
+    assert len(tensors) > 3 * len(list(trainer.gen.parameters())) and all(t.is_meta for t in tensors)
+    assert all(not st["step"].is_meta for opt in (trainer.opt_g, trainer.opt_d) for st in opt.state.values())
+    if train.kernel_available():
+        with pytest.raises(ValueError, match="CPU only"):
+            train.Trainer(train.CONFIGS["tiny"], seed=1).to("meta")
