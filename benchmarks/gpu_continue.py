@@ -13,6 +13,11 @@ point) in pieces small enough to come back; ``collect`` joins the pieces here.
     python benchmarks/gpu_continue.py train .gpu --seconds 420 --out $OUT        # on the GPU machine
     python benchmarks/gpu_continue.py collect FILES_AT /tmp/gpu                   # here
 
+The tracked tree is too large to travel as well (weights/ and tests/fixtures, 77 MB): for the call
+take them out of the index and ignore them (``git rm -r -q --cached weights tests/fixtures`` and the
+two paths in .git/info/exclude; the files stay on disk), carry ``.gpu`` and the wheels, then remove the
+two lines and ``git reset -q``. Sitting 14 of weights/README.md has the result.
+
 The GPU machine's Python has torch but not soundfile's native parts, soxr or zstandard: ``train``
 stubs the last two (no resampling or container work happens) and installs carried soundfile wheels.
 """
