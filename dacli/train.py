@@ -252,7 +252,8 @@ def resolve_training_precision(precision):
 
 class Trainer:
     """``precision``: "fp32", or "bf16" to run the generator's encoder and decoder and the
-    discriminators under CPU bf16 autocast (the quantizer, losses and optimisers stay in float32).
+    discriminators under bf16 autocast on the trainer's device (the quantizer, losses and optimisers
+    stay in float32); "auto" decides by the CPU, where the Trainer is built (:meth:`to` moves it).
     ``fused_snake``: train Snake with the C kernel (:func:`fuse_snakes`) where it was compiled.
     ``channels_last``: run the encoder and decoder in the channels-last layout
     (:func:`channels_last_training`); None: where Snake is fused and the precision is not fp32."""
