@@ -9,7 +9,7 @@ well the run fits what it trains on). ``train`` runs on the GPU machine until a 
 batches every ``--every`` steps, and writes the final export (and the average at the best validation
 point) in pieces small enough to come back; ``collect`` joins the pieces here.
 
-    python benchmarks/gpu_continue.py prepare .gpu --corpus data/train --run data/runs/bundled --mb 24
+    python benchmarks/gpu_continue.py prepare .gpu --corpus data/train --run data/runs/bundled --mb 26
     python benchmarks/gpu_continue.py train .gpu --seconds 420 --out $OUT        # on the GPU machine
     python benchmarks/gpu_continue.py collect FILES_AT /tmp/gpu                   # here
 
@@ -18,8 +18,10 @@ take them out of the index and ignore them (``git rm -r -q --cached weights test
 two paths in .git/info/exclude; the files stay on disk), carry ``.gpu`` and the wheels, then remove the
 two lines and ``git reset -q``. Sitting 14 of weights/README.md has the result.
 
-The GPU machine's Python has torch but not soundfile's native parts, soxr or zstandard: ``train``
-stubs the last two (no resampling or container work happens) and installs carried soundfile wheels.
+The GPU machine's Python (3.12) has torch but not soundfile, soxr or zstandard: ``train`` stubs the
+last two (no resampling or container work happens there); soundfile travels as wheels (soundfile,
+cffi, pycparser for cp312 manylinux, in an ignored ``.whl``), installed by the command that runs it:
+``pip install --no-index --no-deps --target /tmp/site .whl/*.whl`` and ``PYTHONPATH=/tmp/site:$PWD``.
 """
 
 import argparse
