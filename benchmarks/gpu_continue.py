@@ -92,8 +92,7 @@ def train(args):
     _stub_missing()
     import torch
 
-    from dacli.metrics import mel_distance
-    from dacli.train import CONFIGS, TrainingAudio, Trainer, ema_path
+    from dacli.train import CONFIGS, TrainingAudio, Trainer, ema_path, validate
 
     src = Path(args.dir)
     device = args.device
@@ -118,10 +117,8 @@ def train(args):
     fit = corpus.batch(np.random.default_rng(54321), 16, trainer.n, quiet_share=0.0).to(device)
     say({"corpus_min": round(corpus.seconds / 60, 2), "setup_s": round(time.time() - t_start, 1)})
 
-    @torch.no_grad()
     def measure(gen):
-        gen.eval()
-        return [round(float(mel_distance(gen(b)["audio"][:, 0], b[:, 0], 44100)), 4) for b in (val, fit)]
+        return [round(validate(gen, b), 4) for b in (val, fit)]
 
     def evaluate():
         rec = {"step": trainer.step}
@@ -139,8 +136,8 @@ def train(args):
     pool = ThreadPoolExecutor(1)
 
     def draw():
-        return corpus.batch(trainer.rng, trainer.cfg["batch"], trainer.n).pin_memory() if device == "cuda" \
-            else corpus.batch(trainer.rng, trainer.cfg["batch"], trainer.n)
+        batch = corpus.batch(trainer.rng, trainer.cfg["batch"], trainer.n)
+        return batch.pin_memory() if device == "cuda" else batch
     ahead = [pool.submit(draw) for _ in range(3)]
     while time.time() < deadline:
         batch = ahead.pop(0).result()
