@@ -38,8 +38,8 @@ fuzz: install
 
 # training and held-out sets of real recordings from Debian packages (not committed)
 corpus: install
-	$(BIN)/python -m dacli.corpus train data/train
-	$(BIN)/python -m dacli.corpus heldout data/heldout
+	$(BIN)/python -m dacli.training.corpus train data/train
+	$(BIN)/python -m dacli.training.corpus heldout data/heldout
 
 # Continue training the bundled model in the background (log: data/runs/bundled/train.log). Resumes from
 # the run folder's full state when this machine has one, else from the run's committed checkpoint
@@ -52,9 +52,9 @@ RUN := data/runs/bundled
 # the run's own committed checkpoint (weights/run/) when there is one, else the bundled weights
 WEIGHTS := $(firstword $(wildcard weights/run/latest.pth) weights/dacli_44khz_7.75kbps.pth)
 train: install
-	$(BIN)/python -m dacli.corpus check train data/train || { rm -rf data/train && $(BIN)/python -m dacli.corpus train data/train; }
+	$(BIN)/python -m dacli.training.corpus check train data/train || { rm -rf data/train && $(BIN)/python -m dacli.training.corpus train data/train; }
 	mkdir -p $(RUN)
-	GOMP_SPINCOUNT=1000 nohup nice -n 10 $(BIN)/python -m dacli.train --data data/train --run $(RUN) --init $(WEIGHTS) \
+	GOMP_SPINCOUNT=1000 nohup nice -n 10 $(BIN)/python -m dacli.training --data data/train --run $(RUN) --init $(WEIGHTS) \
 	  >> $(RUN)/train.log 2>&1 & echo $$! > $(RUN)/pid
 	@echo "training in the background (pid $$(cat $(RUN)/pid)); tail -f $(RUN)/train.log"
 

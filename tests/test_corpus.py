@@ -3,7 +3,7 @@
 import numpy as np
 import soundfile as sf
 
-from dacli import corpus
+from dacli.training import corpus
 
 
 def fake_package(cache, name):

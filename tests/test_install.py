@@ -18,6 +18,10 @@ def test_wheel_installs_a_working_default_model(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(wheels)],
                    check=True, timeout=600)
     wheel, = wheels.glob("dacli-*.whl")
+    import zipfile
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.startswith("dacli/training/")]  # training runs from a checkout
+    assert "dacli/weights/README.md" in names and "dacli/weights/dacli_44khz_7.75kbps.pth" in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"

@@ -1,9 +1,9 @@
 """Training and held-out sets of real recordings (speech, music, environmental sound), built from
 Debian packages so that anyone can rebuild them bit for bit from the same package versions.
 
-    python -m dacli.corpus train   OUT_DIR      # ~5 h for training         (make corpus)
-    python -m dacli.corpus heldout OUT_DIR      # ~2 min for evaluation, from other packages
-    python -m dacli.corpus check train OUT_DIR  # exit 0 if OUT_DIR is a complete build of today's definition
+    python -m dacli.training.corpus train   OUT_DIR      # ~5 h for training         (make corpus)
+    python -m dacli.training.corpus heldout OUT_DIR      # ~2 min for evaluation, from other packages
+    python -m dacli.training.corpus check train OUT_DIR  # exit 0 if OUT_DIR is a complete build of today's definition
 
 Packages are fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into a cache
 (``$DACLI_CORPUS_CACHE``, default ~/.cache/dacli/corpus-cache); nothing is installed. Output:
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from . import audio
+from .. import audio
 
 RATE = 44100
 SEGMENT = 30.0
@@ -244,83 +244,106 @@ def check(set_name, out):
     return stamp.is_file() and stamp.read_text().strip() == definition(set_name)
 
 
+class _Output:
+    """A set being written: numbered FLAC files per category, the manifest rows, the minutes per kind."""
+
+    def __init__(self, out):
+        self.out, self.manifest, self.totals, self.counts = Path(out), [], {}, {}
+        (self.out / "LICENSES").mkdir(parents=True, exist_ok=True)
+
+    def emit(self, s, root, version, x, segs):
+        """Write one recording ``x`` of source ``s`` made of ``segs`` (offset, source file, offset in it,
+        seconds); returns its seconds (0 for anything under a second, which is dropped)."""
+        if len(x) < RATE:
+            return 0.0
+        self.counts[s.name] = self.counts.get(s.name, 0) + 1
+        rel = f"{s.category}/{s.name}_{self.counts[s.name]:03d}.flac"
+        (self.out / s.category).mkdir(exist_ok=True)
+        sf.write(self.out / rel, _normalise(x), RATE, subtype="PCM_16")
+        for offset, src, src_offset, dur in segs:
+            self.manifest.append((rel, f"{offset:.3f}", s.package, version, _name(src, root), f"{src_offset:.3f}",
+                                  f"{dur:.3f}", s.licence))
+        self.totals[s.category] = self.totals.get(s.category, 0) + len(x) / RATE
+        return len(x) / RATE
+
+
+def _crop(s, files, rng, emit):
+    """Random excerpts of ``s.segment`` seconds from the long recordings, until the budget is spent."""
+    done, k = 0.0, 0
+    long = [f for f in files if _duration(f) > s.segment + 2]
+    rng.shuffle(long)
+    while done < s.seconds - 1 and long and k < 50 * len(long):
+        src = long[k % len(long)]
+        k += 1
+        start = rng.uniform(0, _duration(src) - s.segment - 1)
+        x = _read(src, start, min(s.segment, s.seconds - done))
+        if x is not None and np.sqrt(np.mean(x ** 2)) > 1e-3 and (not s.full_band or _full_band(x)):
+            done += emit(x, [(0.0, src, start, len(x) / RATE)])
+    return done
+
+
+def _bundle(s, files, rng, emit):
+    """Short recordings, trimmed, concatenated with 0.25 s gaps into files of up to ``s.segment``
+    seconds, round-robin over the groups (the path component at ``s.group_depth``)."""
+    groups = {}
+    for f in files:
+        key = Path(f if isinstance(f, str) else f[1]).parts[s.group_depth] if s.group_depth else ""
+        groups.setdefault(key, []).append(f)
+    pools = [groups[g] for g in sorted(groups)]
+    for p in pools:
+        rng.shuffle(p)
+    done, buf, segs, t = 0.0, [], [], 0.0
+    while done + t < s.seconds and any(pools):
+        for p in pools:
+            if not p or done + t >= s.seconds:
+                continue
+            src = p.pop()
+            x = _read(src)
+            x = _trim(x) if x is not None else None
+            if x is None or len(x) < int(0.2 * RATE) or (s.full_band and not _full_band(x)):
+                continue
+            x = x[:int(s.segment * RATE)]
+            if t + len(x) / RATE > s.segment and buf:
+                done += emit(np.concatenate(buf), segs)
+                buf, segs, t = [], [], 0.0
+            segs.append((t, src, 0.0, len(x) / RATE))
+            buf += [x, np.zeros(int(0.25 * RATE), np.float32)]
+            t += len(x) / RATE + 0.25
+    if buf:
+        done += emit(np.concatenate(buf), segs)
+    return done
+
+
 def build(set_name, out):
-    out = Path(out)
-    (out / "LICENSES").mkdir(parents=True, exist_ok=True)
-    manifest, totals, counts = [], {}, {}
+    """Build ``set_name`` ("train" or "heldout") into the folder ``out``."""
+    output = _Output(out)
     for s in SETS[set_name]:
         root, version = fetch(s.package)
-        rng = random.Random(s.seed)
-        files = _files(root, s.patterns)
-        done = 0.0
-
-        def emit(x, segs):
-            nonlocal done
-            if len(x) < RATE:
-                return
-            counts[s.name] = counts.get(s.name, 0) + 1
-            rel = f"{s.category}/{s.name}_{counts[s.name]:03d}.flac"
-            (out / s.category).mkdir(exist_ok=True)
-            sf.write(out / rel, _normalise(x), RATE, subtype="PCM_16")
-            for offset, src, src_offset, dur in segs:
-                manifest.append((rel, f"{offset:.3f}", s.package, version, _name(src, root), f"{src_offset:.3f}",
-                                 f"{dur:.3f}", s.licence))
-            done += len(x) / RATE
-            totals[s.category] = totals.get(s.category, 0) + len(x) / RATE
-
-        if s.mode == "crop":
-            long = [f for f in files if _duration(f) > s.segment + 2]
-            rng.shuffle(long)
-            k = 0
-            while done < s.seconds - 1 and long and k < 50 * len(long):
-                src = long[k % len(long)]
-                k += 1
-                start = rng.uniform(0, _duration(src) - s.segment - 1)
-                x = _read(src, start, min(s.segment, s.seconds - done))
-                if x is not None and np.sqrt(np.mean(x ** 2)) > 1e-3 and (not s.full_band or _full_band(x)):
-                    emit(x, [(0.0, src, start, len(x) / RATE)])
-        else:
-            groups = {}
-            for f in files:
-                key = Path(f if isinstance(f, str) else f[1]).parts[s.group_depth] if s.group_depth else ""
-                groups.setdefault(key, []).append(f)
-            pools = [groups[g] for g in sorted(groups)]
-            for p in pools:
-                rng.shuffle(p)
-            buf, segs, t = [], [], 0.0
-            while done + t < s.seconds and any(pools):
-                for p in pools:
-                    if not p or done + t >= s.seconds:
-                        continue
-                    src = p.pop()
-                    x = _read(src)
-                    x = _trim(x) if x is not None else None
-                    if x is None or len(x) < int(0.2 * RATE) or (s.full_band and not _full_band(x)):
-                        continue
-                    x = x[:int(s.segment * RATE)]
-                    if t + len(x) / RATE > s.segment and buf:
-                        emit(np.concatenate(buf), segs)
-                        buf, segs, t = [], [], 0.0
-                    segs.append((t, src, 0.0, len(x) / RATE))
-                    buf += [x, np.zeros(int(0.25 * RATE), np.float32)]
-                    t += len(x) / RATE + 0.25
-            if buf:
-                emit(np.concatenate(buf), segs)
+        take = _crop if s.mode == "crop" else _bundle
+        done = take(s, _files(root, s.patterns), random.Random(s.seed),
+                    lambda x, segs: output.emit(s, root, version, x, segs))
         cp = sorted(glob.glob(str(root / "usr/share/doc/*/copyright")))
         if cp:
-            shutil.copy(cp[0], out / "LICENSES" / f"{s.package}.copyright")
+            shutil.copy(cp[0], output.out / "LICENSES" / f"{s.package}.copyright")
         print(f"  {s.name:22s} {done / 60:5.1f} min", flush=True)
-    with open(out / "manifest.tsv", "w") as f:
+    with open(output.out / "manifest.tsv", "w") as f:
         f.write("file\toffset_in_file\tpackage\tversion\tsource\tsource_offset\tseconds\tlicence\n")
-        f.writelines("\t".join(r) + "\n" for r in manifest)
-    (out / "definition.sha256").write_text(definition(set_name) + "\n")  # last: the build is complete
-    print(f"{set_name}: " + ", ".join(f"{c} {v / 60:.1f} min" for c, v in sorted(totals.items()))
-          + f" ({sum(totals.values()) / 3600:.2f} h) → {out}")
+        f.writelines("\t".join(r) + "\n" for r in output.manifest)
+    (output.out / "definition.sha256").write_text(definition(set_name) + "\n")  # last: the build is complete
+    print(f"{set_name}: " + ", ".join(f"{c} {v / 60:.1f} min" for c, v in sorted(output.totals.items()))
+          + f" ({sum(output.totals.values()) / 3600:.2f} h) → {output.out}")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[0] == "check" and argv[1] in SETS:
+        return 0 if check(argv[1], argv[2]) else 1
+    if len(argv) != 2 or argv[0] not in SETS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    build(argv[0], argv[1])
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "check" and sys.argv[2] in SETS:
-        sys.exit(0 if check(sys.argv[2], sys.argv[3]) else 1)
-    if len(sys.argv) != 3 or sys.argv[1] not in SETS:
-        raise SystemExit(__doc__)
-    build(sys.argv[1], sys.argv[2])
+    sys.exit(main())
