@@ -13,6 +13,7 @@ container records it, and the decoder low-passes there (:class:`LowPass`, docs/F
 
 import io
 import math
+import os
 import struct
 
 import numpy as np
@@ -20,6 +21,7 @@ import soundfile as sf
 import soxr
 
 from .errors import DacliError
+from .fileio import atomic_output, os_reason
 
 MIN_LOUDNESS = -70.0
 CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
@@ -128,53 +130,22 @@ def read(path, dtype="float32"):
     try:
         x, rate = sf.read(str(path), dtype=dtype, always_2d=True)
     except Exception as e:
-        raise DacliError(f"{path}: cannot read audio ({_sf_reason(e)})") from None
+        raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
     return x, rate
 
 
-def _sf_reason(e):
+def info(path):
+    """soundfile's description of an audio file (rate, channels, frames). Raises DacliError."""
+    try:
+        return sf.info(str(path))
+    except Exception as e:
+        raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
+
+
+def sf_reason(e: Exception) -> str:
+    """libsndfile's complaint in a few words, for a one-line error."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return msg.replace("Error opening ", "").strip()[:200]
-
-
-SINC_MAX_TAPS = 1 << 22  # 16 MB of filter bank
-
-
-def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
-    """Windowed-sinc resampling exactly as the official tool does it (julius' ``resample_frac``:
-    Hann-squared window, 24 zero crossings, roll-off 0.945, replicate padding, output length
-    floor(L · out / in)). Used to reproduce legacy decodes; :func:`resample` is better otherwise.
-    ``x``: (channels, samples) array.
-
-    Its filter bank has one kernel per output phase, ``rate_out / gcd`` kernels of about
-    ``rate_in / gcd`` taps: a few thousand values for real rate pairs (48 kHz → 44.1 kHz: 160 × 199),
-    but gigabytes for rates with a small common divisor (44,101 Hz). Beyond SINC_MAX_TAPS values the
-    soxr resampler (:func:`resample`, length floor(L · out / in)) stands in for it."""
-    import torch
-    import torch.nn.functional as F
-    g = math.gcd(rate_in, rate_out)
-    old, new = rate_in // g, rate_out // g
-    if old == new:
-        return np.asarray(x, np.float32)
-    sr = min(old, new) * rolloff
-    width = math.ceil(zeros * old / sr)
-    if new * (2 * width + old) > SINC_MAX_TAPS:
-        x = np.asarray(x, np.float32)
-        y = np.stack([resample(c, rate_in, rate_out) for c in x]) if len(x) else x
-        n = x.shape[-1] * rate_out // rate_in
-        return np.pad(y, ((0, 0), (0, max(0, n - y.shape[-1]))))[:, :n].astype(np.float32)
-    x = torch.as_tensor(np.asarray(x, np.float32))
-    idx = torch.arange(-width, width + old).float()
-    kernels = []
-    for i in range(new):
-        t = ((-i / new + idx / old) * sr).clamp(-zeros, zeros) * math.pi
-        k = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * torch.cos(t / zeros / 2) ** 2
-        kernels.append(k / k.sum())
-    kernel = torch.stack(kernels)[:, None]
-    length = x.shape[-1]
-    y = F.conv1d(F.pad(x.reshape(-1, 1, length), (width, width + old), mode="replicate"), kernel, stride=old)
-    y = y.transpose(1, 2).reshape(*x.shape[:-1], -1)
-    return y[..., :int(new * length / old)].numpy()
 
 
 WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # a RIFF size that says "until the stream ends" (what ffmpeg writes to pipes)
@@ -200,6 +171,103 @@ def pcm16(y: np.ndarray, rate: int) -> bytes:
                       endian="LITTLE") as f:
         f.write(y)
     return buf.getvalue()
+
+
+# Files in blocks
+
+READ_BLOCK = 1 << 16          # samples per read from disk
+
+
+def read_blocks(path, block=READ_BLOCK):
+    """(samples, channels) float32 blocks of an audio file; refuses NaN and Inf."""
+    try:
+        f = sf.SoundFile(str(path))
+    except Exception as e:
+        raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
+    with f:
+        while True:
+            try:
+                x = f.read(block, dtype="float32", always_2d=True)
+            except Exception as e:
+                raise DacliError(f"{path}: corrupt audio ({sf_reason(e)})") from None
+            if not len(x):
+                return
+            if not np.isfinite(x).all():
+                raise DacliError(f"{path}: audio contains NaN or infinite samples")
+            yield x
+
+
+def counted(blocks, count):
+    """Pass blocks through, adding their lengths to ``count[0]``."""
+    for x in blocks:
+        count[0] += len(x)
+        yield x
+
+
+def resampled(blocks, rate_in, rate_out, channels):
+    """Stream-resample (samples, channels) blocks (soxr VHQ; identical to one-shot resampling)."""
+    if rate_in == rate_out:
+        yield from blocks
+        return
+    rs = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="VHQ")
+    for x in blocks:
+        y = rs.resample_chunk(x, last=False)
+        if len(y):
+            yield y
+    y = rs.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+    if len(y):
+        yield y
+
+
+def _exactly(blocks, length, channels):
+    """(samples, channels) blocks clipped to [-1, 1], cut or padded with silence to ``length`` samples."""
+    written = 0
+    for y in blocks:
+        y = y[:length - written]
+        if len(y):
+            written += len(y)
+            yield np.clip(y, -1.0, 1.0)
+    if written < length:
+        yield np.zeros((length - written, channels), np.float32)
+
+
+def write_audio(dst, blocks, rate, channels, length, fmt, progress=None):
+    """Write (samples, channels) blocks to ``dst``, exactly ``length`` samples: to a file atomically,
+    or, where ``dst`` is a binary stream (stdout), as a WAV stream, each block as soon as it is made."""
+    if hasattr(dst, "write"):
+        if fmt.lower() != "wav":
+            raise ValueError("only WAV can be written to a stream (its length goes first)")
+        dst.write(wav_header(rate, channels, length))
+        for y in _exactly(blocks, length, channels):
+            dst.write(pcm16(y, rate))
+            if progress:
+                progress(len(y) / rate)
+        dst.flush()
+        return
+    with atomic_output(dst) as tmp:
+        try:
+            with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype="PCM_16",
+                              format=fmt.upper()) as f:
+                for y in _exactly(blocks, length, channels):
+                    f.write(y)
+                    if progress:
+                        progress(len(y) / rate)
+        except sf.LibsndfileError as e:  # libsndfile says only "System error": find out which
+            raise DacliError(f"{dst}: cannot write ({_write_failure(tmp) or e})") from None
+
+
+def _write_failure(path):
+    """Why writing to ``path`` fails ('no space left on device', 'file too large', ...), found by
+    trying to append to it with Python's own I/O, which keeps the system's error; None if it works.
+    A 64 KiB probe: more than a full disk's last partial block can take."""
+    try:
+        with open(path, "ab") as f:
+            f.write(bytes(64 * 1024))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        return os_reason(e)
+    return None
 
 
 # Bandwidth (docs/FORMAT.md, "Bandwidth")

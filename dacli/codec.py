@@ -15,16 +15,12 @@ command line can read this module's defaults without starting torch.
 """
 
 import math
-import os
 from typing import TYPE_CHECKING, BinaryIO, Callable, Optional, Union
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from . import audio, container, legacy
 from .errors import DacliError
-from .fileio import atomic_output, os_reason
 from .model.receptive import decoder_context, encoder_context
 from .registry import bundled_version, describe_weights
 from .runtime.process import release_memory
@@ -35,7 +31,6 @@ if TYPE_CHECKING:
 Progress = Optional[Callable[[float], None]]  # called with the seconds of audio just done
 
 TARGET_LOUDNESS = -16.0
-READ_BLOCK = 1 << 16          # samples per read from disk
 # Window lengths (seconds; results do not depend on them, see default_batch for the measurements).
 # The decoder drops its context early (Decoder.cropped), so short windows cost it nothing: 60 s mono,
 # fp32, 2 CPU cores: decode 22.8 / 22.7 / 23.1 s at 1 / 1.5 / 2 s windows, peak RSS 1204 / 1356 /
@@ -180,54 +175,10 @@ def decode_array(model: "DAC", codes: np.ndarray, chunk_seconds: Optional[float]
 # Files
 
 
-def _read_blocks(path, block=READ_BLOCK):
-    """(samples, channels) float32 blocks of an audio file; refuses NaN and Inf."""
-    try:
-        f = sf.SoundFile(str(path))
-    except Exception as e:
-        raise DacliError(f"{path}: cannot read audio ({audio._sf_reason(e)})") from None
-    with f:
-        while True:
-            try:
-                x = f.read(block, dtype="float32", always_2d=True)
-            except Exception as e:
-                raise DacliError(f"{path}: corrupt audio ({audio._sf_reason(e)})") from None
-            if not len(x):
-                return
-            if not np.isfinite(x).all():
-                raise DacliError(f"{path}: audio contains NaN or infinite samples")
-            yield x
-
-
-def _counted(blocks, count):
-    """Pass blocks through, adding their lengths to ``count[0]``."""
-    for x in blocks:
-        count[0] += len(x)
-        yield x
-
-
-def _resampled(blocks, rate_in, rate_out, channels):
-    """Stream-resample (samples, channels) blocks (soxr VHQ; identical to one-shot resampling)."""
-    if rate_in == rate_out:
-        yield from blocks
-        return
-    rs = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="VHQ")
-    for x in blocks:
-        y = rs.resample_chunk(x, last=False)
-        if len(y):
-            yield y
-    y = rs.resample_chunk(np.zeros((0, channels), np.float32), last=True)
-    if len(y):
-        yield y
-
-
 def measure(path, model_rate):
     """First pass: (sample rate, channels, input length, model-rate length, loudness, model-rate peak,
     bandwidth at the model rate in Hz, 0 for full band)."""
-    try:
-        info = sf.info(str(path))
-    except Exception as e:
-        raise DacliError(f"{path}: cannot read audio ({audio._sf_reason(e)})") from None
+    info = audio.info(path)
     if not container.MIN_SAMPLE_RATE <= info.samplerate <= container.MAX_SAMPLE_RATE:
         raise DacliError(f"{path}: sample rate {info.samplerate} Hz is outside what dacli resamples "
                          f"({container.MIN_SAMPLE_RATE}-{container.MAX_SAMPLE_RATE} Hz)")
@@ -236,7 +187,7 @@ def measure(path, model_rate):
     meter = audio.LoudnessMeter(model_rate, info.channels)
     band = audio.BandwidthMeter(model_rate, info.channels)
     n_in, n_model, peak = [0], 0, 0.0
-    for y in _resampled(_counted(_read_blocks(path), n_in), info.samplerate, model_rate, info.channels):
+    for y in audio.resampled(audio.counted(audio.read_blocks(path), n_in), info.samplerate, model_rate, info.channels):
         meter.feed(y)
         band.feed(y)
         n_model += len(y)
@@ -283,7 +234,7 @@ def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, 
     g = np.float32(audio.db_to_gain(gain_db))
     enc = WindowEncoder(model, channels, n_model, n_codebooks, chunk_seconds)
     parts, n_seen, n_model2 = [], [0], 0
-    for y in _resampled(_counted(_read_blocks(src), n_seen), rate, model.sample_rate, channels):
+    for y in audio.resampled(audio.counted(audio.read_blocks(src), n_seen), rate, model.sample_rate, channels):
         n_model2 += len(y)
         if n_model2 > n_model:
             raise DacliError(f"{src}: the file changed while it was being read")
@@ -304,6 +255,22 @@ def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, 
     return header
 
 
+def describe_file(path: container.PathLike) -> dict:
+    """What ``dacli info`` shows of a .dac file, ours or the official tool's."""
+    return legacy.describe(path) if legacy.is_legacy(path) else container.describe(path)
+
+
+def seconds(path: container.PathLike) -> float:
+    """Seconds of audio in an audio file or one of our .dac files, for progress (0 when unknown)."""
+    try:
+        if str(path).lower().endswith(".dac") and not legacy.is_legacy(path):
+            return container.read_header(path).duration
+        i = audio.info(path)
+        return i.frames / i.samplerate if i.samplerate else 0.0
+    except DacliError:
+        return 0.0
+
+
 def check_model(model, header, path):
     """Refuse a file that this model cannot decode: other weights, rates, codebook size or count."""
     if model.weights_hash != header.model_hash.hex():
@@ -318,57 +285,6 @@ def check_model(model, header, path):
     if 2 ** header.bits_per_code != model.codebook_size or header.n_codebooks > model.n_codebooks:
         raise DacliError(f"{path}: {header.n_codebooks} codebooks of {2 ** header.bits_per_code} codes do not fit "
                          f"the model's {model.n_codebooks} of {model.codebook_size}")
-
-
-def _exactly(blocks, length, channels):
-    """(samples, channels) blocks clipped to [-1, 1], cut or padded with silence to ``length`` samples."""
-    written = 0
-    for y in blocks:
-        y = y[:length - written]
-        if len(y):
-            written += len(y)
-            yield np.clip(y, -1.0, 1.0)
-    if written < length:
-        yield np.zeros((length - written, channels), np.float32)
-
-
-def write_audio(dst, blocks, rate, channels, length, fmt, progress=None):
-    """Write (samples, channels) blocks to ``dst``, exactly ``length`` samples: to a file atomically,
-    or, where ``dst`` is a binary stream (stdout), as a WAV stream, each block as soon as it is made."""
-    if hasattr(dst, "write"):
-        if fmt.lower() != "wav":
-            raise ValueError("only WAV can be written to a stream (its length goes first)")
-        dst.write(audio.wav_header(rate, channels, length))
-        for y in _exactly(blocks, length, channels):
-            dst.write(audio.pcm16(y, rate))
-            if progress:
-                progress(len(y) / rate)
-        dst.flush()
-        return
-    with atomic_output(dst) as tmp:
-        try:
-            with sf.SoundFile(tmp, "w", samplerate=rate, channels=channels, subtype="PCM_16",
-                              format=fmt.upper()) as f:
-                for y in _exactly(blocks, length, channels):
-                    f.write(y)
-                    if progress:
-                        progress(len(y) / rate)
-        except sf.LibsndfileError as e:  # libsndfile says only "System error": find out which
-            raise DacliError(f"{dst}: cannot write ({_write_failure(tmp) or e})") from None
-
-
-def _write_failure(path):
-    """Why writing to ``path`` fails ('no space left on device', 'file too large', ...), found by
-    trying to append to it with Python's own I/O, which keeps the system's error; None if it works.
-    A 64 KiB probe: more than a full disk's last partial block can take."""
-    try:
-        with open(path, "ab") as f:
-            f.write(bytes(64 * 1024))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        return os_reason(e)
-    return None
 
 
 def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.PathLike, BinaryIO], fmt: str = "wav",
@@ -398,7 +314,7 @@ def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.Path
         yield lowpass.feed(np.zeros((0, header.channels), np.float32), last=True)
 
     blocks = band_limited(model_rate()) if header.bandwidth_hz else model_rate()
-    blocks = _resampled(blocks, header.model_sample_rate, header.original_sample_rate, header.channels)
-    write_audio(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,
-                  progress)
+    blocks = audio.resampled(blocks, header.model_sample_rate, header.original_sample_rate, header.channels)
+    audio.write_audio(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,
+                      progress)
     return header

@@ -1,5 +1,6 @@
-"""The ``.dac`` container: header plus bit-packed, CRC-guarded code blocks (spec: docs/FORMAT.md).
-The official tool's files (pickled NumPy) are read by :mod:`dacli.legacy`."""
+"""The ``.dac`` container: header plus bit-packed, CRC-guarded code blocks (spec: docs/FORMAT.md):
+writing, reading with every check, and describing a file. The official tool's files (pickled NumPy)
+are read by :mod:`dacli.legacy`."""
 
 import io
 import math
@@ -17,6 +18,7 @@ import zstandard
 
 from .errors import DacliError
 from .fileio import atomic_output
+from .rates import codebooks_for_kbps, frame_rate, kbps
 
 PathLike = Union[str, Path]
 
@@ -40,16 +42,6 @@ _FIXED = struct.Struct("<8sHHIIIHHBBHQQQff32sB")  # up to and including name_len
 _BANDWIDTH = struct.Struct("<I")  # after the model name, from revision 1.1 on
 _BLOCK = struct.Struct("<BII")
 RAW, ZSTD = 0, 1
-
-
-def frame_rate(sample_rate: int, hop_length: int) -> Fraction:
-    """Code frames per second, exactly (44100 / 512 is not a finite binary fraction)."""
-    return Fraction(sample_rate, hop_length)
-
-
-def kbps(rate: Fraction, bits_per_code: float, n_codebooks: int) -> float:
-    """The bitrate of ``n_codebooks`` codes of ``bits_per_code`` bits at ``rate`` frames per second."""
-    return float(rate * Fraction(bits_per_code) * n_codebooks / 1000)
 
 
 @dataclass(frozen=True)
@@ -334,9 +326,9 @@ def read_codes(path: PathLike) -> Tuple[np.ndarray, Header]:
     return codes.astype(np.int16 if header.bits_per_code <= 15 else np.int32), header
 
 
-def codebooks_for_kbps(kbps, kbps_per_codebook, n_max):
-    """The largest codebook count (1 … n_max) whose exact bitrate does not exceed ``kbps``."""
-    return max(1, min(n_max, int(math.floor(kbps / kbps_per_codebook + 1e-9))))
+def codebooks_within(header: Header, kbps: float) -> int:
+    """The most codebooks of this file whose exact bitrate per channel does not exceed ``kbps``."""
+    return codebooks_for_kbps(kbps, header.kbps / header.n_codebooks, header.n_codebooks)
 
 
 def truncate_codebooks(header, codes, n_codebooks):
@@ -344,3 +336,20 @@ def truncate_codebooks(header, codes, n_codebooks):
     if not 1 <= n_codebooks <= header.n_codebooks:
         raise DacliError(f"cannot keep {n_codebooks} codebooks of a file that has {header.n_codebooks}")
     return replace(header, n_codebooks=n_codebooks), codes[:, :n_codebooks]
+
+
+def describe(path: PathLike) -> dict:
+    """What ``dacli info`` shows of a .dac file (read whole, so the CRCs are checked too)."""
+    h, _ = read(path)
+    size = os.path.getsize(path)
+    pcm = h.original_length * h.channels * 2
+    return {"file": str(path), "format": f"dacli .dac v{VERSION}", "model": h.model_name,
+            "model_sha256": h.model_hash.hex(), "model_sample_rate": h.model_sample_rate,
+            "frame_rate_hz": round(float(h.frame_rate), 4), "original_sample_rate": h.original_sample_rate,
+            "channels": h.channels, "duration_s": round(h.duration, 3), "frames": h.n_frames,
+            "n_codebooks": h.n_codebooks, "bits_per_code": h.bits_per_code,
+            "kbps": round(h.kbps * h.channels, 3),
+            "file_kbps": round(size * 8 / h.duration / 1000, 3) if h.duration else None,
+            "file_bytes": size, "compression_ratio_vs_pcm16": round(pcm / size, 1),
+            "input_loudness_lufs": round(h.input_loudness, 2), "gain_db": round(h.gain_db, 2),
+            "bandwidth_hz": h.bandwidth_hz or "full"}

@@ -19,6 +19,7 @@ import torch
 
 from . import audio, codec, container
 from .errors import DacliError
+from .fileio import AUDIO_IN, find_inputs
 from .metrics import mel_distance, si_sdr, stft_distance
 from .runtime.hardware import PRECISIONS
 
@@ -187,9 +188,8 @@ def bitrate_efficiency(code_list, bits):
 
 def evaluate_codecs(specs, source_dir, with_visqol=True, device="auto", progress=None):
     """Run every codec on every audio file under ``source_dir`` → (rows, summary)."""
-    from .fileio import AUDIO_EXTS, find_inputs
     codecs = [Codec(s) for s in specs]
-    items = find_inputs([source_dir], AUDIO_EXTS - {".raw"})
+    items = find_inputs([source_dir], AUDIO_IN)
     if not items:
         raise DacliError(f"{source_dir}: no audio files")
     runner = Runner(device)
@@ -213,6 +213,31 @@ def evaluate_codecs(specs, source_dir, with_visqol=True, device="auto", progress
     return rows, summary
 
 
+def pair_files(ref: Path, deg: Path) -> list:
+    """(reference file, degraded file, relative path): two files, or folders matched by relative
+    path with any audio extension."""
+    if ref.is_file() and deg.is_file():
+        return [(ref, deg, Path(ref.name))]
+    if not (ref.is_dir() and deg.is_dir()):
+        raise DacliError("REF and DEGRADED must both be files or both be folders")
+    out = []
+    for src, rel in find_inputs([ref], AUDIO_IN):
+        cands = [c for c in (deg / rel).parent.glob(rel.stem + ".*") if c.suffix.lower() in AUDIO_IN]
+        if not cands:
+            raise DacliError(f"{deg / rel}: no degraded file for {src}")
+        out.append((src, cands[0], rel))
+    if not out:
+        raise DacliError(f"{ref}: no audio files")
+    return out
+
+
+def evaluate_pairs(ref: Path, deg: Path, with_visqol: bool = True):
+    """Compare every degraded file with its reference (:func:`pair_files`) → (rows, summary)."""
+    rows = [{"codec": "degraded", "family": "degraded", "file": str(rel), **compare_files(r, d, with_visqol)}
+            for r, d, rel in pair_files(ref, deg)]
+    return rows, summarize(rows)
+
+
 def summarize(rows):
     """Per codec: mean metrics and, where the rows have them (codec runs), duration-weighted real kbps
     (total bits / total seconds)."""
@@ -228,6 +253,15 @@ def summarize(rows):
             s[k] = float(np.mean(vals)) if vals else float("nan")
         out[name] = s
     return out
+
+
+def write_csv(rows: list, path: Path) -> None:
+    """The per-file rows as CSV."""
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def plot(summary, path):

@@ -16,6 +16,7 @@ from .errors import DacliError
 
 AUDIO_EXTS = {"." + e.lower() for e in sf.available_formats()} | {".wav", ".flac", ".ogg", ".oga", ".opus",
                                                                     ".mp3", ".aiff", ".aif", ".aifc"}
+AUDIO_IN = AUDIO_EXTS - {".raw"}  # what a folder of inputs is searched for (headerless raw needs its format given)
 
 
 PART_SUFFIX = ".part"

@@ -15,13 +15,14 @@ loudness restored); everything dacli does with such files lives here.
 
 import io
 import math
+import os
 import pickle
 import pickletools
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import container
+from . import audio, container
 from .errors import DacliError
 
 MAGIC = b"\x93NUMPY"
@@ -249,7 +250,6 @@ def decode(model, lg: LegacyFile, name="file"):
     """Decode an official-tool file exactly as the official ``decompress`` does (including its
     per-channel loudness restoration) → (samples, channels) at the original rate."""
     import torch
-    from . import audio
     check_model(lg, model, name)
     model.set_padding(lg.padding)
     try:
@@ -267,17 +267,68 @@ def decode(model, lg: LegacyFile, name="file"):
     y = np.concatenate(chunks, axis=1)
     for ch in range(y.shape[0]):  # the official tool normalises each channel to the stored loudness
         y[ch] *= audio.db_to_gain(lg.input_db - audio.loudness(y[ch], model.sample_rate))
-    y = audio.resample_sinc(y, model.sample_rate, lg.sample_rate).T
+    y = resample_sinc(y, model.sample_rate, lg.sample_rate).T
     if len(y) < lg.original_length:
         raise DacliError("legacy file decodes to fewer samples than its original length")
     return y[:lg.original_length]
 
 
+SINC_MAX_TAPS = 1 << 22  # 16 MB of filter bank
+
+
+def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
+    """Windowed-sinc resampling exactly as the official tool does it (julius' ``resample_frac``:
+    Hann-squared window, 24 zero crossings, roll-off 0.945, replicate padding, output length
+    floor(L · out / in)). Used to reproduce legacy decodes; :func:`dacli.audio.resample` is better otherwise.
+    ``x``: (channels, samples) array.
+
+    Its filter bank has one kernel per output phase, ``rate_out / gcd`` kernels of about
+    ``rate_in / gcd`` taps: a few thousand values for real rate pairs (48 kHz → 44.1 kHz: 160 × 199),
+    but gigabytes for rates with a small common divisor (44,101 Hz). Beyond SINC_MAX_TAPS values the
+    soxr resampler (:func:`dacli.audio.resample`, length floor(L · out / in)) stands in for it."""
+    import torch
+    import torch.nn.functional as F
+    g = math.gcd(rate_in, rate_out)
+    old, new = rate_in // g, rate_out // g
+    if old == new:
+        return np.asarray(x, np.float32)
+    sr = min(old, new) * rolloff
+    width = math.ceil(zeros * old / sr)
+    if new * (2 * width + old) > SINC_MAX_TAPS:
+        x = np.asarray(x, np.float32)
+        y = np.stack([audio.resample(c, rate_in, rate_out) for c in x]) if len(x) else x
+        n = x.shape[-1] * rate_out // rate_in
+        return np.pad(y, ((0, 0), (0, max(0, n - y.shape[-1]))))[:, :n].astype(np.float32)
+    x = torch.as_tensor(np.asarray(x, np.float32))
+    idx = torch.arange(-width, width + old).float()
+    kernels = []
+    for i in range(new):
+        t = ((-i / new + idx / old) * sr).clamp(-zeros, zeros) * math.pi
+        k = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * torch.cos(t / zeros / 2) ** 2
+        kernels.append(k / k.sum())
+    kernel = torch.stack(kernels)[:, None]
+    length = x.shape[-1]
+    y = F.conv1d(F.pad(x.reshape(-1, 1, length), (width, width + old), mode="replicate"), kernel, stride=old)
+    y = y.transpose(1, 2).reshape(*x.shape[:-1], -1)
+    return y[..., :int(new * length / old)].numpy()
+
+
 def decode_file(model, src, dst, fmt="wav"):
     """Decode an official-tool file to an audio file (atomically) or a stream, as
     :func:`dacli.codec.decode_file` does for ours."""
-    from .codec import write_audio
     lg = read(src)
     y = decode(model, lg, src)
-    write_audio(dst, [y], lg.sample_rate, y.shape[1], len(y), fmt)
+    audio.write_audio(dst, [y], lg.sample_rate, y.shape[1], len(y), fmt)
     return lg
+
+
+def describe(path) -> dict:
+    """What ``dacli info`` shows of an official-tool file."""
+    lg = read(path)
+    size = os.path.getsize(path)
+    dur = lg.original_length / lg.sample_rate
+    return {"file": str(path), "format": "official descript-audio-codec 1.0.0 (legacy, pickled numpy)",
+            "original_sample_rate": lg.sample_rate, "channels": lg.channels, "duration_s": round(dur, 3),
+            "n_codebooks": int(lg.codes.shape[1]), "frames": int(lg.codes.shape[-1]),
+            "chunk_length": lg.chunk_length, "input_loudness_lufs": round(lg.input_db, 2),
+            "file_bytes": size, "file_kbps": round(size * 8 / dur / 1000, 3) if dur else None}

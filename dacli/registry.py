@@ -6,8 +6,9 @@ import json
 import os
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple, Union
 
+from . import container, legacy
 from .errors import DacliError
 from .fileio import atomic_output
 from .runtime import process
@@ -70,6 +71,25 @@ def describe_weights(v: BundledVersion) -> str:
             f"git show {v.commit[:12]}:weights/{name} > {v.version}.pth, then --model {v.version}.pth")
 
 
+def model_for_file(path: Union[str, Path], override: Optional[str] = None) -> str:
+    """Which model decodes the file ``path``: ``override`` (a name or checkpoint path) when given; else
+    the model its header records: the bundled model for any of its versions (decoding then names the
+    version a file needs if it is not the one shipped), or an official model by name. Files of the
+    official tool record no model and need ``override``."""
+    if legacy.is_legacy(path):  # opens the file: one-line errors for missing files, folders, FIFOs
+        if override is None:
+            raise DacliError(f"{path}: a file of the official tool records no model; pass --model")
+        return override
+    name = container.read_header(path).model_name
+    if override is not None:
+        return override
+    if is_bundled_name(name):
+        return DEFAULT_MODEL
+    if name in BUNDLED or name in OFFICIAL:
+        return name
+    raise DacliError(f"{path}: encoded with model {name!r}, which is not a known name; pass --model PATH")
+
+
 DOWNLOAD_CHUNK = 1 << 20  # bytes per read of a download (and per progress update)
 OFFICIAL_BASE = "https://github.com/descriptinc/descript-audio-codec/releases/download"
 # name → (release tag, asset file, file name in the official cache), as the official package's
@@ -109,10 +129,13 @@ def locate(name):
     return next((p for p in candidates(name) if p.is_file()), None)
 
 
-def models():
-    """[(name, kind, path or None)] for the bundled and official models."""
-    rows = [(n, "bundled", locate(n)) for n in BUNDLED]
-    return rows + [(n, "official", locate(n)) for n in OFFICIAL]
+def models() -> List[Tuple[str, str, Optional[Path], str]]:
+    """[(name, kind, path or None, version)] for the bundled and official models: the bundled model's
+    version ("v10"), an official release's tag."""
+    versions = bundled_versions()
+    shipped = versions[-1].version.rsplit("-", 1)[-1] if versions else "?"
+    rows = [(n, "bundled", locate(n), shipped) for n in BUNDLED]
+    return rows + [(n, "official", locate(n), OFFICIAL[n][0]) for n in OFFICIAL]
 
 
 def download(name, base=None, progress=None, timeout=60):

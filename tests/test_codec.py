@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from dacli import codec, container
+from dacli import audio, codec, container
 from dacli.errors import DacliError
 
 from conftest import FIXTURES
@@ -111,16 +111,16 @@ def test_nan_inf_refused(tmp_path, tiny44, bad):
 
 def test_file_changing_while_read(tmp_path, tiny44, monkeypatch):
     sf.write(tmp_path / "g.wav", np.zeros((100000, 1)), 44100)
-    real = codec._read_blocks
+    real = audio.read_blocks
     calls = {"n": 0}
 
-    def growing(path, block=codec.READ_BLOCK):
+    def growing(path, block=audio.READ_BLOCK):
         calls["n"] += 1
         yield from real(path, block)
         if calls["n"] == 2:  # the second pass sees more audio than the first
             yield np.zeros((70000, 1), np.float32)
 
-    monkeypatch.setattr(codec, "_read_blocks", growing)
+    monkeypatch.setattr(audio, "read_blocks", growing)
     with pytest.raises(DacliError, match="changed while it was being read"):
         codec.encode_file(tiny44, tmp_path / "g.wav", tmp_path / "g.dac")
     assert not (tmp_path / "g.dac").exists()
@@ -128,17 +128,17 @@ def test_file_changing_while_read(tmp_path, tiny44, monkeypatch):
 
 def test_file_shrinking_while_read(tmp_path, tiny44, monkeypatch):
     sf.write(tmp_path / "g.wav", np.zeros((100000, 1)), 44100)
-    real = codec._read_blocks
+    real = audio.read_blocks
     calls = {"n": 0}
 
-    def shrinking(path, block=codec.READ_BLOCK):
+    def shrinking(path, block=audio.READ_BLOCK):
         calls["n"] += 1
         for i, x in enumerate(real(path, 4096)):
             if calls["n"] == 2 and i == 5:
                 return
             yield x
 
-    monkeypatch.setattr(codec, "_read_blocks", shrinking)
+    monkeypatch.setattr(audio, "read_blocks", shrinking)
     with pytest.raises(DacliError, match="changed while it was being read"):
         codec.encode_file(tiny44, tmp_path / "g.wav", tmp_path / "g.dac")
 

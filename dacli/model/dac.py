@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import container
 from ..errors import DacliError
+from .. import rates
 from . import receptive
 from .layers import ResidualUnit, Snake1d, WeightNormConv, WNConv1d, WNConvTranspose1d
 from .quantizer import ResidualVectorQuantize
@@ -119,7 +119,7 @@ class DAC(nn.Module):
     @property
     def frame_rate(self) -> Fraction:
         """Code frames per second, exactly."""
-        return container.frame_rate(self.sample_rate, self.hop_length)
+        return rates.frame_rate(self.sample_rate, self.hop_length)
 
     @property
     def bits_per_code(self):
@@ -127,11 +127,11 @@ class DAC(nn.Module):
 
     def kbps(self, n_codebooks=None) -> float:
         """Exact bitrate in kbps for ``n_codebooks`` (all by default)."""
-        return container.kbps(self.frame_rate, self.bits_per_code, n_codebooks or self.n_codebooks)
+        return rates.kbps(self.frame_rate, self.bits_per_code, n_codebooks or self.n_codebooks)
 
     def n_codebooks_for_kbps(self, kbps):
         """The largest codebook count whose exact bitrate does not exceed ``kbps`` (at least 1)."""
-        return container.codebooks_for_kbps(kbps, self.kbps(1), self.n_codebooks)
+        return rates.codebooks_for_kbps(kbps, self.kbps(1), self.n_codebooks)
 
     @property
     def device(self):

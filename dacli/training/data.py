@@ -6,7 +6,7 @@ import torch
 
 from .. import audio
 from ..errors import DacliError
-from ..fileio import AUDIO_EXTS, find_inputs
+from ..fileio import AUDIO_IN, find_inputs
 
 
 class TrainingAudio:
@@ -18,7 +18,7 @@ class TrainingAudio:
     model at the level they have in use (without them it never learns to keep a pause silent)."""
 
     def __init__(self, folder, sample_rate, min_loudness=-40.0, target=-16.0, quiet_share=0.0):
-        files = [f for f, _ in find_inputs([folder], AUDIO_EXTS - {".raw"})]
+        files = [f for f, _ in find_inputs([folder], AUDIO_IN)]
         if not files:
             raise DacliError(f"no audio files under {folder}")
         self.clips = []

@@ -1,0 +1,206 @@
+"""Batch mechanics shared by the commands that convert files: where each output goes (folders
+mirrored, collision-safe names, shards of a job array), ``-`` for stdin and stdout, the loop over
+files (skip existing, one bad file does not stop the rest, a summary), and progress on stderr (bars on
+a terminal, plain lines in a log)."""
+
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Set, Tuple
+
+from .errors import DacliError
+from .fileio import AUDIO_IN, os_reason, remove_stale_parts, shard
+
+DAC_EXTS = {".dac"}
+STDIO = Path("-")
+PIPE_BUFFER = 1 << 20  # bytes per read when copying stdin or stdout: few system calls, little memory
+
+Pair = Tuple[Path, Path]          # (input, output)
+Found = Tuple[Path, Path]         # (input, its path relative to the folder it was found in)
+
+
+class PlainProgress:
+    """What a progress bar reports, for a log rather than a terminal: a plain line at most every
+    ``every`` seconds and one at the end, never cursor movements."""
+
+    def __init__(self, total=None, desc="", unit="", disable=False, every=10.0, **_):
+        self.total, self.desc, self.unit, self.disable, self.every = total, desc, unit, disable, every
+        self.n, self.last = 0, time.monotonic()
+
+    def set_description(self, desc):
+        self.desc = desc
+
+    def update(self, n=1):
+        self.n += n
+        if not self.disable and time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def _line(self):
+        self.last = time.monotonic()
+        of = f"/{self.total:.0f}" if self.total else ""
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        print(f"dacli: {self.desc}: {self.n:.0f}{of} {self.unit}{pct}", file=sys.stderr, flush=True)
+
+    def close(self):
+        if not self.disable and self.n and time.monotonic() - self.last >= 1.0:
+            self._line()
+
+
+def progress(**kw):
+    """A tqdm bar on a terminal; :class:`PlainProgress` lines when stderr goes to a file or pipe."""
+    if not sys.stderr.isatty():
+        return PlainProgress(**kw)
+    from tqdm import tqdm
+    return tqdm(file=sys.stderr, dynamic_ncols=True, **kw)
+
+
+def message(msg: str) -> None:
+    """A message line that does not break a progress bar on the terminal."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        tqdm.write(msg, file=sys.stderr)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+class Reporter:
+    """Progress on stderr (a bar over files, one over audio seconds per long file; plain lines now and
+    then when stderr is not a terminal) and one-line messages."""
+
+    def __init__(self, quiet: bool, total: int):
+        self.quiet = quiet
+        self.files = progress(total=total, unit="file", disable=quiet or total < 2, position=0)
+
+    def seconds(self, name, total: float):
+        """A bar over the seconds of audio of one file, and the function that advances it."""
+        bar = progress(total=round(total, 1), unit="s", desc=str(name)[-40:], leave=False,
+                       disable=self.quiet or total < 20, position=1,
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+        return bar, (lambda s: bar.update(s))
+
+    def error(self, msg: str) -> None:
+        message(f"dacli: error: {msg}")
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            message(msg)
+
+
+def destinations(items: Sequence[Found], output: Optional[Path], suffix: str, single_exts: Set[str]) -> List[Pair]:
+    """Map inputs to outputs. One input file with an output name ending in one of ``single_exts`` (or
+    no output: beside the input) writes there; otherwise ``output`` is a folder that mirrors the inputs.
+    Inputs whose outputs would share a name (``song.wav`` and ``song.flac``) keep their own extension
+    in it (``song.wav.dac``, ``song.flac.dac``), so no output overwrites another."""
+    other = (AUDIO_IN | DAC_EXTS) - single_exts
+    if output is not None and Path(output).suffix.lower() in other and not Path(output).is_dir():
+        raise DacliError(f"-o {output}: this command writes {'/'.join(sorted(single_exts))} files; "
+                         f"give an output name with that extension, or a folder")
+    if len(items) == 1 and items[0][1] == Path(items[0][0].name):
+        src = items[0][0]
+        if output is None:
+            return [(src, src.with_suffix(suffix))]
+        if Path(output).suffix.lower() in single_exts and not Path(output).is_dir():
+            return [(src, Path(output))]
+    if output is None:
+        raise DacliError("-o/--output FOLDER is needed when the input is a folder or several files")
+    if Path(output).suffix.lower() in single_exts and not Path(output).is_dir():
+        raise DacliError(f"-o {output}: with several inputs the output is a folder; give a folder name")
+    plain = [Path(output) / rel.with_suffix(suffix) for _, rel in items]
+    counts: dict = {}
+    for d in plain:
+        counts[str(d).lower()] = counts.get(str(d).lower(), 0) + 1  # case-insensitive file systems too
+    return [(src, Path(output) / rel.with_name(rel.name + suffix) if counts[str(d).lower()] > 1 else d)
+            for (src, rel), d in zip(items, plain)]
+
+
+def sharded(items: Sequence[Found], spec: Optional[str], output: Optional[Path], suffix: str,
+            single_exts: Set[str]) -> List[Pair]:
+    """The (input, output) pairs of the shard ``spec`` ("K/N"; None: all). Outputs are named over all
+    inputs first, so that every job of a job array gives a file the same output name."""
+    pairs = destinations(items, output, suffix, single_exts)
+    return [pair for pair, _ in shard(list(zip(pairs, items)), spec, key=lambda x: x[1][1])]
+
+
+@contextlib.contextmanager
+def pipes(inputs: Sequence[Path], output: Optional[Path], in_name: str, out_name: str,
+          stream_out: bool = False) -> Iterator[Tuple[Sequence[Path], Optional[Path]]]:
+    """``-`` as the input or the output. stdin is first copied to a temporary file (the encoder reads
+    its input twice; memory stays bounded however long the stream); an output for stdout is written to
+    a temporary file and copied out once complete, unless ``stream_out`` (the command writes to stdout
+    itself as it goes: the output stays ``-``). The temporary folder is removed on every exit path.
+    Yields (inputs, output) to use instead."""
+    use_in, use_out = STDIO in inputs, output == STDIO
+    if not (use_in or use_out):
+        yield inputs, output
+        return
+    if use_in and len(inputs) > 1:
+        raise DacliError("'-' (stdin) must be the only input")
+    if use_in and output is None:
+        raise DacliError("reading stdin needs -o FILE (or -o - for stdout)")
+    if use_out and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
+        raise DacliError("-o - writes one file to stdout: give one input file")
+    tmp = Path(tempfile.mkdtemp(prefix="dacli-pipe-"))
+    try:
+        if use_in:
+            if sys.stdin.isatty():
+                raise DacliError("stdin is a terminal: pipe data into dacli, or name an input file")
+            src = tmp / in_name
+            with open(src, "wb") as f:
+                shutil.copyfileobj(sys.stdin.buffer, f, PIPE_BUFFER)
+            if src.stat().st_size == 0:
+                raise DacliError("no data on stdin")
+            inputs = (src,)
+        if use_out:
+            if sys.stdout.isatty():
+                raise DacliError("stdout is a terminal: redirect it to a file or a pipe, or give -o FILE")
+            if not stream_out:
+                output = tmp / out_name
+        yield inputs, output
+        if use_out and not stream_out:
+            with open(output, "rb") as f:  # type: ignore[arg-type]
+                shutil.copyfileobj(f, sys.stdout.buffer, PIPE_BUFFER)
+            sys.stdout.buffer.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[[Path, Path, Reporter], None],
+        verb: str) -> None:
+    """Run ``work(src, dst, reporter)`` on each pair; one bad file does not stop the rest. Existing
+    outputs are skipped unless ``overwrite``. Ends with a summary, and exit status 1 if any file failed."""
+    if not pairs:
+        raise DacliError("no input files found (or none in this --shard)")
+    rep = Reporter(quiet, len(pairs))
+    ok = skipped = failed = 0
+    try:
+        for src, dst in pairs:
+            rep.files.set_description(str(src.name)[-30:])
+            if dst != STDIO and dst.exists() and not overwrite:
+                remove_stale_parts(dst)  # written outputs get this from atomic_output
+                skipped += 1
+                rep.info(f"skip {dst} (exists; --overwrite to replace)")
+            else:
+                try:
+                    work(src, dst, rep)
+                    ok += 1
+                except DacliError as e:
+                    failed += 1
+                    rep.error(str(e))
+                except BrokenPipeError:  # the reader of stdout went away: not this file's failure
+                    raise
+                except OSError as e:  # the environment: full disk, permissions, a folder in the way
+                    failed += 1
+                    rep.error(f"{e.filename or src}: {os_reason(e)}")
+                except Exception as e:  # a bug or a resource problem: report it, go on with the batch
+                    failed += 1
+                    rep.error(f"{src}: unexpected {type(e).__name__}: {e}")
+            rep.files.update(1)
+    finally:
+        rep.files.close()
+    if len(pairs) > 1 or failed:
+        rep.info(f"{verb} {ok} file(s), skipped {skipped}, failed {failed}")
+    if failed:
+        raise SystemExit(1)
