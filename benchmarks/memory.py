@@ -11,13 +11,12 @@ times runs several times: glibc's heap settles into one of two layouts at random
 """
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
+from dacli import bench
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from dacli import bench  # noqa: E402
 
 
 def main():

@@ -15,16 +15,15 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from dacli import bench, codec
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from dacli import bench, codec  # noqa: E402
 
 
 def official(venv, src, tmp):

@@ -25,7 +25,6 @@ def cpu():
 
 
 def main():
-    sys.path.insert(0, str(ROOT))
     from dacli import container
     tmp = Path(tempfile.mkdtemp())
     h = container.Header(44100, 512, 44100, 1, 9, 10, 44100, 44100, 87, -20.0, 4.0, bytes(32), "x")

@@ -21,16 +21,16 @@ import argparse
 import contextlib
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dacli import bench  # noqa: E402
-from dacli.train import CONFIGS, TrainingAudio, Trainer  # noqa: E402
+from dacli import bench
+from dacli.training.config import CONFIGS
+from dacli.training.data import TrainingAudio
+from dacli.training.trainer import Trainer
 
 # profiler op name → part of the step (first match wins; matched against the lower-cased name)
 PARTS = [
