@@ -154,7 +154,7 @@ def test_legacy_decode_matches_official(stem, tiny44, tiny24):
     y = legacy.decode(model, legacy.read(FIXTURES / f"{stem}.dac"))
     ref = np.load(FIXTURES / f"{stem}_decompressed.npy")
     assert y.T.shape == ref.shape
-    np.testing.assert_allclose(y.T, ref, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(y.T, ref, atol=1e-5, rtol=0)  # fp32: measured within 1e-6
 
 
 def _npy_with_pickle(payload):

@@ -264,16 +264,18 @@ def test_fused_convolution_path_equals_plain_conv2d(tiny44):
 def test_bf16_weights_packed_for_steady_shapes_give_the_same_output(transposed):
     """In bfloat16, a weight is packed into oneDNN's layout once two calls share a shape; the packed
     weight gives exactly what the plain one gave, and other shapes still use the plain weight. On a
-    CPU without native bf16 (AVX2 only: oneDNN refuses the fused bf16 convolution) nothing is packed
+    CPU without AVX-512 (AVX2 only: oneDNN refuses the fused bf16 convolution) nothing is packed
     and plain conv2d gives the same results."""
     from dacli.model import WNConv1d, WNConvTranspose1d
     from dacli.runtime.convs import FastConv1d, FastConvTranspose1d, onednn_op
-    from dacli.runtime.hardware import native_bf16
+    from dacli.runtime.hardware import cpu_flags, native_bf16
     torch.manual_seed(4)
     plain = (WNConvTranspose1d(48, 40, 8, stride=4, padding=2) if transposed else
              WNConv1d(48, 40, 7, dilation=3, padding=9)).eval()
     onednn = onednn_op(torch.bfloat16)
-    assert (onednn is not None) == native_bf16("cpu")
+    # oneDNN runs bf16 on any CPU with AVX-512 (F, BW, VL, DQ), natively with AVX-512 BF16 or AMX
+    flags = cpu_flags()
+    assert (onednn is not None) == ({"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags or native_bf16("cpu"))
     with torch.no_grad():
         conv = (FastConvTranspose1d if transposed else FastConv1d)(plain, torch.bfloat16, onednn)
         weight = plain.weight()
