@@ -16,6 +16,9 @@ import math
 import os
 import struct
 
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+
 import numpy as np
 import soundfile as sf
 import soxr
@@ -23,6 +26,7 @@ import soxr
 from .errors import DacliError
 from .fileio import atomic_output, os_reason
 
+PathLike = Union[str, Path]
 MIN_LOUDNESS = -70.0
 CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
 
@@ -42,7 +46,7 @@ def _biquad(kind, gain_db, q, fc, rate):
     return np.array(b + den) / den[0]
 
 
-def k_weighting(rate):
+def k_weighting(rate: int) -> np.ndarray:
     """Second-order sections of the BS.1770 K-weighting filter for ``rate`` Hz."""
     return np.stack([_biquad("high_shelf", 4.0, 1 / math.sqrt(2), 1500.0, rate),
                      _biquad("high_pass", 0.0, 0.5, 38.0, rate)])
@@ -61,7 +65,7 @@ class LoudnessMeter:
         self.energies = []   # per full block: mean square per channel
         self.length = 0
 
-    def feed(self, x):
+    def feed(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float64).reshape(-1, self.channels)
         if not len(x):
             return
@@ -79,7 +83,7 @@ class LoudnessMeter:
         starts = np.arange(n) * self.step
         self.energies.append((sq[starts + self.block] - sq[starts]) / self.block)
 
-    def result(self):
+    def result(self) -> float:
         """Integrated loudness in LUFS (≥ −70)."""
         tail, length = self.buf, self.length
         if length < int(0.5 * self.rate):  # short signals are measured padded to 0.5 s
@@ -106,7 +110,7 @@ class LoudnessMeter:
         return float(max(out, MIN_LOUDNESS))
 
 
-def loudness(x, rate):
+def loudness(x: np.ndarray, rate: int) -> float:
     """Integrated loudness (LUFS) of a (samples,) or (samples, channels) array."""
     x = np.asarray(x)
     meter = LoudnessMeter(rate, 1 if x.ndim == 1 else x.shape[1])
@@ -114,18 +118,18 @@ def loudness(x, rate):
     return meter.result()
 
 
-def db_to_gain(db):
+def db_to_gain(db: float) -> float:
     return 10.0 ** (db / 20.0)
 
 
-def resample(x, rate_in, rate_out):
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """High-quality (soxr VHQ) resampling of a (samples,) or (samples, channels) float array."""
     if rate_in == rate_out:
         return np.asarray(x, dtype=np.float32)
     return soxr.resample(np.asarray(x, dtype=np.float32), rate_in, rate_out, quality="VHQ")
 
 
-def read(path, dtype="float32"):
+def read(path: PathLike, dtype: str = "float32") -> Tuple[np.ndarray, int]:
     """Read a whole audio file → ((samples, channels) array, sample rate). Raises DacliError."""
     try:
         x, rate = sf.read(str(path), dtype=dtype, always_2d=True)
@@ -134,7 +138,7 @@ def read(path, dtype="float32"):
     return x, rate
 
 
-def info(path):
+def info(path: PathLike) -> Any:
     """soundfile's description of an audio file (rate, channels, frames). Raises DacliError."""
     try:
         return sf.info(str(path))
@@ -178,7 +182,7 @@ def pcm16(y: np.ndarray, rate: int) -> bytes:
 READ_BLOCK = 1 << 16          # samples per read from disk
 
 
-def read_blocks(path, block=READ_BLOCK):
+def read_blocks(path: PathLike, block: int = READ_BLOCK) -> Iterator[np.ndarray]:
     """(samples, channels) float32 blocks of an audio file; refuses NaN and Inf."""
     try:
         f = sf.SoundFile(str(path))
@@ -197,14 +201,14 @@ def read_blocks(path, block=READ_BLOCK):
             yield x
 
 
-def counted(blocks, count):
+def counted(blocks: Iterable[np.ndarray], count: List[int]) -> Iterator[np.ndarray]:
     """Pass blocks through, adding their lengths to ``count[0]``."""
     for x in blocks:
         count[0] += len(x)
         yield x
 
 
-def resampled(blocks, rate_in, rate_out, channels):
+def resampled(blocks: Iterable[np.ndarray], rate_in: int, rate_out: int, channels: int) -> Iterator[np.ndarray]:
     """Stream-resample (samples, channels) blocks (soxr VHQ; identical to one-shot resampling)."""
     if rate_in == rate_out:
         yield from blocks
@@ -231,10 +235,11 @@ def _exactly(blocks, length, channels):
         yield np.zeros((length - written, channels), np.float32)
 
 
-def write_audio(dst, blocks, rate, channels, length, fmt, progress=None):
+def write_audio(dst: Union[PathLike, BinaryIO], blocks: Iterable[np.ndarray], rate: int, channels: int, length: int,
+                fmt: str, progress: Optional[Callable[[float], None]] = None) -> None:
     """Write (samples, channels) blocks to ``dst``, exactly ``length`` samples: to a file atomically,
     or, where ``dst`` is a binary stream (stdout), as a WAV stream, each block as soon as it is made."""
-    if hasattr(dst, "write"):
+    if not isinstance(dst, (str, Path)):  # a binary stream
         if fmt.lower() != "wav":
             raise ValueError("only WAV can be written to a stream (its length goes first)")
         dst.write(wav_header(rate, channels, length))

@@ -15,7 +15,7 @@ command line can read this module's defaults without starting torch.
 """
 
 import math
-from typing import TYPE_CHECKING, BinaryIO, Callable, Optional, Union
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -43,7 +43,7 @@ DECODE_CHUNK_SECONDS = 1.0
 # Receptive fields and windows
 
 
-def window_frames(model, chunk_seconds, default):
+def window_frames(model: "DAC", chunk_seconds: Optional[float], default: float) -> int:
     """Frames per window for ``chunk_seconds`` (None: ``default``)."""
     if chunk_seconds is None:
         chunk_seconds = default
@@ -52,7 +52,7 @@ def window_frames(model, chunk_seconds, default):
     return max(1, int(round(chunk_seconds * model.sample_rate / model.hop_length)))
 
 
-def default_batch(device):
+def default_batch(device) -> int:
     """Rows (channel windows) per forward pass: one on CPU, where batching does not speed convolutions
     up but multiplies activation memory (measured, full-size 44.1 kHz model, stereo: batch 2 peaks at
     3.2 GB against 1.4 GB); several on CUDA, where one larger call keeps the GPU busy (not measured
@@ -69,7 +69,7 @@ def _batched(fn, windows, batch, keys=None):
     import torch
     keys = keys or [None] * len(windows)
     rows = [(i, r) for i, w in enumerate(windows) for r in range(w.shape[0])]
-    outs = [[None] * w.shape[0] for w in windows]
+    outs: list = [[None] * w.shape[0] for w in windows]
     k = 0
     while k < len(rows):
         kind = (windows[rows[k][0]].shape[1:], keys[rows[k][0]])
@@ -133,13 +133,14 @@ class WindowEncoder:
         return [c[:, :, off:off + w].numpy().astype(np.int32) for (s, w, off, _), c in zip(ready, codes)]
 
 
-def decode_windows(model, codes, chunk_seconds=None, batch=None):
+def decode_windows(model: "DAC", codes: np.ndarray, chunk_seconds: Optional[float] = None,
+                   batch: Optional[int] = None) -> Iterator[np.ndarray]:
     """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order. Each
     window of W frames is decoded with C frames of context on both sides; the decoder drops the
     context layer by layer once it no longer reaches the kept samples (``Decoder.cropped``)."""
     import torch
-    codes = torch.as_tensor(np.asarray(codes, np.int32))  # widened to int64 one window at a time
-    frames, channels = codes.shape[-1], codes.shape[0]
+    all_codes = torch.as_tensor(np.asarray(codes, np.int32))  # widened to int64 one window at a time
+    frames, channels = all_codes.shape[-1], all_codes.shape[0]
     W, C = window_frames(model, chunk_seconds, DECODE_CHUNK_SECONDS), decoder_context(model)
     batch = batch or default_batch(model.device)
     per_call = max(1, batch // max(1, channels))  # windows per forward pass
@@ -149,7 +150,7 @@ def decode_windows(model, codes, chunk_seconds=None, batch=None):
         for s in starts[g:g + per_call]:
             w = min(W, frames - s)
             a, b = max(0, s - C), min(frames, s + w + C)
-            windows.append(codes[:, :, a:b].long())
+            windows.append(all_codes[:, :, a:b].long())
             keeps.append((s - a, s - a + w))
         ys = _batched(lambda c, keep: model.decode_batch(c.to(model.device), keep)[:, 0].float().cpu(),
                       windows, batch, keeps)
@@ -175,7 +176,7 @@ def decode_array(model: "DAC", codes: np.ndarray, chunk_seconds: Optional[float]
 # Files
 
 
-def measure(path, model_rate):
+def measure(path: container.PathLike, model_rate: int) -> Tuple[int, int, int, int, float, float, int]:
     """First pass: (sample rate, channels, input length, model-rate length, loudness, model-rate peak,
     bandwidth at the model rate in Hz, 0 for full band)."""
     info = audio.info(path)
@@ -271,7 +272,7 @@ def seconds(path: container.PathLike) -> float:
         return 0.0
 
 
-def check_model(model, header, path):
+def check_model(model: "DAC", header: container.Header, path: container.PathLike) -> None:
     """Refuse a file that this model cannot decode: other weights, rates, codebook size or count."""
     if model.weights_hash != header.model_hash.hex():
         earlier = bundled_version(header.model_hash.hex())
@@ -288,7 +289,7 @@ def check_model(model, header, path):
 
 
 def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.PathLike, BinaryIO], fmt: str = "wav",
-                chunk_seconds: Optional[float] = None, progress: Progress = None):
+                chunk_seconds: Optional[float] = None, progress: Progress = None) -> Union[container.Header, "legacy.LegacyFile"]:
     """Decode a .dac container (ours or the official tool's) to an audio file, atomically, or to a
     binary stream such as stdout as WAV, streamed window by window (on an error the stream stops short).
     Low-passed at the bandwidth the file records, if any (docs/FORMAT.md, "Decoding")."""

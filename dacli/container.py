@@ -11,13 +11,13 @@ import zlib
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Tuple, Union
+from typing import BinaryIO, Tuple, Union
 
 import numpy as np
 import zstandard
 
 from .errors import DacliError
-from .fileio import atomic_output
+from .fileio import atomic_output, os_reason
 from .rates import codebooks_for_kbps, frame_rate, kbps
 
 PathLike = Union[str, Path]
@@ -67,15 +67,15 @@ class Header:
         return frame_rate(self.model_sample_rate, self.hop_length)
 
     @property
-    def duration(self):
+    def duration(self) -> float:
         return self.original_length / self.original_sample_rate
 
     @property
-    def kbps(self):
+    def kbps(self) -> float:
         """Payload bitrate per channel."""
         return kbps(self.frame_rate, self.bits_per_code, self.n_codebooks)
 
-    def to_bytes(self):
+    def to_bytes(self) -> bytes:
         name = self.model_name.encode("utf-8")[:255]
         size = _FIXED.size + len(name) + _BANDWIDTH.size + 4
         fixed = _FIXED.pack(MAGIC, VERSION, size, self.model_sample_rate, self.hop_length,
@@ -86,7 +86,7 @@ class Header:
         return body + struct.pack("<I", zlib.crc32(body))
 
 
-def pack(values, bits):
+def pack(values: np.ndarray, bits: int) -> bytes:
     """1-D integer array → bytes, each value as ``bits`` bits, MSB first, zero-padded to a byte."""
     v = np.asarray(values, dtype=np.uint32)
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
@@ -96,7 +96,7 @@ def pack(values, bits):
 _UNPACK_SLICE = 1 << 16  # values per step of unpack: bounds its temporaries to a few MB
 
 
-def unpack(buf, count, bits):
+def unpack(buf: bytes, count: int, bits: int) -> np.ndarray:
     """Inverse of :func:`pack`: the first ``count`` values, as uint16 (``bits`` ≤ 16)."""
     bitstream = np.frombuffer(buf, np.uint8)
     weights = (np.uint32(1) << np.arange(bits - 1, -1, -1, dtype=np.uint32))
@@ -151,7 +151,7 @@ def write(path: PathLike, header: Header, codes: np.ndarray) -> None:
             f.write(data)
 
 
-def parse_header(buf, name="file"):
+def parse_header(buf: bytes, name: PathLike = "file") -> Tuple[Header, int]:
     """Header from the start of ``buf`` → (Header, header_size). Checks magic, version, size and CRC,
     then every field (:func:`validate`). Raises DacliError."""
     if buf[:len(MAGIC)] != MAGIC:
@@ -189,7 +189,7 @@ def max_bandwidth(model_sample_rate: int) -> int:
     return model_sample_rate // 2 - MIN_BANDWIDTH_GAP_HZ
 
 
-def validate(h):
+def validate(h: Header) -> None:
     """Check every field against the limits of docs/FORMAT.md and against the others (ValueError)."""
     if not (MIN_SAMPLE_RATE <= h.model_sample_rate <= MAX_SAMPLE_RATE
             and MIN_SAMPLE_RATE <= h.original_sample_rate <= MAX_SAMPLE_RATE):
@@ -222,7 +222,7 @@ def validate(h):
         raise ValueError(f"bandwidth {h.bandwidth_hz} Hz is not 0 or within 1-{max_bandwidth(h.model_sample_rate)}")
 
 
-def open_input(path):
+def open_input(path: PathLike) -> BinaryIO:
     """Open an input file for reading; one-line errors for missing files, folders, FIFOs and devices
     (opened without blocking, so a FIFO with no writer is refused instead of waited on)."""
     try:
@@ -232,7 +232,7 @@ def open_input(path):
     except IsADirectoryError:
         raise DacliError(f"{path}: is a directory") from None
     except OSError as e:
-        raise DacliError(f"{path}: cannot open ({e.strerror.lower()})") from None
+        raise DacliError(f"{path}: cannot open ({os_reason(e)})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
@@ -271,7 +271,7 @@ def read(path: PathLike) -> Tuple[Header, np.ndarray]:
     return parse(buf, path)
 
 
-def parse(buf, name="file"):
+def parse(buf: bytes, name: PathLike = "file") -> Tuple[Header, np.ndarray]:
     """:func:`read` on bytes already in memory."""
     header, pos = parse_header(buf, name)
     _check_room(header, len(buf) - pos, name)
@@ -331,7 +331,7 @@ def codebooks_within(header: Header, kbps: float) -> int:
     return codebooks_for_kbps(kbps, header.kbps / header.n_codebooks, header.n_codebooks)
 
 
-def truncate_codebooks(header, codes, n_codebooks):
+def truncate_codebooks(header: Header, codes: np.ndarray, n_codebooks: int) -> Tuple[Header, np.ndarray]:
     """A lower-bitrate copy: the first ``n_codebooks`` codebooks, no re-encoding."""
     if not 1 <= n_codebooks <= header.n_codebooks:
         raise DacliError(f"cannot keep {n_codebooks} codebooks of a file that has {header.n_codebooks}")

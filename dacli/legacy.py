@@ -19,11 +19,15 @@ import os
 import pickle
 import pickletools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
 
 from . import audio, container
 from .errors import DacliError
+
+if TYPE_CHECKING:
+    from .model import DAC
 
 MAGIC = b"\x93NUMPY"
 DAC_VERSION = "1.0.0"
@@ -123,7 +127,8 @@ def _check_opcodes(buf, start):
     for op, arg, pos in pickletools.genops(io.BytesIO(buf[start:])):
         if op.name not in _OPCODES:
             raise _Refused(f"opcode {op.name} is not allowed")
-        if op.name in ("BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET") and not 0 <= arg < _MAX_MEMO:
+        if op.name in ("BINPUT", "LONG_BINPUT", "BINGET", "LONG_BINGET") and not (isinstance(arg, int)
+                                                                              and 0 <= arg < _MAX_MEMO):
             raise _Refused(f"memo index {arg} is out of range")
         end = start + pos + 1
     if end != len(buf):
@@ -149,12 +154,12 @@ class LegacyFile:
     padding: bool
 
 
-def is_legacy(path) -> bool:
+def is_legacy(path: container.PathLike) -> bool:
     with container.open_input(path) as f:
         return f.read(len(MAGIC)) == MAGIC
 
 
-def read(path) -> LegacyFile:
+def read(path: container.PathLike) -> LegacyFile:
     """Read an official-tool .dac file without running pickle code or trusting its array states."""
     with container.open_input(path) as f:
         buf = f.read()
@@ -174,7 +179,7 @@ def _int(meta, key, lo, hi):
     return v
 
 
-def parse(buf, name="file") -> LegacyFile:
+def parse(buf: bytes, name: object = "file") -> LegacyFile:
     """:func:`read` on bytes already in memory. Raises DacliError."""
     f = io.BytesIO(buf)
     try:
@@ -236,7 +241,7 @@ def parse(buf, name="file") -> LegacyFile:
         raise DacliError(f"{name}: legacy .dac file lacks the expected codes/metadata ({e})"[:300]) from None
 
 
-def check_model(legacy: LegacyFile, model, name="file"):
+def check_model(legacy: LegacyFile, model: "DAC", name: object = "file") -> None:
     """Refuse codes the model cannot decode (more codebooks, or codes beyond its codebook)."""
     if legacy.codes.shape[1] > model.n_codebooks:
         raise DacliError(f"{name}: the legacy file has {legacy.codes.shape[1]} codebooks, the model "
@@ -246,7 +251,7 @@ def check_model(legacy: LegacyFile, model, name="file"):
                          f"{model.codebook_size} codebook entries")
 
 
-def decode(model, lg: LegacyFile, name="file"):
+def decode(model: "DAC", lg: LegacyFile, name: object = "file") -> np.ndarray:
     """Decode an official-tool file exactly as the official ``decompress`` does (including its
     per-channel loudness restoration) → (samples, channels) at the original rate."""
     import torch
@@ -276,7 +281,7 @@ def decode(model, lg: LegacyFile, name="file"):
 SINC_MAX_TAPS = 1 << 22  # 16 MB of filter bank
 
 
-def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
+def resample_sinc(x: np.ndarray, rate_in: int, rate_out: int, zeros: int = 24, rolloff: float = 0.945) -> np.ndarray:
     """Windowed-sinc resampling exactly as the official tool does it (julius' ``resample_frac``:
     Hann-squared window, 24 zero crossings, roll-off 0.945, replicate padding, output length
     floor(L · out / in)). Used to reproduce legacy decodes; :func:`dacli.audio.resample` is better otherwise.
@@ -295,11 +300,11 @@ def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
     sr = min(old, new) * rolloff
     width = math.ceil(zeros * old / sr)
     if new * (2 * width + old) > SINC_MAX_TAPS:
-        x = np.asarray(x, np.float32)
-        y = np.stack([audio.resample(c, rate_in, rate_out) for c in x]) if len(x) else x
-        n = x.shape[-1] * rate_out // rate_in
+        a = np.asarray(x, np.float32)
+        y = np.stack([audio.resample(c, rate_in, rate_out) for c in a]) if len(a) else a
+        n = a.shape[-1] * rate_out // rate_in
         return np.pad(y, ((0, 0), (0, max(0, n - y.shape[-1]))))[:, :n].astype(np.float32)
-    x = torch.as_tensor(np.asarray(x, np.float32))
+    t_x = torch.as_tensor(np.asarray(x, np.float32))
     idx = torch.arange(-width, width + old).float()
     kernels = []
     for i in range(new):
@@ -307,13 +312,14 @@ def resample_sinc(x, rate_in, rate_out, zeros=24, rolloff=0.945):
         k = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t) * torch.cos(t / zeros / 2) ** 2
         kernels.append(k / k.sum())
     kernel = torch.stack(kernels)[:, None]
-    length = x.shape[-1]
-    y = F.conv1d(F.pad(x.reshape(-1, 1, length), (width, width + old), mode="replicate"), kernel, stride=old)
-    y = y.transpose(1, 2).reshape(*x.shape[:-1], -1)
-    return y[..., :int(new * length / old)].numpy()
+    length = t_x.shape[-1]
+    t_y = F.conv1d(F.pad(t_x.reshape(-1, 1, length), (width, width + old), mode="replicate"), kernel, stride=old)
+    t_y = t_y.transpose(1, 2).reshape(*t_x.shape[:-1], -1)
+    return t_y[..., :int(new * length / old)].numpy()
 
 
-def decode_file(model, src, dst, fmt="wav"):
+def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.PathLike, BinaryIO],
+                fmt: str = "wav") -> LegacyFile:
     """Decode an official-tool file to an audio file (atomically) or a stream, as
     :func:`dacli.codec.decode_file` does for ours."""
     lg = read(src)
@@ -322,7 +328,7 @@ def decode_file(model, src, dst, fmt="wav"):
     return lg
 
 
-def describe(path) -> dict:
+def describe(path: container.PathLike) -> dict:
     """What ``dacli info`` shows of an official-tool file."""
     lg = read(path)
     size = os.path.getsize(path)

@@ -6,7 +6,7 @@ import json
 import os
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, List, NamedTuple, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple, Union
 
 from . import container, legacy
 from .errors import DacliError
@@ -41,7 +41,7 @@ class BundledVersion(NamedTuple):
     commit: Optional[str]    # a commit whose weights/ carries these weights (None: not committed yet)
 
 
-def bundled_versions() -> list:
+def bundled_versions() -> List[BundledVersion]:
     """Every version of the bundled model ever committed, oldest first; the last is the one shipped."""
     try:
         table = json.loads((WEIGHTS_DIR / "VERSIONS.json").read_text())
@@ -102,19 +102,19 @@ OFFICIAL = {
 }
 
 
-def cache_dir():
+def cache_dir() -> Path:
     """The user cache for downloaded weights: $DACLI_CACHE, else $XDG_CACHE_HOME/dacli, else ~/.cache/dacli."""
     if os.environ.get("DACLI_CACHE"):
         return Path(os.environ["DACLI_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dacli"
 
 
-def official_url(name, base=None):
+def official_url(name: str, base: Optional[str] = None) -> str:
     tag, asset, _ = OFFICIAL[name]
     return f"{base or os.environ.get('DACLI_DOWNLOAD_BASE', OFFICIAL_BASE)}/{tag}/{asset}"
 
 
-def candidates(name):
+def candidates(name: str) -> List[Path]:
     """Paths where a model of this name may already be on disk, in order of preference."""
     if name in BUNDLED:
         return [WEIGHTS_DIR / BUNDLED[name]]
@@ -124,7 +124,7 @@ def candidates(name):
     return []
 
 
-def locate(name):
+def locate(name: str) -> Optional[Path]:
     """The file of a known model name, or None when it is not on disk."""
     return next((p for p in candidates(name) if p.is_file()), None)
 
@@ -138,7 +138,8 @@ def models() -> List[Tuple[str, str, Optional[Path], str]]:
     return rows + [(n, "official", locate(n), OFFICIAL[n][0]) for n in OFFICIAL]
 
 
-def download(name, base=None, progress=None, timeout=60):
+def download(name: str, base: Optional[str] = None, progress: Optional[Callable[[int, int], None]] = None,
+             timeout: float = 60) -> Path:
     """Fetch an official release into the cache (atomic: temp file + rename). Returns the path."""
     if name not in OFFICIAL:
         raise DacliError(f"unknown official model {name!r}; known: {', '.join(OFFICIAL)}")
@@ -184,10 +185,11 @@ def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto"
     from .model import load_checkpoint
     from .runtime import prepare
     name = name_or_path or DEFAULT_MODEL
+    path: Optional[Path]
     if isinstance(name, Path) or os.path.exists(str(name)) or str(name).endswith(".pth"):
         path, label = Path(name), Path(name).name
     elif name in BUNDLED or name in OFFICIAL:
-        path, label = locate(name), name
+        path, label = locate(str(name)), str(name)
         if path is None:
             hint = f"run 'dacli download {name}'" if name in OFFICIAL else f"expected {candidates(name)[0]}"
             raise DacliError(f"model {name} is not on this machine; {hint}")

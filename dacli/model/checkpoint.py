@@ -9,6 +9,7 @@ parametrizations are read too.
 """
 
 import hashlib
+from typing import Tuple
 
 import torch
 
@@ -68,7 +69,7 @@ def _describe(keys, n=4):
     return ", ".join(keys[:n]) + (f" … (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def read_checkpoint(path):
+def read_checkpoint(path) -> Tuple[dict, dict]:
     """Load and validate a checkpoint file → (kwargs, canonical state dict). Raises DacliError."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

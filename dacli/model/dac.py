@@ -4,7 +4,7 @@ module and parameter names and numerics follow it, so its ``.pth`` files load he
 
 import math
 from fractions import Fraction
-from typing import Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ class EncoderBlock(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, d_model, strides, d_latent):
         super().__init__()
-        layers = [WNConv1d(1, d_model, 7, padding=3)]
+        layers: List[nn.Module] = [WNConv1d(1, d_model, 7, padding=3)]
         for stride in strides:
             d_model *= 2
             layers.append(EncoderBlock(d_model, stride))
@@ -59,7 +59,7 @@ class DecoderBlock(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, d_latent, channels, rates):
         super().__init__()
-        layers = [WNConv1d(d_latent, channels, 7, padding=3)]
+        layers: List[nn.Module] = [WNConv1d(d_latent, channels, 7, padding=3)]
         for i, stride in enumerate(rates):
             layers.append(DecoderBlock(channels // 2 ** i, channels // 2 ** (i + 1), stride))
         out_dim = channels // 2 ** len(rates)
@@ -80,7 +80,8 @@ class Decoder(nn.Module):
         for layer, margin in zip(self.model, self.margins):
             x = layer(x)
             if isinstance(layer, DecoderBlock):
-                up = layer.block[1].stride
+                upsample: Any = layer.block[1]  # the transposed convolution (plain or prepared)
+                up = int(upsample.stride)
                 start, rate = start * up, rate * up
             a = max(start, lo * rate - margin)
             b = min(start + x.shape[-1], hi * rate + margin)
@@ -122,23 +123,23 @@ class DAC(nn.Module):
         return rates.frame_rate(self.sample_rate, self.hop_length)
 
     @property
-    def bits_per_code(self):
+    def bits_per_code(self) -> float:
         return math.log2(self.codebook_size)
 
-    def kbps(self, n_codebooks=None) -> float:
+    def kbps(self, n_codebooks: Optional[int] = None) -> float:
         """Exact bitrate in kbps for ``n_codebooks`` (all by default)."""
         return rates.kbps(self.frame_rate, self.bits_per_code, n_codebooks or self.n_codebooks)
 
-    def n_codebooks_for_kbps(self, kbps):
+    def n_codebooks_for_kbps(self, kbps: float) -> int:
         """The largest codebook count whose exact bitrate does not exceed ``kbps`` (at least 1)."""
         return rates.codebooks_for_kbps(kbps, self.kbps(1), self.n_codebooks)
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         return next(self.parameters()).device
 
     # ---- training-style forward -------------------------------------------------------------------
-    def forward(self, audio, n_quantizers=None):
+    def forward(self, audio: torch.Tensor, n_quantizers: Optional[int] = None) -> dict:
         """(B, 1, L) audio at the model rate, L a multiple of hop → dict of the reconstruction,
         codes and the VQ losses (used for training)."""
         z = self.encoder(audio)
@@ -147,7 +148,7 @@ class DAC(nn.Module):
                 "vq/commitment_loss": commitment, "vq/codebook_loss": codebook}
 
     # ---- inference API ----------------------------------------------------------------------------
-    def check_n_codebooks(self, n_codebooks=None) -> int:
+    def check_n_codebooks(self, n_codebooks: Optional[int] = None) -> int:
         """The codebook count to code with: all when None; refused outside 1..n_codebooks."""
         if n_codebooks is None:
             return self.n_codebooks
@@ -155,13 +156,13 @@ class DAC(nn.Module):
             raise DacliError(f"n_codebooks must be 1..{self.n_codebooks}, got {n_codebooks}")
         return int(n_codebooks)
 
-    def encode_batch(self, audio: torch.Tensor, n_codebooks=None) -> torch.Tensor:
+    def encode_batch(self, audio: torch.Tensor, n_codebooks: Optional[int] = None) -> torch.Tensor:
         """(B, 1, L) audio on the model's device, L a multiple of hop → (B, n, L/hop) codes, in one
         pass with padded convolutions."""
         z = self.encoder(audio)
         return self.quantizer(z, self.check_n_codebooks(n_codebooks))[1]
 
-    def decode_batch(self, codes: torch.Tensor, keep=None) -> torch.Tensor:
+    def decode_batch(self, codes: torch.Tensor, keep: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """(B, n, T) codes on the model's device → (B, 1, L') audio; with ``keep = (lo, hi)`` only
         samples [lo·hop, hi·hop) of it (fewer at the end for odd-stride models), computed without
         carrying the unneeded context through the late layers."""
@@ -194,7 +195,7 @@ class DAC(nn.Module):
         with torch.inference_mode():
             return self.decode_batch(c.to(self.device))[:, 0].float().cpu()
 
-    def set_padding(self, enabled):
+    def set_padding(self, enabled: bool) -> "DAC":
         """Switch every convolution between its normal zero padding (True) and 'valid' convolution
         (False), as the official tool does for its chunked legacy files."""
         for m in receptive.convolutions(self):

@@ -1,5 +1,7 @@
 """Residual vector quantization with factorised, L2-normalised codes (the paper's section 3.2)."""
 
+from typing import List
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,7 +81,9 @@ class ResidualVectorQuantize(nn.Module):
 
     def from_codes(self, codes):
         """(B, K, T) codes, K ≤ n_codebooks → (B, latent, T) quantized latent."""
-        z_q = 0
-        for i, q in enumerate(self.quantizers[:codes.shape[1]]):
-            z_q = z_q + q.out_proj(q.embed(codes[:, i]))
+        z_q = None
+        stages: List[VectorQuantize] = list(self.quantizers[:codes.shape[1]])  # type: ignore[arg-type]
+        for i, q in enumerate(stages):
+            y = q.out_proj(q.embed(codes[:, i]))
+            z_q = y if z_q is None else z_q + y
         return z_q

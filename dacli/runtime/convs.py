@@ -3,6 +3,8 @@ run as 2-D convolutions on (B, C, 1, L) channels-last tensors, where oneDNN is 1
 CPUs than on (B, C, L) ones. On the CPU, oneDNN's fused convolution (as torch's own compiler uses it)
 also adds the residual unit's skip path inside the convolution: no extra tensor, no extra pass."""
 
+from typing import Any, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,8 +35,8 @@ def _packed(w, conv_args, input_shape):
     padding, dilation) of inputs of this shape, or ``w`` itself where torch cannot pack it."""
     stride, padding, dilation = conv_args
     try:
-        return torch._C._nn.mkldnn_reorder_conv2d_weight(w.contiguous().to_mkldnn(), [0, padding], [1, stride],
-                                                         [1, dilation], 1, list(input_shape))
+        reorder: Any = torch._C._nn.mkldnn_reorder_conv2d_weight  # its stub lacks the input-shape argument
+        return reorder(w.contiguous().to_mkldnn(), [0, padding], [1, stride], [1, dilation], 1, list(input_shape))
     except (AttributeError, RuntimeError, NotImplementedError):
         return w
 
@@ -60,7 +62,11 @@ class FastConv(nn.Module):
         self.register_buffer("bias", b.to(dtype))
         self.onednn = onednn if conv.bias.device.type == "cpu" else None
         self.pack = self.onednn is not None and dtype == torch.bfloat16
-        self._last = self._packed = self._packed_for = None
+        self._last: Optional[tuple] = None
+        self._packed: Optional[torch.Tensor] = None
+        self._packed_for: Optional[tuple] = None
+        self.weight: torch.Tensor
+        self.bias: torch.Tensor
 
     def inference_weight(self, w, b):
         """(weight, bias) of the 2-D convolution run, from the plain module's."""
@@ -146,6 +152,8 @@ class FoldedConv1d(nn.Module):
     def __init__(self, conv: WeightNormConv):
         super().__init__()
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.weight: torch.Tensor
+        self.bias: torch.Tensor
         self.register_buffer("weight", conv.weight().detach().clone())
         self.register_buffer("bias", conv.bias.detach().clone())
 

@@ -17,6 +17,8 @@ The replaced model computes what the plain one does (tests/test_model.py compare
 it cannot be trained or saved.
 """
 
+from typing import Any, List
+
 import torch
 from torch import nn
 
@@ -47,7 +49,7 @@ class ChannelsLast(nn.Module):
     """Runs an encoder or decoder on (B, C, 1, L) channels-last tensors in ``dtype``; takes and gives
     (B, C, L), the output in float32."""
 
-    def __init__(self, inner: nn.Module, dtype):
+    def __init__(self, inner: Any, dtype):
         super().__init__()
         self.inner, self.dtype = inner, dtype
 
@@ -72,11 +74,12 @@ class ProductQuantizer(ResidualVectorQuantize):
         nn.Module.__init__(self)
         self.n_codebooks, self.quantizer_dropout = rvq.n_codebooks, rvq.quantizer_dropout
         self.quantizers = rvq.quantizers
-        for q in self.quantizers:
+        stages: List[Any] = list(self.quantizers)
+        for q in stages:
             q.in_proj, q.out_proj = FoldedConv1d(q.in_proj), FoldedConv1d(q.out_proj)
 
     def from_codes(self, codes):
-        stages = self.quantizers[:codes.shape[1]]
+        stages: List[Any] = list(self.quantizers[:codes.shape[1]])
         vectors = torch.cat([nn.functional.embedding(codes[:, i], q.codebook.weight)
                              for i, q in enumerate(stages)], -1)
         weight = torch.cat([q.out_proj.weight[:, :, 0] for q in stages], 1)
@@ -182,8 +185,8 @@ def prepare(model: DAC, device="auto", precision="auto") -> DAC:
     with torch.no_grad():
         _replace_layers(model.encoder.block, encoder_dtypes, onednn, use_kernel)
         _replace_layers(model.decoder.model, decoder_dtypes, onednn, use_kernel)
-        model.encoder = ChannelsLast(model.encoder, encoder_dtypes[0])
-        model.decoder = ChannelsLast(model.decoder, decoder_dtypes[0])
+        model.encoder = ChannelsLast(model.encoder, encoder_dtypes[0])  # type: ignore[assignment]
+        model.decoder = ChannelsLast(model.decoder, decoder_dtypes[0])  # type: ignore[assignment]
         model.quantizer = ProductQuantizer(model.quantizer)
     model.eval()  # the new modules too
     for p in model.parameters():

@@ -17,7 +17,7 @@ _M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD = -3, -1
 _KEEP_FREED = 1 << 30
 RSS_BUDGET = 1280 << 20
 
-_libc = None  # glibc once tune_allocator succeeded, False where it cannot
+_libc: "ctypes.CDLL | bool | None" = None  # glibc once tune_allocator succeeded, False where it cannot
 
 
 def inference_settings():
@@ -62,5 +62,5 @@ def release_memory(force=False):
     Measured, full 44.1 kHz model, 2 s windows: a stereo decode that never trims peaks at 2.07 GB;
     trimming whenever more than 256 MB of the heap is free holds it at 1.36 GB but then trims after
     every window of every file, 7-20 % slower; a mono encode stays under the budget and never trims."""
-    if _libc and (force or _rss() > RSS_BUDGET):
+    if isinstance(_libc, ctypes.CDLL) and (force or _rss() > RSS_BUDGET):
         _libc.malloc_trim(0)
