@@ -17,13 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DACLI = [sys.executable, "-m", "dacli"]
 
 
-def cpu():
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("Flags")), [])
-    return model, [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-
-
 def main():
     from dacli import container
     tmp = Path(tempfile.mkdtemp())
@@ -33,8 +26,8 @@ def main():
                 "models": ["models"],
                 "transcode": ["transcode", str(tmp / "x.dac"), "-o", str(tmp / "y.dac"), "--kbps", "3",
                               "--overwrite"]}
-    model, flags = cpu()
-    print(f"CPU: {model}; flags: {' '.join(flags) or 'none of avx2/avx512f/avx512_bf16/amx_bf16'}")
+    from dacli import bench
+    print(bench.describe_machine(bench.machine()))
     times = {}
     for name, args in commands.items():
         runs = []

@@ -6,9 +6,9 @@ encoded with ``C`` frames of real context on both sides (C covers the encoder's 
 computed from the model's layers) and only its centre frames are kept. Every frame therefore sees the
 same input a one-pass encode would show it, and the file holds exactly ceil(L / hop) frames. The
 codes depend on the window size only through float rounding (convolutions of other lengths sum in
-another order, which can tip a near-tie between two codebook entries): at most 0.1 % of codes, and
-decoded samples within one 16-bit step (tests/test_codec.py holds both bounds). Decoding works the
-same way on code frames.
+another order, which can tip a near-tie between two codebook entries): in fp32, not at all on the CPUs
+measured; in bfloat16 ("mixed") a few % of codes (docs/PERFORMANCE.md; tests/test_precision.py holds
+each precision's bound). Decoding works the same way on code frames.
 
 torch and the model's classes are imported inside the functions that run the model, so that the
 command line can read this module's defaults without starting torch.

@@ -112,8 +112,8 @@ def _replace(module, dtype, onednn, use_kernel):
 
 
 # "mixed" precision: bfloat16 wherever it costs no measurable quality and saves time, float32 elsewhere.
-# Decoder, for quality: measured with the bundled model on the held-out set (benchmarks/precision_split.py;
-# README, Speed), the decoder in bf16 adds a noise floor (1.985 → 2.136) that comes from its last,
+# Decoder, for quality: measured with the bundled model on the held-out set (docs/PERFORMANCE.md,
+# Precision), the decoder in bf16 adds a noise floor (1.985 → 2.136) that comes from its last,
 # full-rate blocks: with the last two decoder blocks and the output layers in float32, 1.9853 again
 # (last one only: 2.015). The encoder in bf16 changes a few % of the codes but not the decoded audio's
 # quality (1.9853 → 1.9850).
@@ -121,7 +121,7 @@ def _replace(module, dtype, onednn, use_kernel):
 # bundled model's 16 and 32 channels), oneDNN's AMX convolutions take 60-100 ms to set up for each new
 # input length (three or four per file: first, steady and last windows) and save little once set up,
 # so a short file encoded 2x slower in bfloat16 than in float32; from 64 channels on (the official
-# models' first layers) bfloat16 pays (benchmarks/encoder_split.py; README, Speed). CPU only.
+# models' first layers) bfloat16 pays (docs/PERFORMANCE.md, Precision). CPU only.
 FLOAT32_DECODER_BLOCKS = 2
 FLOAT32_ENCODER_MAX_CHANNELS = 32
 

@@ -9,7 +9,7 @@ PRECISIONS = ("fp32", "mixed", "bf16")
 # What --precision auto runs where the device computes bfloat16 natively (fp32 elsewhere): bf16 only
 # where its quality cost is negligible on the held-out set (bundled model, 7.75 kbps: mel within 0.01,
 # ViSQOL within 0.02, SI-SDR within 0.1 dB of fp32). All-bf16 misses that (mel +0.17); "mixed" meets
-# it. The measurements are in the README's Speed section.
+# it. The measurements: docs/PERFORMANCE.md, "Precision"; tests/test_precision.py holds the rule.
 AUTO_NATIVE = "mixed"
 
 
