@@ -168,9 +168,10 @@ def pipes(inputs: Sequence[Path], output: Optional[Path], in_name: str, out_name
 
 
 def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[[Path, Path, Reporter], None],
-        verb: str) -> None:
+        verb: str) -> int:
     """Run ``work(src, dst, reporter)`` on each pair; one bad file does not stop the rest. Existing
-    outputs are skipped unless ``overwrite``. Ends with a summary, and exit status 1 if any file failed."""
+    outputs are skipped unless ``overwrite``. Ends with a summary; returns the number of failed files.
+    ``BrokenPipeError`` (the reader of stdout went away) and interrupts stop the batch."""
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
     rep = Reporter(quiet, len(pairs))
@@ -202,5 +203,4 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[[Pat
         rep.files.close()
     if len(pairs) > 1 or failed:
         rep.info(f"{verb} {ok} file(s), skipped {skipped}, failed {failed}")
-    if failed:
-        raise SystemExit(1)
+    return failed

@@ -64,6 +64,12 @@ MODEL_RUN = _options(MODEL, DEVICE, PRECISION)
 BATCH = _options(CHUNK, OVERWRITE, SHARD, QUIET)
 
 
+def _exit_on_failures(failed: int) -> None:
+    """A batch with failed files ends with exit status 1 (each failure has been reported)."""
+    if failed:
+        raise SystemExit(1)
+
+
 class Failure(click.ClickException):
     """A user-facing error: one line on stderr, exit code 1 (130 for an interrupt)."""
 
@@ -142,7 +148,7 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
             finally:
                 bar.close()
 
-        batch.run(pairs, overwrite, quiet, work, "encoded")
+        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded"))
 
 
 @cli.command()
@@ -187,7 +193,7 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
             finally:
                 bar.close()
 
-        batch.run(pairs, overwrite, quiet, work, "decoded")
+        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "decoded"))
 
 
 @cli.command()
@@ -209,8 +215,8 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
         container.write(dst, *container.truncate_codebooks(header, codes, n))
 
     with batch.pipes(inputs, output, "stdin.dac", "stdout.dac") as (inputs, output):
-        batch.run(batch.destinations(find_inputs(inputs, DAC_EXTS), output, ".dac", DAC_EXTS), overwrite, quiet,
-                  work, "transcoded")
+        _exit_on_failures(batch.run(batch.destinations(find_inputs(inputs, DAC_EXTS), output, ".dac", DAC_EXTS),
+                                    overwrite, quiet, work, "transcoded"))
 
 
 @cli.command()
