@@ -1,14 +1,11 @@
-"""Audio in and out: reading files in blocks, resampling, loudness (ITU-R BS.1770) and bandwidth.
+"""Audio in and out: reading files in blocks, resampling, loudness (ITU-R BS.1770), writing.
 
 Loudness follows the official DAC tool (audiotools' Meter): K-weighting biquads designed for the
 actual rate, 400 ms blocks every 100 ms with the last partial block zero-padded, an absolute gate at
 −70 LUFS and a relative gate 10 LU below, channel weights 1, 1, 1, 1.41, 1.41, signals shorter than
 0.5 s padded to 0.5 s, and the result clamped at −70 LUFS. The meter is streaming: feed it blocks.
 
-Bandwidth: many recordings are band-limited (MP3 and Vorbis sources cut at 14-19 kHz, upsampled
-material), and a small decoder cannot tell from the codes that the top band was empty, so it fills it
-with hiss. The encoder measures where the input's spectrum ends (:class:`BandwidthMeter`), the
-container records it, and the decoder low-passes there (:class:`LowPass`, docs/FORMAT.md "Bandwidth").
+Files libsndfile cannot read (MP4/AAC, WebM, Matroska...) are decoded by :mod:`dacli.media`.
 """
 
 import io
@@ -23,6 +20,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from . import media
 from .errors import DacliError
 from .fileio import atomic_output, os_reason
 
@@ -134,7 +132,11 @@ def read(path: PathLike, dtype: str = "float32") -> Tuple[np.ndarray, int]:
     try:
         x, rate = sf.read(str(path), dtype=dtype, always_2d=True)
     except Exception as e:
-        raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
+        if not _other_format(path, e):
+            raise
+        blocks = list(read_blocks(path))
+        x = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
+        return x.astype(dtype), media.info(path).samplerate
     return x, rate
 
 
@@ -143,7 +145,19 @@ def info(path: PathLike) -> Any:
     try:
         return sf.info(str(path))
     except Exception as e:
-        raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
+        if not _other_format(path, e):
+            raise
+        return media.info(path)
+
+
+def _other_format(path: PathLike, e: Exception) -> bool:
+    """After libsndfile refused ``path`` with ``e``: True where :mod:`dacli.media` should read it (a
+    file FFmpeg opens); else raises the one-line error, libsndfile's reason."""
+    if isinstance(e, OSError) and not isinstance(e, sf.LibsndfileError):
+        raise DacliError(f"{path}: cannot read audio ({os_reason(e)})") from None
+    if Path(path).suffix.lower() in media.EXTENSIONS or media.opens(path):
+        return True
+    raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
 
 
 def sf_reason(e: Exception) -> str:
@@ -187,18 +201,45 @@ def read_blocks(path: PathLike, block: int = READ_BLOCK) -> Iterator[np.ndarray]
     try:
         f = sf.SoundFile(str(path))
     except Exception as e:
-        raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
+        if _other_format(path, e):
+            yield from _finite(path, _reblocked(media.read_blocks(path), block))
+        return
     with f:
-        while True:
-            try:
-                x = f.read(block, dtype="float32", always_2d=True)
-            except Exception as e:
-                raise DacliError(f"{path}: corrupt audio ({sf_reason(e)})") from None
-            if not len(x):
-                return
-            if not np.isfinite(x).all():
-                raise DacliError(f"{path}: audio contains NaN or infinite samples")
-            yield x
+        yield from _finite(path, _sf_blocks(path, f, block))
+
+
+def _sf_blocks(path: PathLike, f: sf.SoundFile, block: int) -> Iterator[np.ndarray]:
+    while True:
+        try:
+            x = f.read(block, dtype="float32", always_2d=True)
+        except Exception as e:
+            raise DacliError(f"{path}: corrupt audio ({sf_reason(e)})") from None
+        if not len(x):
+            return
+        yield x
+
+
+def _reblocked(frames: Iterable[np.ndarray], block: int) -> Iterator[np.ndarray]:
+    """Decoded frames regrouped into blocks of ``block`` samples (the last shorter), as libsndfile's
+    reads come: what follows (loudness, resampling) then sees the same cuts, whatever the decoder."""
+    pending: List[np.ndarray] = []
+    have = 0
+    for x in frames:
+        pending.append(x)
+        have += len(x)
+        while have >= block:
+            joined = np.concatenate(pending)
+            yield joined[:block]
+            pending, have = [joined[block:]], have - block
+    if have:
+        yield np.concatenate(pending)
+
+
+def _finite(path: PathLike, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    for x in blocks:
+        if not np.isfinite(x).all():
+            raise DacliError(f"{path}: audio contains NaN or infinite samples")
+        yield x
 
 
 def counted(blocks: Iterable[np.ndarray], count: List[int]) -> Iterator[np.ndarray]:
@@ -273,112 +314,3 @@ def _write_failure(path):
     except OSError as e:
         return os_reason(e)
     return None
-
-
-# Bandwidth (docs/FORMAT.md, "Bandwidth")
-
-LOWPASS_HALF = 128         # the low-pass has 2 * 128 + 1 taps
-LOWPASS_BETA = 8.0         # Kaiser window: about -80 dB from bandwidth + 1 kHz
-LOWPASS_MARGIN_HZ = 500.0  # the filter's -6 dB point lies this far above the recorded bandwidth
-
-
-def lowpass_taps(bandwidth_hz: float, rate: int) -> np.ndarray:
-    """The decoder's linear-phase FIR low-pass for a recorded bandwidth (float64, 257 taps, sum 1):
-    flat to within 0.01 dB up to ``bandwidth_hz``, below -75 dB from ``bandwidth_hz`` + 1 kHz (at model
-    rates up to 48 kHz)."""
-    f = (bandwidth_hz + LOWPASS_MARGIN_HZ) / rate
-    k = np.arange(-LOWPASS_HALF, LOWPASS_HALF + 1)
-    h = 2 * f * np.sinc(2 * f * k) * np.kaiser(2 * LOWPASS_HALF + 1, LOWPASS_BETA)
-    return h / h.sum()
-
-
-class LowPass:
-    """:func:`lowpass_taps` applied to a stream of (samples, channels) blocks, centred (no delay):
-    ``y[i] = Σ_k h[k] x[i + 128 − k]`` with ``x`` zero outside the signal, which is
-    ``np.convolve(x, h, "same")`` per channel. FFT overlap-save over fixed segments of the whole
-    stream, so the output does not depend on how the input is cut into blocks. Feed blocks, then
-    ``feed(empty, last=True)``; the output has as many samples as the input."""
-
-    FFT = 1 << 14
-
-    def __init__(self, bandwidth_hz: float, rate: int, channels: int):
-        h = lowpass_taps(bandwidth_hz, rate)
-        self.taps = len(h)
-        self.step = self.FFT - (self.taps - 1)
-        self.spectrum = np.fft.rfft(h, self.FFT)[:, None]
-        self.buf = np.zeros((LOWPASS_HALF, channels))  # the signal's left padding
-
-    def _segments(self, until):
-        out = []
-        while len(self.buf) >= until:
-            seg = self.buf[:self.FFT]
-            if len(seg) < self.FFT:
-                seg = np.concatenate([seg, np.zeros((self.FFT - len(seg), seg.shape[1]))])
-            y = np.fft.irfft(np.fft.rfft(seg, axis=0) * self.spectrum, self.FFT, axis=0)
-            out.append(y[self.taps - 1:])
-            self.buf = self.buf[self.step:]
-        return out
-
-    def feed(self, x: np.ndarray, last: bool = False) -> np.ndarray:
-        x = np.asarray(x, np.float64)
-        parts = [self.buf, x.reshape(len(x), self.buf.shape[1])]
-        if last:
-            parts.append(np.zeros((LOWPASS_HALF, self.buf.shape[1])))  # the signal's right padding
-        self.buf = np.concatenate(parts)
-        pending = len(self.buf) - (self.taps - 1)  # outputs whose inputs are all in the buffer
-        out = self._segments(self.taps if last else self.FFT)  # at the end: what is left, zero-filled
-        y = np.concatenate(out) if out else np.zeros((0, self.buf.shape[1]))
-        return (y[:pending] if last else y).astype(np.float32)
-
-
-class BandwidthMeter:
-    """Where a signal's spectrum ends, from blocks of shape (samples, channels) at ``rate``.
-
-    The long-term power spectrum (Hann frames of 2048 samples, back to back, power averaged over
-    frames and channels) is compared with itself: the *body* is its 90th percentile between 200 Hz
-    and a quarter of the rate, the *floor* its median over the top 5 % below Nyquist. A signal whose
-    floor is more than 60 dB under its body is band-limited, and its bandwidth is the highest
-    frequency where the spectrum, smoothed over ±100 Hz, stands above both floor + 10 dB and body − 60
-    dB (rounded up to 100 Hz; the second keeps the Hann window's leakage past a steep edge out).
-    :meth:`result` gives 0 (full band) for anything else: a floor that is not that low, or less than 8
-    frames (0.37 s at 44.1 kHz) of audio."""
-
-    FRAME = 2048
-    MIN_FRAMES = 8
-    BODY_PERCENTILE, FLOOR_BELOW_DB, EDGE_ABOVE_DB = 90.0, 60.0, 10.0
-
-    def __init__(self, rate: int, channels: int):
-        self.rate, self.channels = rate, channels
-        self.window = np.hanning(self.FRAME)
-        self.power = np.zeros(self.FRAME // 2 + 1)
-        self.frames = 0
-        self.buf = np.zeros((0, channels))
-
-    def feed(self, x: np.ndarray) -> None:
-        self.buf = np.concatenate([self.buf, np.asarray(x, np.float64).reshape(-1, self.channels)])
-        n = len(self.buf) // self.FRAME
-        if n:
-            frames = self.buf[:n * self.FRAME].reshape(n, self.FRAME, self.channels)
-            spec = np.fft.rfft(frames * self.window[None, :, None], axis=1)
-            self.power += (np.abs(spec) ** 2).mean(2).sum(0)
-            self.frames += n
-            self.buf = self.buf[n * self.FRAME:]
-
-    def result(self) -> int:
-        """The bandwidth in Hz, or 0 for full band."""
-        if self.frames < self.MIN_FRAMES:
-            return 0
-        f = np.fft.rfftfreq(self.FRAME, 1 / self.rate)
-        tiny = 1e-30  # digital silence: -300 dB everywhere, so no floor lies under its body
-        db = 10 * np.log10(self.power / self.frames + tiny)
-        body = np.percentile(db[(f >= 200) & (f <= self.rate / 4)], self.BODY_PERCENTILE)
-        floor = np.median(db[f >= 0.95 * self.rate / 2])
-        if floor > body - self.FLOOR_BELOW_DB:
-            return 0
-        k = np.ones(2 * int(100 / (self.rate / self.FRAME)) + 1)
-        smooth = np.convolve(self.power, k, "same") / np.convolve(np.ones_like(self.power), k, "same")
-        edge = max(floor + self.EDGE_ABOVE_DB, body - self.FLOOR_BELOW_DB)  # not the window's leakage
-        above = np.nonzero(10 * np.log10(smooth / self.frames + tiny) > edge)[0]
-        if not len(above):
-            return 0
-        return int(math.ceil(f[above[-1]] / 100) * 100)

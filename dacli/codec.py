@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Optional, Tuple,
 import numpy as np
 
 from . import audio, container, legacy
+from .bandwidth import BandwidthMeter, LowPass
 from .errors import DacliError
 from .model.receptive import decoder_context, encoder_context
 from .registry import bundled_version, describe_weights
@@ -186,7 +187,7 @@ def measure(path: container.PathLike, model_rate: int) -> Tuple[int, int, int, i
     if not 1 <= info.channels <= container.MAX_CHANNELS:
         raise DacliError(f"{path}: {info.channels} channels (at most {container.MAX_CHANNELS})")
     meter = audio.LoudnessMeter(model_rate, info.channels)
-    band = audio.BandwidthMeter(model_rate, info.channels)
+    band = BandwidthMeter(model_rate, info.channels)
     n_in, n_model, peak = [0], 0, 0.0
     for y in audio.resampled(audio.counted(audio.read_blocks(path), n_in), info.samplerate, model_rate, info.channels):
         meter.feed(y)
@@ -309,7 +310,7 @@ def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.Path
             yield np.zeros((header.model_length - done, header.channels), np.float32)
 
     def band_limited(blocks):
-        lowpass = audio.LowPass(header.bandwidth_hz, header.model_sample_rate, header.channels)
+        lowpass = LowPass(header.bandwidth_hz, header.model_sample_rate, header.channels)
         for y in blocks:
             yield lowpass.feed(y)
         yield lowpass.feed(np.zeros((0, header.channels), np.float32), last=True)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import soundfile as sf
 
+from . import media
 from .errors import DacliError
 
 AUDIO_EXTS = {"." + e.lower() for e in sf.available_formats()} | {".wav", ".flac", ".ogg", ".oga", ".opus",
-                                                                    ".mp3", ".aiff", ".aif", ".aifc"}
+                                                                    ".mp3", ".aiff", ".aif", ".aifc"} | media.EXTENSIONS
 AUDIO_IN = AUDIO_EXTS - {".raw"}  # what a folder of inputs is searched for (headerless raw needs its format given)
 
 
