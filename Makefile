@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean corpus eval-deps train train-stop fuzz
+.PHONY: install test lint clean corpus eval-deps train train-stop fuzz slurm-check
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ FUZZ_RUNS ?= 1000000
 fuzz: install
 	$(BIN)/python tests/fuzz_readers.py -runs=$(FUZZ_RUNS)
 	$(BIN)/python tests/fuzz_readers.py --mutate $(FUZZ_RUNS)
+
+# the README's Slurm job-array line on a Slurm cluster started on this machine (as root; installs slurm-wlm and munge)
+slurm-check: install
+	bash scripts/slurm-local.sh
 
 # training and held-out sets of real recordings from Debian packages (not committed)
 corpus: install

@@ -148,3 +148,9 @@ def test_public_api_is_annotated():
         sig = inspect.signature(f)
         missing = [n for n, p in sig.parameters.items() if n != "self" and p.annotation is inspect.Parameter.empty]
         assert not missing and sig.return_annotation is not inspect.Signature.empty, (f.__qualname__, missing)
+
+
+def test_the_readme_slurm_line_is_the_one_slurm_check_runs():
+    script = (PACKAGE.parent / "scripts" / "slurm-local.sh").read_text().splitlines()
+    line = script[script.index("# README:") + 1].replace("\\$", "$")
+    assert line.startswith("dacli encode") and line in (PACKAGE.parent / "README.md").read_text()
