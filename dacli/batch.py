@@ -167,40 +167,50 @@ def pipes(inputs: Sequence[Path], output: Optional[Path], in_name: str, out_name
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+
+
+def attempt(src: Path, dst: Path, overwrite: bool, work: Callable[[], None]) -> Tuple[str, str]:
+    """One file of a batch → (status, one-line reason): skipped where the output exists (unless
+    ``overwrite``), else ``work()``, whose user-facing errors, environment errors (full disk,
+    permissions) and bugs all become a failure of this file alone. ``BrokenPipeError`` (the reader of
+    stdout went away) and interrupts propagate."""
+    if dst != STDIO and dst.exists() and not overwrite:
+        remove_stale_parts(dst)  # written outputs get this from atomic_output
+        return SKIPPED, f"{dst} (exists; --overwrite to replace)"
+    try:
+        work()
+        return OK, ""
+    except DacliError as e:
+        return FAILED, str(e)
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        return FAILED, f"{e.filename or src}: {os_reason(e)}"
+    except Exception as e:
+        return FAILED, f"{src}: unexpected {type(e).__name__}: {e}"
+
+
 def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[[Path, Path, Reporter], None],
         verb: str) -> int:
-    """Run ``work(src, dst, reporter)`` on each pair; one bad file does not stop the rest. Existing
-    outputs are skipped unless ``overwrite``. Ends with a summary; returns the number of failed files.
-    ``BrokenPipeError`` (the reader of stdout went away) and interrupts stop the batch."""
+    """Run ``work(src, dst, reporter)`` on each pair (:func:`attempt`); one bad file does not stop the
+    rest. Ends with a summary; returns the number of failed files."""
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
     rep = Reporter(quiet, len(pairs))
-    ok = skipped = failed = 0
+    counts = {OK: 0, SKIPPED: 0, FAILED: 0}
     try:
         for src, dst in pairs:
             rep.files.set_description(str(src.name)[-30:])
-            if dst != STDIO and dst.exists() and not overwrite:
-                remove_stale_parts(dst)  # written outputs get this from atomic_output
-                skipped += 1
-                rep.info(f"skip {dst} (exists; --overwrite to replace)")
-            else:
-                try:
-                    work(src, dst, rep)
-                    ok += 1
-                except DacliError as e:
-                    failed += 1
-                    rep.error(str(e))
-                except BrokenPipeError:  # the reader of stdout went away: not this file's failure
-                    raise
-                except OSError as e:  # the environment: full disk, permissions, a folder in the way
-                    failed += 1
-                    rep.error(f"{e.filename or src}: {os_reason(e)}")
-                except Exception as e:  # a bug or a resource problem: report it, go on with the batch
-                    failed += 1
-                    rep.error(f"{src}: unexpected {type(e).__name__}: {e}")
+            status, reason = attempt(src, dst, overwrite, lambda: work(src, dst, rep))
+            counts[status] += 1
+            if status == SKIPPED:
+                rep.info(f"skip {reason}")
+            elif status == FAILED:
+                rep.error(reason)
             rep.files.update(1)
     finally:
         rep.files.close()
-    if len(pairs) > 1 or failed:
-        rep.info(f"{verb} {ok} file(s), skipped {skipped}, failed {failed}")
-    return failed
+    if len(pairs) > 1 or counts[FAILED]:
+        rep.info(f"{verb} {counts[OK]} file(s), skipped {counts[SKIPPED]}, failed {counts[FAILED]}")
+    return counts[FAILED]

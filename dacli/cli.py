@@ -120,8 +120,19 @@ def cli():
                    "their cut-off), full records none, a number of Hz sets it.")
 @MODEL_RUN
 @BATCH
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process, one file after another. ray: a Ray cluster's workers (pip install "
+                   "'dacli[ray]'); the output is a folder, with a report of the run in it.")
+@click.option("--address", metavar="ADDR", help="With --engine ray: the cluster to join (default: start a local "
+                                                "instance on this machine, stopped at the end).")
+@click.option("--workers", type=int, default=None, help="With --engine ray: worker processes (default: the "
+                                                        "cluster's CPUs / --threads-per-worker).")
+@click.option("--threads-per-worker", type=int, default=1, show_default=True, help="With --engine ray: CPU "
+                                                                                    "threads of each worker.")
+@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
+              help="With --engine ray: the share of a GPU each worker takes (workers run on CUDA when above 0).")
 def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, chunk_seconds, overwrite,
-           shard, quiet):
+           shard, quiet, engine, address, workers, threads_per_worker, gpus_per_worker):
     """Encode audio files or folders (any rate, channels, length) into .dac files.
 
     '-' reads audio from stdin or writes the .dac to stdout:
@@ -132,6 +143,17 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
     """
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
+    if engine == "ray":
+        if STDIO in inputs or output is None or output == STDIO or output.suffix.lower() == ".dac":
+            raise click.UsageError("--engine ray reads files and folders and writes into a folder: give -o FOLDER")
+        from . import ray_engine
+        counts = ray_engine.encode_corpus(inputs, output, model=model_name, kbps=kbps, n_codebooks=n_codebooks,
+                                          bandwidth=bandwidth, precision=precision, chunk_seconds=chunk_seconds,
+                                          overwrite=overwrite, shard=shard, address=address, workers=workers,
+                                          threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
+                                          quiet=quiet)
+        _exit_on_failures(counts["failed"])
+        return
     with batch.pipes(inputs, output, "stdin", "stdout.dac") as (inputs, output):
         pairs = batch.sharded(find_inputs(inputs, AUDIO_IN), shard, output, ".dac", DAC_EXTS)
         model = registry.load_model(model_name, device, precision)

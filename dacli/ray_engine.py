@@ -1,0 +1,224 @@
+"""Encoding a corpus on a Ray cluster (``dacli encode --engine ray``, or :func:`encode_corpus`).
+
+The driver lists the inputs and names the outputs as the local batch does (:mod:`dacli.batch`:
+collision-safe names, ``--shard``), settles what is already there (skipped unless ``overwrite``) and
+the precision (``auto`` resolved once, here, for the whole run), and hands the rest to Ray Data: an
+actor pool through ``map_batches``, one model per worker, workers on every node. Each worker encodes
+its files with :func:`dacli.codec.encode_file` (the same atomic writer: an output exists only when
+complete) and returns one row per file. A worker that dies, or a node that leaves, has its files
+retried elsewhere; a file whose output a dead worker already completed is not encoded again. The
+driver prints progress and a summary and writes a report (TSV, one row per input) into the output
+folder. Ray is imported only here, and only for this engine.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+from . import batch, codec, registry
+from .errors import DacliError
+from .fileio import atomic_output
+
+INSTALL_HINT = "--engine ray needs Ray: pip install 'dacli[ray]'"
+FILES_PER_TASK = 4
+# what the driver and a local instance need in the environment: usage statistics off, loopback only
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Ray's own chatter (execution plans, deprecations, its core's notices) stays out of dacli's output;
+# what went wrong with a file comes back in its row
+QUIET_RAY = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+
+
+def _ray():
+    for k, v in {**RAY_ENV, **QUIET_RAY}.items():
+        os.environ.setdefault(k, v)
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise DacliError(INSTALL_HINT) from None
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="ray")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*concurrent actors.*")
+    return ray
+
+
+class Encoder:
+    """A worker of the pool: loads the model once, then encodes the files of each batch it is given.
+    The run's settings are a class attribute (:func:`_encoder_for`), so a restarted worker needs nothing
+    from the object store."""
+
+    settings: Dict = {}
+
+    def __init__(self):
+        import torch
+        self.s = settings = self.settings
+        torch.set_num_threads(settings["threads"])
+        self.model = registry.load_model(settings["model"], settings["device"], settings["precision"])
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, rows: Dict[str, List]) -> Dict[str, List]:
+        out: Dict[str, List] = {"src": [], "dst": [], "status": [], "reason": [], "seconds": [], "worker": []}
+        for src, dst in zip(rows["src"], rows["dst"]):
+            src_p, dst_p = Path(src), Path(dst)
+            if dst_p.exists() and not self.s["overwrite"]:  # completed by a worker of this run that died
+                status, reason = batch.OK, "written by an earlier attempt"
+            else:
+                status, reason = batch.attempt(src_p, dst_p, True, lambda: codec.encode_file(
+                    self.model, src_p, dst_p, self.s["n_codebooks"], self.s["chunk_seconds"],
+                    bandwidth=self.s["bandwidth"]))
+            for k, v in (("src", src), ("dst", dst), ("status", status), ("reason", reason),
+                         ("seconds", codec.seconds(src_p) if status != batch.FAILED else 0.0),
+                         ("worker", self.worker)):
+                out[k].append(v)
+        return out
+
+
+def _encoder_for(settings: Dict) -> type:
+    return type("Encoder", (Encoder,), {"settings": dict(settings)})
+
+
+def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], *, model: Optional[str] = None,
+                  kbps: Optional[float] = None, n_codebooks: Optional[int] = None, bandwidth: str = "auto",
+                  precision: str = "auto", chunk_seconds: Optional[float] = None, overwrite: bool = False,
+                  shard: Optional[str] = None, address: Optional[str] = None, workers: Optional[int] = None,
+                  threads_per_worker: int = 1, gpus_per_worker: float = 0.0, quiet: bool = True) -> Dict[str, int]:
+    """Encode every audio file under ``inputs`` into the folder ``output`` on Ray (a running cluster at
+    ``address``, else a local instance started and stopped here) → counts of ok, skipped and failed
+    files. The report is ``output/dacli-report-*.tsv``."""
+    from .fileio import find_inputs
+    if workers is not None and workers < 1:
+        raise DacliError(f"--workers must be at least 1, not {workers}")
+    if threads_per_worker < 1:
+        raise DacliError(f"--threads-per-worker must be at least 1, not {threads_per_worker}")
+    if not gpus_per_worker >= 0:
+        raise DacliError(f"--gpus-per-worker must be 0 or more, not {gpus_per_worker}")
+    output = Path(output)
+    pairs = batch.sharded(find_inputs([Path(i) for i in inputs], batch.AUDIO_IN), shard, output, ".dac", batch.DAC_EXTS)
+    if not pairs:
+        raise DacliError("no input files found (or none in this --shard)")
+    device = "cuda" if gpus_per_worker > 0 else "cpu"
+    from .runtime.hardware import resolve_precision
+    resolved = resolve_precision(precision, "cpu") if device == "cpu" else precision  # once, for every worker
+    plain = registry.load_model(model, "cpu", "fp32")  # checks the name, and the bitrate, before Ray starts
+    n = plain.n_codebooks_for_kbps(kbps) if kbps is not None else plain.check_n_codebooks(n_codebooks)
+    bandwidth = codec.check_bandwidth(bandwidth, plain.sample_rate)
+    ray = _ray()
+    started = _connect(ray, address, threads_per_worker)
+    rows: List[Dict] = []
+    todo = []
+    for src, dst in pairs:
+        if dst.exists() and not overwrite:
+            rows.append({"src": str(src), "dst": str(dst), "status": batch.SKIPPED, "reason": "exists",
+                         "seconds": 0.0, "worker": "driver"})
+        else:
+            todo.append({"src": str(src), "dst": str(dst)})
+    t0 = time.monotonic()
+    try:
+        if todo:
+            if workers is None:
+                workers = max(1, int(ray.cluster_resources().get("CPU", 1) // threads_per_worker))
+            settings = {"model": model, "device": device, "precision": resolved, "n_codebooks": n,
+                        "chunk_seconds": chunk_seconds, "bandwidth": bandwidth, "overwrite": overwrite,
+                        "threads": threads_per_worker}
+            rows += _run(ray, todo, settings, workers, threads_per_worker, gpus_per_worker, quiet)
+    finally:
+        if started:
+            ray.shutdown()
+            for item in todo:  # what workers stopped mid-file left behind
+                batch.remove_stale_parts(Path(item["dst"]))
+    return _report(rows, output, resolved, time.monotonic() - t0, quiet)
+
+
+def _connect(ray, address: Optional[str], threads: int) -> bool:
+    """Join the cluster at ``address``, or start a local instance on loopback → whether one was started."""
+    if address and address != "auto":
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        except (OSError, ValueError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise DacliError(f"cannot reach the Ray cluster at {address} ({str(reason).lower()})") from None
+    try:
+        if address:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False,
+                     runtime_env={"env_vars": dict(RAY_ENV)})
+            return False
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 _node_ip_address="127.0.0.1", runtime_env={"env_vars": dict(RAY_ENV)})
+        return True
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise DacliError(f"cannot start or reach {where} ({msg[:200]})") from None
+
+
+def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus: float, quiet: bool) -> List[Dict]:
+    """The files of ``todo`` through an actor pool of ``workers`` → one row per file, as they finish."""
+    from ray.data import ActorPoolStrategy
+    warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo) // FILES_PER_TASK))
+    env = {"GOMP_SPINCOUNT": "1000", "OMP_NUM_THREADS": str(threads), **RAY_ENV}
+    results = ds.map_batches(_encoder_for(settings), batch_size=FILES_PER_TASK,
+                             compute=ActorPoolStrategy(size=workers), num_cpus=threads, num_gpus=gpus or None,
+                             max_restarts=-1, max_task_retries=-1, runtime_env={"env_vars": env})
+    rows = []
+    with _own_stderr():
+        bar = batch.progress(total=len(todo), unit="file", desc="encode", disable=quiet)
+        try:
+            for row in results.iter_rows():
+                rows.append(dict(row))
+                bar.update(1)
+                if row["status"] == batch.FAILED and not quiet:
+                    batch.message(f"dacli: error: {row['reason']}")
+        finally:
+            bar.close()
+    return rows
+
+
+@contextlib.contextmanager
+def _own_stderr():
+    """While the pool runs, dacli's messages go to stderr and the notices that Ray's C++ core writes to
+    the process's file descriptor 2 (one per worker it starts) go nowhere."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    own, sys.stderr = sys.stderr, os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = own
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _report(rows: List[Dict], output: Path, precision: str, seconds: float, quiet: bool) -> Dict[str, int]:
+    """Write the run's report into ``output``, print the summary → counts per status."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in (batch.OK, batch.SKIPPED, batch.FAILED)}
+    audio = sum(float(r["seconds"]) for r in rows if r["status"] == batch.OK)
+    output.mkdir(parents=True, exist_ok=True)
+    name = output / f"dacli-report-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.tsv"
+    with atomic_output(name) as tmp, open(tmp, "w") as f:
+        f.write(f"# precision {precision}\ninput\toutput\tstatus\treason\tseconds\tworker\n")
+        for r in sorted(rows, key=lambda r: r["src"]):
+            reason = str(r["reason"]).replace("\t", " ").replace("\n", " ")
+            f.write(f"{r['src']}\t{r['dst']}\t{r['status']}\t{reason}\t{float(r['seconds']):.3f}\t{r['worker']}\n")
+    if not quiet or counts[batch.FAILED]:
+        rate = audio / seconds if seconds > 0 else 0.0
+        batch.message(f"encoded {counts[batch.OK]} file(s), skipped {counts[batch.SKIPPED]}, failed "
+                      f"{counts[batch.FAILED]}; {audio / 3600:.3f} h of audio in {seconds / 3600:.3f} h "
+                      f"({rate:.1f} hours per hour), precision {precision}; report {name}")
+    return counts
