@@ -150,8 +150,8 @@ def _connect(ray, address: Optional[str], threads: int) -> bool:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False,
                      runtime_env={"env_vars": dict(RAY_ENV)})
             return False
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 _node_ip_address="127.0.0.1", runtime_env={"env_vars": dict(RAY_ENV)})
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env={"env_vars": dict(RAY_ENV)})
         return True
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
