@@ -27,6 +27,7 @@ from .fileio import atomic_output
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'dacli[ray]'"
 FILES_PER_TASK = 4
+MAX_RESTARTS = 8  # per worker, and retries per task: a worker that cannot start ends the run, not hangs it
 # what the driver and a local instance need in the environment: usage statistics off, loopback only
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 # Ray's own chatter (execution plans, deprecations, its core's notices) stays out of dacli's output;
@@ -127,7 +128,12 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
             settings = {"model": model, "device": device, "precision": resolved, "n_codebooks": n,
                         "chunk_seconds": chunk_seconds, "bandwidth": bandwidth, "overwrite": overwrite,
                         "threads": threads_per_worker}
-            rows += _run(ray, todo, settings, workers, threads_per_worker, gpus_per_worker, quiet)
+            try:
+                rows += _run(ray, todo, settings, workers, threads_per_worker, gpus_per_worker, quiet)
+            except Exception as e:  # Ray gave up (a worker that cannot start, a cluster that went away)
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise DacliError(f"the Ray run stopped ({msg[:300]}); what was written is complete: run again "
+                                 "to encode the rest") from None
     finally:
         if started:
             ray.shutdown()
@@ -170,7 +176,7 @@ def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus
     env = {"GOMP_SPINCOUNT": "1000", "OMP_NUM_THREADS": str(threads), **RAY_ENV}
     results = ds.map_batches(_encoder_for(settings), batch_size=FILES_PER_TASK,
                              compute=ActorPoolStrategy(size=workers), num_cpus=threads, num_gpus=gpus or None,
-                             max_restarts=-1, max_task_retries=-1, runtime_env={"env_vars": env})
+                             max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS, runtime_env={"env_vars": env})
     rows = []
     with _own_stderr():
         bar = batch.progress(total=len(todo), unit="file", desc="encode", disable=quiet)
