@@ -28,7 +28,7 @@ cleanup() {
     [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
   done
   sleep 1
-  rm -rf "$WORK"
+  if [ -n "${DACLI_SLURM_KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -131,4 +131,27 @@ for k in range(n):
     counted += done
 assert counted == len(items), (counted, len(items))
 print(f"slurm-local.sh: ok: {len(items)} files, {n} array tasks, each file encoded exactly once")
+EOF
+
+# Ray on Slurm: one Ray cluster in the allocation (scripts/ray-on-slurm.sbatch, as on GPU nodes), the
+# same folder through `dacli encode --engine ray`: the same outputs, byte for byte, and a report of
+# every file "ok"
+RAYJOB=$(PATH="$ROOT/.venv/bin:$PATH" sbatch --parsable --nodes=1 --cpus-per-task="$CPUS" \
+         --output="$WORK/logs/ray.log" scripts/ray-on-slurm.sbatch "$WORK/audio" "$WORK/tokens-ray" --workers 2)
+JOB=$RAYJOB
+echo "submitted Ray-on-Slurm job $RAYJOB"
+for _ in $(seq 600); do [ -z "$(squeue -h -j "$RAYJOB" 2>/dev/null)" ] && break; sleep 1; done
+[ -z "$(squeue -h -j "$RAYJOB" 2>/dev/null)" ] || { echo "slurm-local.sh: the Ray job did not finish in 10 minutes" >&2; exit 1; }
+.venv/bin/python - "$WORK" <<'EOF'
+import sys
+from pathlib import Path
+work = Path(sys.argv[1])
+a = {p.relative_to(work / "tokens"): p.read_bytes() for p in (work / "tokens").rglob("*.dac")}
+b = {p.relative_to(work / "tokens-ray"): p.read_bytes() for p in (work / "tokens-ray").rglob("*.dac")}
+assert a.keys() == b.keys(), (work / "logs" / "ray.log").read_text()[-3000:]
+assert all(a[k] == b[k] for k in a), [str(k) for k in a if a[k] != b[k]]
+report, = (work / "tokens-ray").glob("dacli-report-*.tsv")
+rows = [ln.split("\t") for ln in report.read_text().splitlines()[2:]]
+assert len(rows) == len(a) and {r[2] for r in rows} == {"ok"}, (work / "logs" / "ray.log").read_text()
+print(f"slurm-local.sh: ok: Ray on Slurm encoded the same {len(a)} files, byte for byte")
 EOF
