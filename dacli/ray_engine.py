@@ -181,8 +181,11 @@ def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus
     with _own_stderr():
         bar = batch.progress(total=len(todo), unit="file", desc="encode", disable=quiet)
         try:
+            audio = 0.0
             for row in results.iter_rows():
                 rows.append(dict(row))
+                audio += float(row["seconds"])
+                bar.set_description(f"encode ({audio / 3600:.2f} h of audio)")
                 bar.update(1)
                 if row["status"] == batch.FAILED and not quiet:
                     batch.message(f"dacli: error: {row['reason']}")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dacli import audio, bandwidth, codec, container
+from dacli import audio, codec, container
+from dacli.bandwidth import BandwidthMeter, LowPass, lowpass_taps
 from dacli.errors import DacliError
 
 RATE = 44100
@@ -24,7 +25,7 @@ def band_limited_noise(seconds=2.0, bandwidth=12000.0, floor_db=-90.0, channels=
 
 
 def measured(x, block=5000):
-    meter = bandwidth.BandwidthMeter(RATE, x.shape[1])
+    meter = BandwidthMeter(RATE, x.shape[1])
     for i in range(0, len(x), block):
         meter.feed(x[i:i + block])
     return meter.result()
@@ -36,7 +37,7 @@ def response_db(h, rate, n=1 << 16):
 
 @pytest.mark.parametrize("rate, bandwidth", [(44100, 12000), (44100, 21050), (24000, 8000), (16000, 5000)])
 def test_lowpass_taps_meet_the_spec(rate, bandwidth):
-    h = bandwidth.lowpass_taps(bandwidth, rate)
+    h = lowpass_taps(bandwidth, rate)
     assert len(h) == 257 and np.allclose(h, h[::-1]) and h.sum() == pytest.approx(1.0)
     f, db = response_db(h, rate)
     assert np.abs(db[f <= bandwidth]).max() < 0.01
@@ -47,11 +48,11 @@ def test_lowpass_taps_meet_the_spec(rate, bandwidth):
 
 def test_lowpass_stream_is_centred_convolution_however_cut():
     x = np.random.default_rng(1).standard_normal((50000, 2))
-    h = bandwidth.lowpass_taps(9000, RATE)
+    h = lowpass_taps(9000, RATE)
     want = np.stack([np.convolve(x[:, c], h, "same") for c in range(2)], 1)
     outs = []
     for cuts in ([50000], [1, 4999, 16383, 16385, 12232], [16128] * 3 + [1616]):
-        lp, parts, i = bandwidth.LowPass(9000, RATE, 2), [], 0
+        lp, parts, i = LowPass(9000, RATE, 2), [], 0
         for c in cuts:
             parts.append(lp.feed(x[i:i + c]))
             i += c
@@ -60,7 +61,7 @@ def test_lowpass_stream_is_centred_convolution_however_cut():
         assert outs[-1].shape == x.shape and outs[-1].dtype == np.float32
         np.testing.assert_allclose(outs[-1], want, atol=1e-6, rtol=0)
         np.testing.assert_array_equal(outs[-1], outs[0])  # exactly: fixed segments, not the blocks
-    short = bandwidth.LowPass(9000, RATE, 1)
+    short = LowPass(9000, RATE, 1)
     y = np.concatenate([short.feed(x[:10, :1]), short.feed(np.zeros((0, 1)), last=True)])
     np.testing.assert_allclose(y[:, 0], np.convolve(x[:10, 0], h, "full")[128:138], atol=1e-6)
 
