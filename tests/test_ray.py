@@ -24,16 +24,23 @@ ENV = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CL
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+def cluster(tmp_path_factory):
+    """The cluster, and a home folder of its own for everything Ray keeps there (its token file)."""
+    home, saved = tmp_path_factory.mktemp("home"), os.environ.get("HOME")
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", HOME=str(home))
+    ENV["HOME"] = str(home)
     from ray.cluster_utils import Cluster
     c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, node_ip_address="127.0.0.1",
                                                           object_store_memory=80 << 20, include_dashboard=False))
-    for _ in range(2):
-        c.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=80 << 20)
-    c.wait_for_nodes()
-    yield c
-    c.shutdown()
+    try:
+        for _ in range(2):
+            c.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=80 << 20)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        c.shutdown()
+        if saved is not None:
+            os.environ["HOME"] = ENV["HOME"] = saved
 
 
 def corpus(folder, n=8, seconds=(1, 2, 3)):
