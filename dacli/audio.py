@@ -21,7 +21,7 @@ import soundfile as sf
 import soxr
 
 from . import media
-from .errors import DacliError
+from .errors import DacliError, first_line
 from .fileio import atomic_output, os_reason
 
 PathLike = Union[str, Path]
@@ -162,7 +162,7 @@ def _other_format(path: PathLike, e: Exception) -> bool:
 
 def sf_reason(e: Exception) -> str:
     """libsndfile's complaint in a few words, for a one-line error."""
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = first_line(e)
     return msg.replace("Error opening ", "").strip()[:200]
 
 

@@ -10,6 +10,12 @@ class DacliError(Exception):
     """A problem with the user's input, reported as one clear line."""
 
 
+def first_line(e: BaseException) -> str:
+    """What an exception from a library says, in one line: its message's first line, or its type."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread so that it unwinds like Ctrl-C (which removes
     temporary outputs) and ends the process with 128 + the signal number."""

@@ -9,7 +9,7 @@ from typing import Iterator, Union
 
 import numpy as np
 
-from .errors import DacliError
+from .errors import DacliError, first_line
 
 # extensions of files that only this module reads (libsndfile reads WAV, FLAC, Ogg, Opus, MP3, AIFF...)
 EXTENSIONS = {".m4a", ".mp4", ".m4b", ".aac", ".adts", ".webm", ".mkv", ".mka", ".mov", ".3gp", ".wma", ".ac3"}
@@ -47,7 +47,7 @@ def _open(path: Union[str, Path]):
 
 def _reason(e: Exception) -> str:
     """FFmpeg's complaint in a few words ("Invalid data found when processing input")."""
-    msg = getattr(e, "strerror", None) or (str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    msg = getattr(e, "strerror", None) or first_line(e)
     return str(msg).split(": '", 1)[0][:200]
 
 

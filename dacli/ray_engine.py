@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from . import batch, codec, registry
-from .errors import DacliError
+from .errors import DacliError, first_line
 from .fileio import atomic_output
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'dacli[ray]'"
@@ -131,7 +131,7 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
             try:
                 rows += _run(ray, todo, settings, workers, threads_per_worker, gpus_per_worker, quiet)
             except Exception as e:  # Ray gave up (a worker that cannot start, a cluster that went away)
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                msg = first_line(e)
                 raise DacliError(f"the Ray run stopped ({msg[:300]}); what was written is complete: run again "
                                  "to encode the rest") from None
     finally:
@@ -160,7 +160,7 @@ def _connect(ray, address: Optional[str], threads: int) -> bool:
                  log_to_driver=False, _node_ip_address="127.0.0.1", runtime_env={"env_vars": dict(RAY_ENV)})
         return True
     except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise DacliError(f"cannot start or reach {where} ({msg[:200]})") from None
 

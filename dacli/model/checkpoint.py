@@ -13,7 +13,7 @@ from typing import Tuple
 
 import torch
 
-from ..errors import DacliError
+from ..errors import DacliError, first_line
 from .dac import DAC
 
 # Constructor kwargs of the four released models (as their checkpoints' metadata['kwargs'] record them);
@@ -78,7 +78,7 @@ def read_checkpoint(path) -> Tuple[dict, dict]:
     except IsADirectoryError:
         raise DacliError(f"{path}: is a directory, not a checkpoint file") from None
     except Exception as e:  # torch raises many types for non-torch or unsafe files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise DacliError(f"{path}: not a readable torch checkpoint ({msg[:200]})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt["state_dict"], dict):
         raise DacliError(f"{path}: not a DAC checkpoint (expected a dict with 'state_dict' and 'metadata')")
