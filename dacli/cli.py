@@ -143,6 +143,8 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
     """
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
+    if engine == "local" and (address or workers is not None or threads_per_worker != 1 or gpus_per_worker):
+        raise click.UsageError("--address, --workers, --threads-per-worker and --gpus-per-worker go with --engine ray")
     if engine == "ray":
         if STDIO in inputs or output is None or output == STDIO or output.suffix.lower() == ".dac":
             raise click.UsageError("--engine ray reads files and folders and writes into a folder: give -o FOLDER")

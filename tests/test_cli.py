@@ -388,3 +388,13 @@ def test_pipe_faults(tmp_path):
         os.close(master)
         os.close(slave)
     assert r.returncode == 1 and "stdin is a terminal" in r.stderr
+
+
+def test_ray_options_need_the_ray_engine(tmp_path):
+    from click.testing import CliRunner
+    from dacli.cli import cli
+    for extra in (["--workers", "2"], ["--address", "127.0.0.1:6379"], ["--gpus-per-worker", "1"]):
+        r = CliRunner().invoke(cli, ["encode", str(tmp_path), "-o", str(tmp_path / "out"), *extra])
+        assert r.exit_code == 2 and "go with --engine ray" in r.output, r.output
+    r = CliRunner().invoke(cli, ["encode", str(tmp_path), "-o", str(tmp_path / "x.dac"), "--engine", "ray"])
+    assert r.exit_code == 2 and "give -o FOLDER" in r.output, r.output
