@@ -111,7 +111,6 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     n = plain.n_codebooks_for_kbps(kbps) if kbps is not None else plain.check_n_codebooks(n_codebooks)
     bandwidth = codec.check_bandwidth(bandwidth, plain.sample_rate)
     ray = _ray()
-    started = _connect(ray, address, threads_per_worker)
     rows: List[Dict] = []
     todo = []
     for src, dst in pairs:
@@ -120,6 +119,7 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
                          "seconds": 0.0, "worker": "driver"})
         else:
             todo.append({"src": str(src), "dst": str(dst)})
+    started = _connect(ray, address, threads_per_worker) if todo else False  # nothing to do: no cluster
     t0 = time.monotonic()
     try:
         if todo:
