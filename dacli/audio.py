@@ -132,9 +132,8 @@ def read(path: PathLike, dtype: str = "float32") -> Tuple[np.ndarray, int]:
     try:
         x, rate = sf.read(str(path), dtype=dtype, always_2d=True)
     except Exception as e:
-        if not _other_format(path, e):
-            raise
-        blocks = list(read_blocks(path))
+        _media_or_refuse(path, e)
+        blocks = list(_finite(path, media.read_blocks(path)))  # libsndfile has refused it: straight to PyAV
         x = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
         return x.astype(dtype), media.info(path).samplerate
     return x, rate
@@ -145,19 +144,17 @@ def info(path: PathLike) -> Any:
     try:
         return sf.info(str(path))
     except Exception as e:
-        if not _other_format(path, e):
-            raise
+        _media_or_refuse(path, e)
         return media.info(path)
 
 
-def _other_format(path: PathLike, e: Exception) -> bool:
-    """After libsndfile refused ``path`` with ``e``: True where :mod:`dacli.media` should read it (a
+def _media_or_refuse(path: PathLike, e: Exception) -> None:
+    """After libsndfile refused ``path`` with ``e``: returns where :mod:`dacli.media` should read it (a
     file FFmpeg opens); else raises the one-line error, libsndfile's reason."""
     if isinstance(e, OSError) and not isinstance(e, sf.LibsndfileError):
         raise DacliError(f"{path}: cannot read audio ({os_reason(e)})") from None
-    if Path(path).suffix.lower() in media.EXTENSIONS or media.opens(path):
-        return True
-    raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
+    if not (Path(path).suffix.lower() in media.EXTENSIONS or media.opens(path)):
+        raise DacliError(f"{path}: cannot read audio ({sf_reason(e)})") from None
 
 
 def sf_reason(e: Exception) -> str:
@@ -201,8 +198,10 @@ def read_blocks(path: PathLike, block: int = READ_BLOCK) -> Iterator[np.ndarray]
     try:
         f = sf.SoundFile(str(path))
     except Exception as e:
-        if _other_format(path, e):
-            yield from _finite(path, _reblocked(media.read_blocks(path), block))
+        _media_or_refuse(path, e)
+        f = None
+    if f is None:
+        yield from _finite(path, _reblocked(media.read_blocks(path), block))
         return
     with f:
         yield from _finite(path, _sf_blocks(path, f, block))

@@ -170,13 +170,22 @@ def pipes(inputs: Sequence[Path], output: Optional[Path], in_name: str, out_name
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
 
+def already_done(dst: Path, overwrite: bool) -> bool:
+    """Whether ``dst`` exists and stays (no ``overwrite``): an output exists only once complete. The
+    temporary files that killed writers left for it are removed (written outputs get this from
+    atomic_output)."""
+    if dst == STDIO or overwrite or not dst.exists():
+        return False
+    remove_stale_parts(dst)
+    return True
+
+
 def attempt(src: Path, dst: Path, overwrite: bool, work: Callable[[], None]) -> Tuple[str, str]:
     """One file of a batch → (status, one-line reason): skipped where the output exists (unless
     ``overwrite``), else ``work()``, whose user-facing errors, environment errors (full disk,
     permissions) and bugs all become a failure of this file alone. ``BrokenPipeError`` (the reader of
     stdout went away) and interrupts propagate."""
-    if dst != STDIO and dst.exists() and not overwrite:
-        remove_stale_parts(dst)  # written outputs get this from atomic_output
+    if already_done(dst, overwrite):
         return SKIPPED, f"{dst} (exists; --overwrite to replace)"
     try:
         work()

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from . import batch, codec, registry
+from . import batch, codec, container, registry
 from .errors import DacliError, first_line
 from .fileio import atomic_output
 
@@ -68,15 +68,16 @@ class Encoder:
         out: Dict[str, List] = {"src": [], "dst": [], "status": [], "reason": [], "seconds": [], "worker": []}
         for src, dst in zip(rows["src"], rows["dst"]):
             src_p, dst_p = Path(src), Path(dst)
-            if dst_p.exists() and not self.s["overwrite"]:  # completed by a worker of this run that died
+            written: List[container.Header] = []  # the header of the output, which gives the seconds
+            if batch.already_done(dst_p, self.s["overwrite"]):  # completed by a worker of this run that died
                 status, reason = batch.OK, "written by an earlier attempt"
+                written.append(container.read_header(dst_p))
             else:
-                status, reason = batch.attempt(src_p, dst_p, True, lambda: codec.encode_file(
+                status, reason = batch.attempt(src_p, dst_p, True, lambda: written.append(codec.encode_file(
                     self.model, src_p, dst_p, self.s["n_codebooks"], self.s["chunk_seconds"],
-                    bandwidth=self.s["bandwidth"]))
+                    bandwidth=self.s["bandwidth"])))
             for k, v in (("src", src), ("dst", dst), ("status", status), ("reason", reason),
-                         ("seconds", codec.seconds(src_p) if status != batch.FAILED else 0.0),
-                         ("worker", self.worker)):
+                         ("seconds", written[0].duration if written else 0.0), ("worker", self.worker)):
                 out[k].append(v)
         return out
 
@@ -114,12 +115,12 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     rows: List[Dict] = []
     todo = []
     for src, dst in pairs:
-        if dst.exists() and not overwrite:
+        if batch.already_done(dst, overwrite):
             rows.append({"src": str(src), "dst": str(dst), "status": batch.SKIPPED, "reason": "exists",
                          "seconds": 0.0, "worker": "driver"})
         else:
             todo.append({"src": str(src), "dst": str(dst)})
-    started = _connect(ray, address, threads_per_worker) if todo else False  # nothing to do: no cluster
+    started = _connect(ray, address) if todo else False  # nothing to do: no cluster
     t0 = time.monotonic()
     try:
         if todo:
@@ -142,7 +143,7 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     return _report(rows, output, resolved, time.monotonic() - t0, quiet)
 
 
-def _connect(ray, address: Optional[str], threads: int) -> bool:
+def _connect(ray, address: Optional[str]) -> bool:
     """Join the cluster at ``address``, or start a local instance on loopback → whether one was started."""
     if address and address != "auto":
         host, _, port = address.rpartition(":")
