@@ -10,6 +10,8 @@ them) and 60 s of real music (tests/fixtures/music20s.flac looped):
 3. peak CUDA memory of a file-to-file encode and decode of 1 and of 10 minutes (it must not grow
    with the length);
 4. hours of audio per hour of encoding and decoding for several batch sizes (windows per forward pass);
+   and for 60 short clips (1-10 s) packed into shared rows (``dacli.packing``), with the share of
+   their fp32 codes equal to each clip encoded alone on the same GPU;
 5. the official descript-audio-codec on the same GPU in the same run, where it is installed
    (``pip install descript-audio-codec``): its compress and decompress of the same 60 s.
 
@@ -27,7 +29,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from dacli import bench, codec
+from dacli import bench, codec, packing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,6 +109,42 @@ def throughput(name, device, x, out, batches):
     out["throughput"] = rows
 
 
+def packed(name, device, x, out, batches):
+    """Short clips cut from ``x`` through the Packer, ``batch`` rows per call: hours per hour, and in
+    fp32 the share of codes equal to each clip encoded alone."""
+    rng = np.random.default_rng(0)
+    clips = []
+    for _ in range(60):
+        n = int(rng.uniform(1, 10) * 44100)
+        at = int(rng.integers(0, len(x) - n))
+        clips.append(x[None, at:at + n])
+    seconds = sum(c.shape[1] for c in clips) / 44100
+    rows = []
+    for precision in ("fp32", "auto"):
+        model = bench.make_model(name, device, precision)
+        alone = [codec.encode_array(model, c) for c in clips] if precision == "fp32" else None
+        width = codec.window_frames(model, None, codec.ENCODE_CHUNK_SECONDS)
+        for batch in batches:
+            for _ in range(2):  # the first pass sets the shape up; the second is timed
+                p = packing.Packer(model, model.n_codebooks, width, batch)
+                sync(device)
+                t = time.perf_counter()
+                got = {}
+                for i, c in enumerate(clips):
+                    got.update(p.add(i, c))
+                got.update(p.flush())
+                sync(device)
+                t_enc = time.perf_counter() - t
+            row = {"precision": model.precision, "batch": batch, "encode_hours_per_hour": seconds / t_enc}
+            if alone is not None:
+                row["codes_equal_pct"] = float(100 * np.mean([(got[i] == a).mean() for i, a in enumerate(alone)]))
+            rows.append(row)
+            print(f"packed clips, {model.precision}, batch {batch:3d}: encode {seconds / t_enc:8.1f} hours per hour"
+                  + (f", codes {row['codes_equal_pct']:.3f} % equal to each clip alone" if alone is not None else ""),
+                  flush=True)
+    out["packed"] = rows
+
+
 def official(device, src, out, tmp):
     try:
         from audiotools import AudioSignal
@@ -153,6 +191,7 @@ def main():
         if not args.skip_memory:
             memory(args.model, args.device, out, tmp)
         throughput(args.model, args.device, x, out, args.batches)
+        packed(args.model, args.device, x, out, args.batches)
         sf.write(tmp / "clip.wav", x, 44100)
         official(args.device, tmp / "clip.wav", out, tmp)
     print(json.dumps(out, indent=1, default=str))

@@ -1,5 +1,8 @@
 """One phase of the official descript-audio-codec 1.0.0, file to file, as its CLI does it (run with the
-official package's own Python; see benchmarks/speed.py). Prints one JSON line."""
+official package's own Python; see benchmarks/speed.py and benchmarks/corpus.py). Prints one JSON line.
+
+    python official_phase.py encode|decode SRC DST       one file
+    python official_phase.py encode-files LIST DST_DIR   each file named in LIST (one per line), one model"""
 
 import json
 import resource
@@ -47,6 +50,10 @@ def main(kind, src, dst, win_duration=5.0):
         t = time.perf_counter()
         if kind == "encode":
             model.compress(AudioSignal(src), win_duration).save(dst)
+        elif kind == "encode-files":  # the official CLI's loop: one model, file after file
+            for i, f in enumerate(open(src).read().split("\n")):
+                if f:
+                    model.compress(AudioSignal(f), win_duration).save(f"{dst}/{i}.dac")
         else:
             model.decompress(DACFile.load(src)).write(dst)
         seconds = time.perf_counter() - t

@@ -4,18 +4,22 @@ files (skip existing, one bad file does not stop the rest, a summary), and progr
 a terminal, plain lines in a log)."""
 
 import contextlib
+import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .errors import DacliError
-from .fileio import AUDIO_IN, os_reason, remove_stale_parts, shard
+from .fileio import AUDIO_IN, atomic_output, os_reason, remove_stale_parts, shard
 
 DAC_EXTS = {".dac"}
 STDIO = Path("-")
+REPORT_PREFIX = "dacli-report-"  # a run's report in its output folder
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as a report names it
 PIPE_BUFFER = 1 << 20  # bytes per read when copying stdin or stdout: few system calls, little memory
 
 Pair = Tuple[Path, Path]          # (input, output)
@@ -180,46 +184,90 @@ def already_done(dst: Path, overwrite: bool) -> bool:
     return True
 
 
-def attempt(src: Path, dst: Path, overwrite: bool, work: Callable[[], None]) -> Tuple[str, str]:
-    """One file of a batch → (status, one-line reason): skipped where the output exists (unless
-    ``overwrite``), else ``work()``, whose user-facing errors, environment errors (full disk,
-    permissions) and bugs all become a failure of this file alone. ``BrokenPipeError`` (the reader of
-    stdout went away) and interrupts propagate."""
-    if already_done(dst, overwrite):
-        return SKIPPED, f"{dst} (exists; --overwrite to replace)"
-    try:
-        work()
-        return OK, ""
-    except DacliError as e:
-        return FAILED, str(e)
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        return FAILED, f"{e.filename or src}: {os_reason(e)}"
-    except Exception as e:
-        return FAILED, f"{src}: unexpected {type(e).__name__}: {e}"
+def failure(src: Path, e: Exception) -> str:
+    """The one-line reason a file failed: user-facing errors as they are, environment errors (full
+    disk, permissions) with the file they concern, anything else as unexpected."""
+    if isinstance(e, DacliError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{e.filename or src}: {os_reason(e)}"
+    return f"{src}: unexpected {type(e).__name__}: {e}"
 
 
-def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[[Path, Path, Reporter], None],
-        verb: str) -> int:
-    """Run ``work(src, dst, reporter)`` on each pair (:func:`attempt`); one bad file does not stop the
-    rest. Ends with a summary; returns the number of failed files."""
+Done = Tuple[int, Optional[Exception], float]  # (index of a pair, its error or None, seconds of audio)
+Row = Dict[str, Any]  # a line of the report: src, dst, status, reason, seconds, worker
+
+
+def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[..., Optional[Iterable[Done]]],
+        verb: str, finish: Optional[Callable[[], Iterable[Done]]] = None, report: Optional[Callable] = None) -> int:
+    """Run ``work(i, src, dst, reporter)`` on each pair not already done (skipped unless ``overwrite``);
+    one bad file does not stop the rest. ``work`` returns None when pair ``i`` is done, or the
+    :data:`Done` of the pairs it completed (the others it completes in a later call or in
+    ``finish()``); raising fails pair ``i``. ``BrokenPipeError`` (the reader of stdout went away) and
+    interrupts propagate. Ends with a summary, and ``report(rows)`` with one row per pair; returns the
+    number of failed files."""
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
     rep = Reporter(quiet, len(pairs))
-    counts = {OK: 0, SKIPPED: 0, FAILED: 0}
+    rows: List[Row] = []
+    started = time.monotonic()
+
+    def record(i, status, reason="", seconds=0.0):
+        src, dst = pairs[i]
+        rows.append({"src": str(src), "dst": str(dst), "status": status, "reason": reason, "seconds": seconds,
+                     "worker": WORKER})
+        if status == SKIPPED:
+            rep.info(f"skip {reason}")
+        elif status == FAILED:
+            rep.error(reason)
+        rep.files.update(1)
+
+    def completed(done):
+        for j, err, seconds in done:
+            record(j, *((OK, "", seconds) if err is None else (FAILED, failure(pairs[j][0], err))))
+
     try:
-        for src, dst in pairs:
+        for i, (src, dst) in enumerate(pairs):
             rep.files.set_description(str(src.name)[-30:])
-            status, reason = attempt(src, dst, overwrite, lambda: work(src, dst, rep))
-            counts[status] += 1
-            if status == SKIPPED:
-                rep.info(f"skip {reason}")
-            elif status == FAILED:
-                rep.error(reason)
-            rep.files.update(1)
+            if already_done(dst, overwrite):
+                record(i, SKIPPED, f"{dst} (exists; --overwrite to replace)")
+                continue
+            try:
+                done = work(i, src, dst, rep)
+            except BrokenPipeError:
+                raise
+            except Exception as e:
+                done = [(i, e, 0.0)]
+            completed([(i, None, 0.0)] if done is None else done)
+        if finish is not None:
+            completed(finish())
     finally:
         rep.files.close()
-    if len(pairs) > 1 or counts[FAILED]:
+    counts = {s: sum(r["status"] == s for r in rows) for s in (OK, SKIPPED, FAILED)}
+    if report is not None:
+        report(rows, time.monotonic() - started)
+    elif len(pairs) > 1 or counts[FAILED]:
         rep.info(f"{verb} {counts[OK]} file(s), skipped {counts[SKIPPED]}, failed {counts[FAILED]}")
     return counts[FAILED]
+
+
+def write_report(rows: Sequence[Row], output: Path, precision: str, seconds: float, quiet: bool) -> Dict[str, int]:
+    """Write a run's report into the folder ``output`` (``dacli-report-DATE-PID.tsv``: one row per
+    input with its status, the one-line reason, seconds of audio and the worker) and print the summary
+    (files, hours of audio, hours per hour) → counts per status."""
+    counts = {s: sum(r["status"] == s for r in rows) for s in (OK, SKIPPED, FAILED)}
+    audio = sum(float(r["seconds"]) for r in rows if r["status"] == OK)
+    output.mkdir(parents=True, exist_ok=True)
+    name = output / f"{REPORT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.tsv"
+    with atomic_output(name) as tmp, open(tmp, "w") as f:
+        f.write(f"# precision {precision}\ninput\toutput\tstatus\treason\tseconds\tworker\n")
+        for r in sorted(rows, key=lambda r: str(r["src"])):
+            reason = str(r["reason"]).replace("\t", " ").replace("\n", " ")
+            f.write(f"{r['src']}\t{r['dst']}\t{r['status']}\t{reason}\t{float(r['seconds']):.3f}\t"
+                    f"{r['worker']}\n")
+    if not quiet or counts[FAILED]:
+        rate = audio / seconds if seconds > 0 else 0.0
+        message(f"encoded {counts[OK]} file(s), skipped {counts[SKIPPED]}, failed {counts[FAILED]}; "
+                f"{audio / 3600:.3f} h of audio in {seconds / 3600:.3f} h ({rate:.1f} hours per hour), "
+                f"precision {precision}; report {name}")
+    return counts

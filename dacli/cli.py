@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, batch, codec, container, registry
+from . import __version__, batch, codec, container, packing, registry
 from .batch import AUDIO_IN, DAC_EXTS, STDIO
 from .errors import DacliError, Terminated
 from .fileio import find_inputs
@@ -121,8 +121,9 @@ def cli():
 @MODEL_RUN
 @BATCH
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this process, one file after another. ray: a Ray cluster's workers (pip install "
-                   "'dacli[ray]'); the output is a folder, with a report of the run in it.")
+              help="local: this process. ray: a Ray cluster's workers (pip install 'dacli[ray]'). Either packs "
+                   "the windows of short files into shared fixed-size batches; encoding into a folder writes a "
+                   "report of the run (dacli-report-*.tsv) there.")
 @click.option("--address", metavar="ADDR", help="With --engine ray: the cluster to join (default: start a local "
                                                 "instance on this machine, stopped at the end).")
 @click.option("--workers", type=int, default=None, help="With --engine ray: worker processes (default: the "
@@ -165,14 +166,24 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
             click.echo(f"model {model.name} ({model.precision}): {n} of {model.n_codebooks} codebooks = "
                        f"{model.kbps(n):.3f} kbps per channel", err=True)
 
-        def work(src, dst, rep):
+        files = packing.FilesEncoder(model, n, chunk_seconds, bandwidth)
+
+        def work(i, src, dst, rep):
             bar, tick = rep.seconds(src.name, codec.seconds(src))
             try:
-                codec.encode_file(model, src, dst, n, chunk_seconds, progress=tick, bandwidth=bandwidth)
+                return [(key, err, head.duration if head else 0.0) for key, head, err in files.submit(i, src, dst, tick)]
             finally:
                 bar.close()
 
-        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded"))
+        def finish():
+            return [(key, err, head.duration if head else 0.0) for key, head, err in files.finish()]
+
+        def report(rows, seconds):  # into the output folder, when there is one
+            batch.write_report(rows, output, model.precision, seconds, quiet)
+
+        into_folder = output not in (None, STDIO) and not (len(pairs) == 1 and pairs[0][1] == output)
+        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded", finish,
+                                    report if into_folder else None))
 
 
 @cli.command()
@@ -206,7 +217,7 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
             pairs = batch.sharded(find_inputs(inputs, DAC_EXTS), shard, output, "." + fmt, {".wav", ".flac"})
         models: dict = {}
 
-        def work(src, dst, rep):
+        def work(i, src, dst, rep):
             name = registry.model_for_file(src, model_name)
             if name not in models:
                 models[name] = registry.load_model(name, device, precision)
@@ -233,7 +244,7 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
     if (kbps is None) == (n_codebooks is None):
         raise click.UsageError("give exactly one of --kbps and --n-codebooks")
 
-    def work(src, dst, rep):
+    def work(i, src, dst, rep):
         header, codes = container.read(src)
         n = n_codebooks if n_codebooks is not None else container.codebooks_within(header, kbps)
         container.write(dst, *container.truncate_codebooks(header, codes, n))

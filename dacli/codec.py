@@ -8,7 +8,8 @@ same input a one-pass encode would show it, and the file holds exactly ceil(L / 
 codes depend on the window size only through float rounding (convolutions of other lengths sum in
 another order, which can tip a near-tie between two codebook entries): in fp32, not at all on the CPUs
 measured; in bfloat16 ("mixed") a few % of codes (docs/PERFORMANCE.md; tests/test_precision.py holds
-each precision's bound). Decoding works the same way on code frames.
+each precision's bound). Decoding works the same way on code frames. Many files at once:
+:mod:`dacli.packing` encodes the windows of short files together, with these codes.
 
 torch and the model's classes are imported inside the functions that run the model, so that the
 command line can read this module's defaults without starting torch.
@@ -214,15 +215,10 @@ def check_bandwidth(bandwidth: Union[str, int], model_rate: int) -> Union[str, i
     return hz
 
 
-def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, n_codebooks: Optional[int] = None,
-                chunk_seconds: Optional[float] = None, progress: Progress = None,
-                bandwidth: Union[str, int] = "auto") -> container.Header:
-    """Encode an audio file into a .dac container (atomically). ``progress(seconds)`` is called as
-    audio is encoded. ``bandwidth``: "auto" records where the input's spectrum ends, if it ends well
-    below Nyquist, so that decoding low-passes there; "full" records none; a number of Hz records
-    that. Returns the header written."""
-    n_codebooks = model.check_n_codebooks(n_codebooks)
-    bandwidth = check_bandwidth(bandwidth, model.sample_rate)
+def plan_file(model: "DAC", src: container.PathLike, n_codebooks: int,
+              bandwidth: Union[str, int] = "auto") -> container.Header:
+    """The first pass over an input: the header its .dac file will have (loudness, gain, bandwidth,
+    lengths; ``n_codebooks`` and ``bandwidth`` checked by the caller)."""
     rate, channels, n_in, n_model, loud, peak, measured = measure(src, model.sample_rate)
     if bandwidth == "auto":
         bandwidth_hz = measured if measured <= container.max_bandwidth(model.sample_rate) else 0
@@ -233,27 +229,53 @@ def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, 
         gain_db = -20 * math.log10(peak)
     if not abs(gain_db) <= container.MAX_GAIN_DB:
         raise DacliError(f"{src}: the audio's level is out of range (peak {peak:.3g})")
-    g = np.float32(audio.db_to_gain(gain_db))
-    enc = WindowEncoder(model, channels, n_model, n_codebooks, chunk_seconds)
-    parts, n_seen, n_model2 = [], [0], 0
-    for y in audio.resampled(audio.counted(audio.read_blocks(src), n_seen), rate, model.sample_rate, channels):
-        n_model2 += len(y)
-        if n_model2 > n_model:
-            raise DacliError(f"{src}: the file changed while it was being read")
-        parts += enc.feed(y.T * g)
-        if progress:
-            progress(len(y) / model.sample_rate)
-    if n_seen[0] != n_in or n_model2 != n_model:
-        raise DacliError(f"{src}: the file changed while it was being read ({n_in} then {n_seen[0]} samples)")
-    parts += enc.feed(np.zeros((channels, 0), np.float32), last=True)
-    codes = np.concatenate(parts, axis=2)
-    header = container.Header(
+    return container.Header(
         model_sample_rate=model.sample_rate, hop_length=model.hop_length, original_sample_rate=rate,
         channels=channels, n_codebooks=n_codebooks, bits_per_code=int(round(model.bits_per_code)),
-        original_length=n_in, model_length=n_model, n_frames=codes.shape[-1], input_loudness=loud,
-        gain_db=gain_db, model_hash=bytes.fromhex(model.weights_hash), model_name=model.name or "",
-        bandwidth_hz=bandwidth_hz)
-    container.write(dst, header, codes)
+        original_length=n_in, model_length=n_model, n_frames=math.ceil(n_model / model.hop_length),
+        input_loudness=loud, gain_db=gain_db, model_hash=bytes.fromhex(model.weights_hash),
+        model_name=model.name or "", bandwidth_hz=bandwidth_hz)
+
+
+def model_input(src: container.PathLike, header: container.Header) -> Iterator[np.ndarray]:
+    """The second pass: the input at the model rate with the header's gain applied, as (channels, n)
+    float32 blocks; refuses a file that changed since :func:`plan_file` read it."""
+    g = np.float32(audio.db_to_gain(header.gain_db))
+    n_seen, n_model = [0], 0
+    for y in audio.resampled(audio.counted(audio.read_blocks(src), n_seen), header.original_sample_rate,
+                             header.model_sample_rate, header.channels):
+        n_model += len(y)
+        if n_model > header.model_length:
+            raise DacliError(f"{src}: the file changed while it was being read")
+        yield y.T * g
+    if n_seen[0] != header.original_length or n_model != header.model_length:
+        raise DacliError(f"{src}: the file changed while it was being read "
+                         f"({header.original_length} then {n_seen[0]} samples)")
+
+
+def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, n_codebooks: Optional[int] = None,
+                chunk_seconds: Optional[float] = None, progress: Progress = None,
+                bandwidth: Union[str, int] = "auto") -> container.Header:
+    """Encode an audio file into a .dac container (atomically), streaming it window by window.
+    ``progress(seconds)`` is called as audio is encoded. ``bandwidth``: "auto" records where the
+    input's spectrum ends, if it ends well below Nyquist, so that decoding low-passes there; "full"
+    records none; a number of Hz records that. Returns the header written. Many files at once:
+    :class:`dacli.packing.FilesEncoder`."""
+    header = plan_file(model, src, model.check_n_codebooks(n_codebooks), check_bandwidth(bandwidth, model.sample_rate))
+    return encode_planned(model, src, dst, header, chunk_seconds, progress)
+
+
+def encode_planned(model: "DAC", src: container.PathLike, dst: container.PathLike, header: container.Header,
+                   chunk_seconds: Optional[float] = None, progress: Progress = None) -> container.Header:
+    """:func:`encode_file` once :func:`plan_file` has given the header."""
+    enc = WindowEncoder(model, header.channels, header.model_length, header.n_codebooks, chunk_seconds)
+    parts = []
+    for y in model_input(src, header):
+        parts += enc.feed(y)
+        if progress:
+            progress(y.shape[1] / model.sample_rate)
+    parts += enc.feed(np.zeros((header.channels, 0), np.float32), last=True)
+    container.write(dst, header, np.concatenate(parts, axis=2))
     return header
 
 

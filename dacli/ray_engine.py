@@ -21,12 +21,11 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from . import batch, codec, container, registry
+from . import batch, codec, container, packing, registry
 from .errors import DacliError, first_line
-from .fileio import atomic_output
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'dacli[ray]'"
-FILES_PER_TASK = 4
+FILES_PER_TASK = 16  # files per map_batches call: a worker packs their windows together
 MAX_RESTARTS = 8  # per worker, and retries per task: a worker that cannot start ends the run, not hangs it
 # what the driver and a local instance need in the environment: usage statistics off, loopback only
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -62,22 +61,22 @@ class Encoder:
         self.s = settings = self.settings
         torch.set_num_threads(settings["threads"])
         self.model = registry.load_model(settings["model"], settings["device"], settings["precision"])
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, rows: Dict[str, List]) -> Dict[str, List]:
-        out: Dict[str, List] = {"src": [], "dst": [], "status": [], "reason": [], "seconds": [], "worker": []}
-        for src, dst in zip(rows["src"], rows["dst"]):
-            src_p, dst_p = Path(src), Path(dst)
-            written: List[container.Header] = []  # the header of the output, which gives the seconds
-            if batch.already_done(dst_p, self.s["overwrite"]):  # completed by a worker of this run that died
-                status, reason = batch.OK, "written by an earlier attempt"
-                written.append(container.read_header(dst_p))
+        files = packing.FilesEncoder(self.model, self.s["n_codebooks"], self.s["chunk_seconds"], self.s["bandwidth"])
+        done: List[packing.Outcome] = []
+        for i, (src, dst) in enumerate(zip(rows["src"], rows["dst"])):
+            if batch.already_done(Path(dst), self.s["overwrite"]):  # completed by a worker of this run that died
+                done.append((i, container.read_header(dst), None))
             else:
-                status, reason = batch.attempt(src_p, dst_p, True, lambda: written.append(codec.encode_file(
-                    self.model, src_p, dst_p, self.s["n_codebooks"], self.s["chunk_seconds"],
-                    bandwidth=self.s["bandwidth"])))
-            for k, v in (("src", src), ("dst", dst), ("status", status), ("reason", reason),
-                         ("seconds", written[0].duration if written else 0.0), ("worker", self.worker)):
+                done += files.submit(i, src, dst)
+        done += files.finish()
+        out: Dict[str, List] = {"src": [], "dst": [], "status": [], "reason": [], "seconds": [], "worker": []}
+        for i, header, err in sorted(done, key=lambda d: d[0]):  # type: ignore[arg-type, return-value]
+            src = rows["src"][i]
+            for k, v in (("src", src), ("dst", rows["dst"][i]), ("status", batch.OK if err is None else batch.FAILED),
+                         ("reason", "" if err is None else batch.failure(Path(src), err)),
+                         ("seconds", header.duration if header else 0.0), ("worker", batch.WORKER)):
                 out[k].append(v)
         return out
 
@@ -140,7 +139,7 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
             ray.shutdown()
             for item in todo:  # what workers stopped mid-file left behind
                 batch.remove_stale_parts(Path(item["dst"]))
-    return _report(rows, output, resolved, time.monotonic() - t0, quiet)
+    return batch.write_report(rows, output, resolved, time.monotonic() - t0, quiet)
 
 
 def _connect(ray, address: Optional[str]) -> bool:
@@ -213,22 +212,3 @@ def _own_stderr():
         sys.stderr = own
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _report(rows: List[Dict], output: Path, precision: str, seconds: float, quiet: bool) -> Dict[str, int]:
-    """Write the run's report into ``output``, print the summary → counts per status."""
-    counts = {s: sum(r["status"] == s for r in rows) for s in (batch.OK, batch.SKIPPED, batch.FAILED)}
-    audio = sum(float(r["seconds"]) for r in rows if r["status"] == batch.OK)
-    output.mkdir(parents=True, exist_ok=True)
-    name = output / f"dacli-report-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.tsv"
-    with atomic_output(name) as tmp, open(tmp, "w") as f:
-        f.write(f"# precision {precision}\ninput\toutput\tstatus\treason\tseconds\tworker\n")
-        for r in sorted(rows, key=lambda r: r["src"]):
-            reason = str(r["reason"]).replace("\t", " ").replace("\n", " ")
-            f.write(f"{r['src']}\t{r['dst']}\t{r['status']}\t{reason}\t{float(r['seconds']):.3f}\t{r['worker']}\n")
-    if not quiet or counts[batch.FAILED]:
-        rate = audio / seconds if seconds > 0 else 0.0
-        batch.message(f"encoded {counts[batch.OK]} file(s), skipped {counts[batch.SKIPPED]}, failed "
-                      f"{counts[batch.FAILED]}; {audio / 3600:.3f} h of audio in {seconds / 3600:.3f} h "
-                      f"({rate:.1f} hours per hour), precision {precision}; report {name}")
-    return counts

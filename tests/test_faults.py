@@ -59,7 +59,7 @@ def test_same_stem_inputs_get_distinct_outputs(tmp_path):
         r = dacli("encode", src, "-o", tmp_path / "out", "--model", TINY, *extra)
         assert r.returncode == 0, r.stderr
         assert "encoded 3 file(s), skipped 0, failed 0" in r.stderr
-        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other.dac", "song.flac.dac", "song.wav.dac"]
+        assert sorted(p.name for p in (tmp_path / "out").glob("*.dac")) == ["other.dac", "song.flac.dac", "song.wav.dac"]
     a, b = container.read(tmp_path / "out/song.wav.dac")[1], container.read(tmp_path / "out/song.flac.dac")[1]
     assert not np.array_equal(a, b)
     r = dacli("decode", tmp_path / "out", "-o", tmp_path / "dec", "--model", TINY)
@@ -167,7 +167,7 @@ def test_output_names_are_chosen_before_sharding(tmp_path):
     for k in range(1, n + 1):
         r = dacli("encode", src, "-o", tmp_path / f"out{k}", "--model", TINY, "--shard", f"{k}/{n}")
         if (tmp_path / f"out{k}").exists():
-            names += sorted(f.name for f in (tmp_path / f"out{k}").iterdir())
+            names += sorted(f.name for f in (tmp_path / f"out{k}").glob("*.dac"))
         else:
             assert r.returncode == 1 and "no input files" in r.stderr, r.stderr
     assert sorted(names) == ["song.flac.dac", "song.wav.dac"]

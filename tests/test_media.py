@@ -4,6 +4,7 @@ a file without an audio track or with an unknown codec is a one-line failure and
 
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -87,7 +88,13 @@ def test_no_audio_track_and_unknown_codecs_fail_in_one_line_and_the_batch_goes_o
         f"dacli: error: {d / 'strange.webm'}: the audio track's codec is unknown or unsupported",
         f"dacli: error: {d / 'video_only.mp4'}: no audio track"]), r.stderr
     assert "encoded 1 file(s), skipped 0, failed 3" in r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.dac"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.dac")) == ["good.dac"]
+    reports = list((tmp_path / "out").glob("dacli-report-*.tsv"))  # the run's report: one row per input
+    assert len(reports) == 1 and len(list((tmp_path / "out").iterdir())) == 2
+    rows = [ln.split("\t") for ln in reports[0].read_text().splitlines()[2:]]
+    assert sorted((Path(r[0]).name, r[2]) for r in rows) == [("garbage.m4a", "failed"), ("good.m4a", "ok"),
+                                                             ("strange.webm", "failed"), ("video_only.mp4", "failed")]
+    assert [r[3] for r in rows if r[2] == "failed"] == [ln[len("dacli: error: "):] for ln in sorted(lines)]
 
 
 def test_libsndfile_reasons_are_kept_for_what_ffmpeg_cannot_open_either(tmp_path):

@@ -1,0 +1,199 @@
+"""Tokenizing a corpus of short real clips: hours of audio per hour, against the steady rate of one
+long file, all in one run on one machine.
+
+    python benchmarks/corpus.py [--clips-dir DIR] [--official-clips 40] [--alone-every 4] [--official-venv DIR]
+                                [--json OUT]
+
+The clips (>= 300, 1-20 s) come from Debian packages (speech, sound effects, ringtones, game music,
+fetched with ``apt-get download`` as ``make corpus`` does): files of 1-20 s as they are (Ogg Vorbis,
+WAV; mono and stereo; 8 to 48 kHz), and excerpts of 1-20 s cut from longer ones (FLAC at the source's
+rate and channels). Built once into --clips-dir (default ~/.cache/dacli/bench-clips), deterministically.
+The model is the full-size 44.1 kHz architecture (random weights: speed does not depend on them), in
+the default precision. Measured, each as a user would run it:
+
+1. steady: one 240 s file with ``codec.encode_file`` in this process (after a warm-up);
+2. one file at a time: every --alone-every'th clip through ``codec.encode_file`` in this process;
+3. ``dacli encode CLIPS -o OUT`` (the local engine, a fresh process, start-up included);
+4. ``dacli encode --engine ray --workers 2`` on a 2-node Ray cluster on 127.0.0.1 (1 CPU each);
+5. the official CLI's loop (descript-audio-codec 1.0.0, one model, file after file) on a subset, when
+   it is installed (benchmarks/install_official.sh).
+The local and Ray outputs are compared byte for byte. Needs the ``ray`` extra.
+"""
+
+import argparse
+import glob
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from dacli import bench, codec
+from dacli.model import build
+from dacli.training.corpus import fetch
+
+ROOT = Path(__file__).resolve().parent.parent
+# package, file pattern, clips taken as they are, excerpts cut from each longer file
+SOURCES = [
+    ("klettres-data", "usr/share/klettres/**/*.ogg", 90, 0),
+    ("ktuberling-data", "usr/share/ktuberling/sounds/**/*.*", 70, 0),
+    ("qabcs-data", "usr/share/qabcs/**/*.ogg", 60, 0),
+    ("lomiri-sounds", "usr/share/sounds/lomiri/**/*.ogg", 40, 4),
+    ("frozen-bubble-data", "usr/share/games/frozen-bubble/snd/*.ogg", 10, 4),
+    ("extremetuxracer-data", "usr/share/games/etr/**/*.*", 20, 4),
+]
+MIN_S, MAX_S = 1.0, 20.0
+
+
+def build_clips(out: Path) -> list:
+    """The clip folder (built if missing) → its files."""
+    done = out / ".complete"
+    if not done.exists():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        rng = random.Random(0)
+        for package, pattern, whole, cuts in SOURCES:
+            root, _ = fetch(package)
+            files = sorted(f for f in glob.glob(str(root / pattern), recursive=True)
+                           if f.lower().endswith((".ogg", ".wav", ".flac")) and os.path.isfile(f) and not os.path.islink(f))
+            rng.shuffle(files)
+            taken = 0
+            for k, f in enumerate(files):
+                try:
+                    info = sf.info(f)
+                except RuntimeError:
+                    continue
+                if MIN_S <= info.duration <= MAX_S and taken < whole:
+                    shutil.copyfile(f, out / f"{package}_{k:04d}{Path(f).suffix.lower()}")
+                    taken += 1
+                elif info.duration > MAX_S and cuts:
+                    x, rate = sf.read(f, dtype="float32", always_2d=True)
+                    for c in range(cuts):
+                        n = int(rng.uniform(MIN_S, MAX_S) * rate)
+                        start = rng.randrange(0, len(x) - n)
+                        sf.write(out / f"{package}_{k:04d}_{c}.flac", x[start:start + n], rate, subtype="PCM_16")
+        done.write_text("ok\n")
+    return sorted(p for p in out.iterdir() if not p.name.startswith("."))
+
+
+def describe_clips(clips: list) -> dict:
+    infos = [sf.info(str(c)) for c in clips]
+    d = np.array([i.duration for i in infos])
+    return {"clips": len(clips), "seconds": float(d.sum()), "min_s": float(d.min()), "median_s": float(np.median(d)),
+            "max_s": float(d.max()), "stereo": sum(i.channels == 2 for i in infos),
+            "not_44100": sum(i.samplerate != 44100 for i in infos),
+            "rates": sorted({i.samplerate for i in infos})}
+
+
+def timed(cmd, env=None) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{r.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_run(clips_dir: Path, out: Path, checkpoint: Path, tmp: Path) -> float:
+    """A head and a worker node on 127.0.0.1, 1 CPU each; ``dacli encode --engine ray --workers 2``
+    against it; the cluster stopped → the encode's wall time."""
+    ray = str(Path(sys.executable).parent / "ray")
+    home = tmp / "ray-home"
+    home.mkdir()
+    env = dict(os.environ, HOME=str(home), RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    port = free_port()
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=200000000"]
+    try:
+        subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                       env=env, check=True, capture_output=True)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True, capture_output=True)
+        return timed([sys.executable, "-m", "dacli", "encode", str(clips_dir), "-o", str(out), "--model",
+                      str(checkpoint), "--engine", "ray", "--address", f"127.0.0.1:{port}", "--workers", "2",
+                      "--quiet"], env)
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips-dir", default=str(Path.home() / ".cache/dacli/bench-clips"))
+    ap.add_argument("--official-clips", type=int, default=40)
+    ap.add_argument("--alone-every", type=int, default=4, help="one clip in this many for the one-at-a-time pass")
+    ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
+                                                              str(Path.home() / ".cache/dacli/official/venv")))
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    res = {"machine": bench.machine()}
+    print(f"machine: {bench.describe_machine(res['machine'])}; torch threads {torch.get_num_threads()}", flush=True)
+    clips = build_clips(Path(args.clips_dir))
+    res["corpus"] = c = describe_clips(clips)
+    hours = c["seconds"] / 3600
+    print(f"corpus: {c['clips']} clips, {c['seconds'] / 60:.1f} min, {c['min_s']:.1f}-{c['max_s']:.1f} s (median "
+          f"{c['median_s']:.1f} s), {c['stereo']} stereo, {c['not_44100']} not at 44.1 kHz {c['rates']}", flush=True)
+    model = bench.make_model("44khz-8kbps", "cpu", "auto")
+    res["precision"] = model.precision
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        checkpoint = tmp / "full44.pth"
+        torch.manual_seed(0)
+        torch.save(build("44khz-8kbps").checkpoint(), checkpoint)  # the same random weights, for the CLI
+        long_file = bench.test_audio(tmp / "long.wav", 240.0, 1, ROOT / "tests/fixtures/music20s.flac")
+        codec.encode_file(model, bench.test_audio(tmp / "warm.wav", 10.0, 1), tmp / "warm.dac")
+        t = time.perf_counter()
+        codec.encode_file(model, long_file, tmp / "long.dac")
+        rates["steady"] = 240.0 / (time.perf_counter() - t)
+        print(f"steady (one 240 s file): {rates['steady']:.2f} hours per hour", flush=True)
+        t = time.perf_counter()
+        (tmp / "alone").mkdir()
+        some = clips[::args.alone_every]
+        for i, f in enumerate(some):
+            codec.encode_file(model, f, tmp / "alone" / f"{i}.dac")
+        rates["one_at_a_time"] = describe_clips(some)["seconds"] / (time.perf_counter() - t)
+        print(f"one file at a time (codec.encode_file, {len(some)} clips): {rates['one_at_a_time']:.2f} hours per hour",
+              flush=True)
+        del model
+        cli = [sys.executable, "-m", "dacli", "encode", args.clips_dir, "--model", str(checkpoint), "--quiet"]
+        rates["local"] = hours / (timed(cli + ["-o", str(tmp / "local")]) / 3600)
+        print(f"dacli encode (local engine): {rates['local']:.2f} hours per hour", flush=True)
+        rates["ray"] = hours / (ray_run(Path(args.clips_dir), tmp / "ray", checkpoint, tmp) / 3600)
+        print(f"dacli encode --engine ray (2 nodes, 2 workers): {rates['ray']:.2f} hours per hour", flush=True)
+        local, ray = sorted((tmp / "local").glob("*.dac")), sorted((tmp / "ray").glob("*.dac"))
+        same = len(local) == len(ray) == len(clips) and all(a.read_bytes() == b.read_bytes() for a, b in zip(local, ray))
+        res["ray_equals_local"] = same
+        print(f"Ray outputs byte-identical to the local engine's: {same}", flush=True)
+        py = Path(args.official_venv) / "bin" / "python"
+        if py.exists() and args.official_clips:
+            subset = clips[::max(1, len(clips) // args.official_clips)][:args.official_clips]
+            (tmp / "list.txt").write_text("\n".join(map(str, subset)) + "\n")
+            (tmp / "official").mkdir()
+            seconds = timed([str(py), str(ROOT / "benchmarks/official_phase.py"), "encode-files", str(tmp / "list.txt"),
+                             str(tmp / "official")])
+            rates["official"] = describe_clips(subset)["seconds"] / seconds
+            print(f"official CLI loop ({len(subset)} clips): {rates['official']:.2f} hours per hour", flush=True)
+        else:
+            print(f"official package not found in {args.official_venv}: skipped", flush=True)
+    res["hours_per_hour"] = rates
+    for k in ("one_at_a_time", "local", "ray", "official"):
+        if k in rates:
+            print(f"{k}: {rates[k] / rates['steady'] * 100:.0f} % of the steady rate", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
