@@ -1,7 +1,7 @@
 """Tokenizing a corpus of short real clips: hours of audio per hour, against the steady rate of one
 long file, all in one run on one machine.
 
-    python benchmarks/corpus.py [--clips-dir DIR] [--official-clips 40] [--alone-every 4] [--official-venv DIR]
+    python benchmarks/corpus.py [--clips-dir DIR] [--official-clips 15] [--alone-every 8] [--official-venv DIR]
                                 [--json OUT]
 
 The clips (>= 300, 1-20 s) come from Debian packages (speech, sound effects, ringtones, game music,
@@ -11,7 +11,9 @@ rate and channels). Built once into --clips-dir (default ~/.cache/dacli/bench-cl
 The model is the full-size 44.1 kHz architecture (random weights: speed does not depend on them), in
 the default precision. Measured, each as a user would run it:
 
-1. steady: one 240 s file with ``codec.encode_file`` in this process (after a warm-up);
+1. steady: one long file with ``codec.encode_file`` in this process (after a warm-up), mono (240 s)
+   and stereo (120 s): each run below is also given as the share of this rate, the time its clips
+   would take at the steady rate of their channel count over the time taken;
 2. one file at a time: every --alone-every'th clip through ``codec.encode_file`` in this process;
 3. ``dacli encode CLIPS -o OUT`` (the local engine, a fresh process, start-up included);
 4. ``dacli encode --engine ray --workers 2`` on a 2-node Ray cluster on 127.0.0.1 (1 CPU each);
@@ -44,12 +46,12 @@ from dacli.training.corpus import fetch
 ROOT = Path(__file__).resolve().parent.parent
 # package, file pattern, clips taken as they are, excerpts cut from each longer file
 SOURCES = [
-    ("klettres-data", "usr/share/klettres/**/*.ogg", 90, 0),
+    ("klettres-data", "usr/share/klettres/**/*.ogg", 120, 0),
     ("ktuberling-data", "usr/share/ktuberling/sounds/**/*.*", 70, 0),
     ("qabcs-data", "usr/share/qabcs/**/*.ogg", 60, 0),
-    ("lomiri-sounds", "usr/share/sounds/lomiri/**/*.ogg", 40, 4),
-    ("frozen-bubble-data", "usr/share/games/frozen-bubble/snd/*.ogg", 10, 4),
-    ("extremetuxracer-data", "usr/share/games/etr/**/*.*", 20, 4),
+    ("lomiri-sounds", "usr/share/sounds/lomiri/**/*.ogg", 20, 2),
+    ("frozen-bubble-data", "usr/share/games/frozen-bubble/snd/*.ogg", 10, 2),
+    ("extremetuxracer-data", "usr/share/games/etr/**/*.*", 20, 2),
 ]
 MIN_S, MAX_S = 1.0, 20.0
 
@@ -88,7 +90,10 @@ def build_clips(out: Path) -> list:
 def describe_clips(clips: list) -> dict:
     infos = [sf.info(str(c)) for c in clips]
     d = np.array([i.duration for i in infos])
-    return {"clips": len(clips), "seconds": float(d.sum()), "min_s": float(d.min()), "median_s": float(np.median(d)),
+    return {"clips": len(clips), "seconds": float(d.sum()),
+            "seconds_by_channels": {ch: float(sum(i.duration for i in infos if i.channels == ch))
+                                    for ch in sorted({i.channels for i in infos})},
+            "min_s": float(d.min()), "median_s": float(np.median(d)),
             "max_s": float(d.max()), "stereo": sum(i.channels == 2 for i in infos),
             "not_44100": sum(i.samplerate != 44100 for i in infos),
             "rates": sorted({i.samplerate for i in infos})}
@@ -131,8 +136,8 @@ def ray_run(clips_dir: Path, out: Path, checkpoint: Path, tmp: Path) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips-dir", default=str(Path.home() / ".cache/dacli/bench-clips"))
-    ap.add_argument("--official-clips", type=int, default=40)
-    ap.add_argument("--alone-every", type=int, default=4, help="one clip in this many for the one-at-a-time pass")
+    ap.add_argument("--official-clips", type=int, default=15)
+    ap.add_argument("--alone-every", type=int, default=8, help="one clip in this many for the one-at-a-time pass")
     ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
                                                               str(Path.home() / ".cache/dacli/official/venv")))
     ap.add_argument("--json", help="also write the results here")
@@ -146,31 +151,45 @@ def main():
           f"{c['median_s']:.1f} s), {c['stereo']} stereo, {c['not_44100']} not at 44.1 kHz {c['rates']}", flush=True)
     model = bench.make_model("44khz-8kbps", "cpu", "auto")
     res["precision"] = model.precision
-    rates = {}
+    rates, shares = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         checkpoint = tmp / "full44.pth"
         torch.manual_seed(0)
         torch.save(build("44khz-8kbps").checkpoint(), checkpoint)  # the same random weights, for the CLI
-        long_file = bench.test_audio(tmp / "long.wav", 240.0, 1, ROOT / "tests/fixtures/music20s.flac")
         codec.encode_file(model, bench.test_audio(tmp / "warm.wav", 10.0, 1), tmp / "warm.dac")
-        t = time.perf_counter()
-        codec.encode_file(model, long_file, tmp / "long.dac")
-        rates["steady"] = 240.0 / (time.perf_counter() - t)
-        print(f"steady (one 240 s file): {rates['steady']:.2f} hours per hour", flush=True)
+        steady = {}
+        for channels, seconds in ((1, 240.0), (2, 120.0)):
+            long_file = bench.test_audio(tmp / f"long{channels}.wav", seconds, channels, ROOT / "tests/fixtures/music20s.flac")
+            t = time.perf_counter()
+            codec.encode_file(model, long_file, tmp / "long.dac")
+            steady[channels] = seconds / (time.perf_counter() - t)
+            print(f"steady (one {seconds:.0f} s file, {channels} channel(s)): {steady[channels]:.2f} hours per hour",
+                  flush=True)
+        res["steady_hours_per_hour"] = steady
+
+        def share(clip_set: dict, seconds: float) -> float:
+            """The time these clips take at the steady rate of their channel count / the time taken."""
+            at_steady = sum(s / (steady[ch] if ch in steady else steady[1] / ch)
+                            for ch, s in clip_set["seconds_by_channels"].items())
+            return at_steady / seconds
         t = time.perf_counter()
         (tmp / "alone").mkdir()
         some = clips[::args.alone_every]
         for i, f in enumerate(some):
             codec.encode_file(model, f, tmp / "alone" / f"{i}.dac")
-        rates["one_at_a_time"] = describe_clips(some)["seconds"] / (time.perf_counter() - t)
+        t = time.perf_counter() - t
+        rates["one_at_a_time"] = describe_clips(some)["seconds"] / t
+        shares["one_at_a_time"] = share(describe_clips(some), t)
         print(f"one file at a time (codec.encode_file, {len(some)} clips): {rates['one_at_a_time']:.2f} hours per hour",
               flush=True)
         del model
         cli = [sys.executable, "-m", "dacli", "encode", args.clips_dir, "--model", str(checkpoint), "--quiet"]
-        rates["local"] = hours / (timed(cli + ["-o", str(tmp / "local")]) / 3600)
+        t = timed(cli + ["-o", str(tmp / "local")])
+        rates["local"], shares["local"] = hours / (t / 3600), share(c, t)
         print(f"dacli encode (local engine): {rates['local']:.2f} hours per hour", flush=True)
-        rates["ray"] = hours / (ray_run(Path(args.clips_dir), tmp / "ray", checkpoint, tmp) / 3600)
+        t = ray_run(Path(args.clips_dir), tmp / "ray", checkpoint, tmp)
+        rates["ray"], shares["ray"] = hours / (t / 3600), share(c, t)
         print(f"dacli encode --engine ray (2 nodes, 2 workers): {rates['ray']:.2f} hours per hour", flush=True)
         local, ray = sorted((tmp / "local").glob("*.dac")), sorted((tmp / "ray").glob("*.dac"))
         same = len(local) == len(ray) == len(clips) and all(a.read_bytes() == b.read_bytes() for a, b in zip(local, ray))
@@ -184,13 +203,14 @@ def main():
             seconds = timed([str(py), str(ROOT / "benchmarks/official_phase.py"), "encode-files", str(tmp / "list.txt"),
                              str(tmp / "official")])
             rates["official"] = describe_clips(subset)["seconds"] / seconds
+            shares["official"] = share(describe_clips(subset), seconds)
             print(f"official CLI loop ({len(subset)} clips): {rates['official']:.2f} hours per hour", flush=True)
         else:
             print(f"official package not found in {args.official_venv}: skipped", flush=True)
-    res["hours_per_hour"] = rates
-    for k in ("one_at_a_time", "local", "ray", "official"):
-        if k in rates:
-            print(f"{k}: {rates[k] / rates['steady'] * 100:.0f} % of the steady rate", flush=True)
+    res["hours_per_hour"], res["share_of_steady"] = rates, shares
+    for k in shares:
+        print(f"{k}: {rates[k]:.2f} hours of audio per hour, {shares[k] * 100:.0f} % of dacli's steady rate "
+              f"(the time its clips take at the steady rate of their channel count / the time taken)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
 

@@ -210,10 +210,11 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[...,
         raise DacliError("no input files found (or none in this --shard)")
     rep = Reporter(quiet, len(pairs))
     rows: List[Row] = []
-    started = time.monotonic()
+    started, audio = time.monotonic(), [0.0]
 
     def record(i, status, reason="", seconds=0.0):
         src, dst = pairs[i]
+        audio[0] += seconds
         rows.append({"src": str(src), "dst": str(dst), "status": status, "reason": reason, "seconds": seconds,
                      "worker": WORKER})
         if status == SKIPPED:
@@ -228,7 +229,7 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[...,
 
     try:
         for i, (src, dst) in enumerate(pairs):
-            rep.files.set_description(str(src.name)[-30:])
+            rep.files.set_description(str(src.name)[-30:] + (f" ({audio[0] / 3600:.2f} h of audio done)" if audio[0] else ""))
             if already_done(dst, overwrite):
                 record(i, SKIPPED, f"{dst} (exists; --overwrite to replace)")
                 continue

@@ -168,21 +168,24 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
 
         files = packing.FilesEncoder(model, n, chunk_seconds, bandwidth)
 
+        def done(outcomes):
+            return [(key, err, head.duration if head else 0.0) for key, head, err in outcomes]
+
         def work(i, src, dst, rep):
-            bar, tick = rep.seconds(src.name, codec.seconds(src))
+            seconds = codec.seconds(src)
+            if seconds <= packing.PACK_SECONDS:  # packed: the bar over files follows it
+                return done(files.submit(i, src, dst))
+            bar, tick = rep.seconds(src.name, seconds)  # encoded on its own, with a bar of its own
             try:
-                return [(key, err, head.duration if head else 0.0) for key, head, err in files.submit(i, src, dst, tick)]
+                return done(files.submit(i, src, dst, tick))
             finally:
                 bar.close()
-
-        def finish():
-            return [(key, err, head.duration if head else 0.0) for key, head, err in files.finish()]
 
         def report(rows, seconds):  # into the output folder, when there is one
             batch.write_report(rows, output, model.precision, seconds, quiet)
 
         into_folder = output not in (None, STDIO) and not (len(pairs) == 1 and pairs[0][1] == output)
-        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded", finish,
+        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded", lambda: done(files.finish()),
                                     report if into_folder else None))
 
 

@@ -13,6 +13,7 @@ folder. Ray is imported only here, and only for this engine.
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import sys
@@ -172,9 +173,13 @@ def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo) // FILES_PER_TASK))
+    # at most FILES_PER_TASK files per call, and at least two calls per worker while there are files for them;
+    # the largest files first, so that the last calls, whose workers finish alone, are the shortest
+    todo = sorted(todo, key=lambda item: -_size(item["src"]))
+    blocks = max(min(len(todo), 2 * workers), math.ceil(len(todo) / FILES_PER_TASK))
+    ds = ray.data.from_items(todo, override_num_blocks=blocks)
     env = {"GOMP_SPINCOUNT": "1000", "OMP_NUM_THREADS": str(threads), **RAY_ENV}
-    results = ds.map_batches(_encoder_for(settings), batch_size=FILES_PER_TASK,
+    results = ds.map_batches(_encoder_for(settings), batch_size=math.ceil(len(todo) / blocks),
                              compute=ActorPoolStrategy(size=workers), num_cpus=threads, num_gpus=gpus or None,
                              max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS, runtime_env={"env_vars": env})
     rows = []
@@ -192,6 +197,13 @@ def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus
         finally:
             bar.close()
     return rows
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 @contextlib.contextmanager

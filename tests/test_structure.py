@@ -137,13 +137,15 @@ def test_public_api_is_annotated():
     """Every parameter and the return of the public API carry a type (mypy checks them: make lint)."""
     import inspect
 
-    from dacli import codec, container, legacy, registry
+    from dacli import codec, container, legacy, packing, registry
     from dacli.model import DAC
     api = [registry.load_model, registry.model_for_file, registry.models, registry.download, registry.locate,
            registry.bundled_versions, registry.cache_dir, DAC.encode, DAC.decode, DAC.kbps, DAC.n_codebooks_for_kbps,
            codec.encode_file, codec.decode_file, codec.encode_array, codec.decode_array, codec.describe_file,
            container.read, container.write, container.read_header, container.read_codes, container.describe,
-           legacy.read, legacy.decode, legacy.decode_file]
+           legacy.read, legacy.decode, legacy.decode_file, codec.plan_file, codec.model_input, codec.encode_planned,
+           packing.FilesEncoder.__init__, packing.FilesEncoder.submit, packing.FilesEncoder.finish, packing.Packer.add,
+           packing.Packer.flush, packing.gap_frames, packing.masked, packing.windows]
     for f in api:
         sig = inspect.signature(f)
         missing = [n for n, p in sig.parameters.items() if n != "self" and p.annotation is inspect.Parameter.empty]
