@@ -1,8 +1,8 @@
 """Tokenizing a corpus of short real clips: hours of audio per hour, against the steady rate of one
 long file, all in one run on one machine.
 
-    python benchmarks/corpus.py [--clips-dir DIR] [--official-clips 15] [--alone-every 8] [--official-venv DIR]
-                                [--json OUT]
+    python benchmarks/corpus.py [--runs alone local ray official] [--clips-dir DIR] [--official-clips 15]
+                                [--alone-every 8] [--official-venv DIR] [--json OUT]
 
 The clips (>= 300, 1-20 s) come from Debian packages (speech, sound effects, ringtones, game music,
 fetched with ``apt-get download`` as ``make corpus`` does): files of 1-20 s as they are (Ogg Vorbis,
@@ -16,7 +16,8 @@ the default precision. Measured, each as a user would run it:
    would take at the steady rate of their channel count over the time taken;
 2. one file at a time: every --alone-every'th clip through ``codec.encode_file`` in this process;
 3. ``dacli encode CLIPS -o OUT`` (the local engine, a fresh process, start-up included);
-4. ``dacli encode --engine ray --workers 2`` on a 2-node Ray cluster on 127.0.0.1 (1 CPU each);
+4. ``dacli encode --engine ray --workers 2`` on a 2-node Ray cluster on 127.0.0.1 (1 CPU each,
+   ``ray.cluster_utils``);
 5. the official CLI's loop (descript-audio-codec 1.0.0, one model, file after file) on a subset, when
    it is installed (benchmarks/install_official.sh).
 The local and Ray outputs are compared byte for byte. Needs the ``ray`` extra.
@@ -28,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +54,7 @@ SOURCES = [
     ("extremetuxracer-data", "usr/share/games/etr/**/*.*", 20, 2),
 ]
 MIN_S, MAX_S = 1.0, 20.0
+RUNS = ["alone", "local", "ray", "official"]  # besides the steady rate, always measured
 
 
 def build_clips(out: Path) -> list:
@@ -107,30 +108,31 @@ def timed(cmd, env=None) -> float:
     return time.perf_counter() - t
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ray_run(clips_dir: Path, out: Path, checkpoint: Path, tmp: Path) -> float:
-    """A head and a worker node on 127.0.0.1, 1 CPU each; ``dacli encode --engine ray --workers 2``
-    against it; the cluster stopped → the encode's wall time."""
-    ray = str(Path(sys.executable).parent / "ray")
+    """A local 2-node Ray cluster on 127.0.0.1 (a head and one more node, 1 CPU each, small object
+    stores, a home folder of its own); ``dacli encode --engine ray --workers 2`` against it; the
+    cluster shut down → the encode's wall time."""
     home = tmp / "ray-home"
     home.mkdir()
-    env = dict(os.environ, HOME=str(home), RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    port = free_port()
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=200000000"]
+    env = {"HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from ray.cluster_utils import Cluster
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, node_ip_address="127.0.0.1",
+                                                                object_store_memory=200 << 20, include_dashboard=False))
     try:
-        subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       env=env, check=True, capture_output=True)
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *common], env=env, check=True, capture_output=True)
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=200 << 20)
+        cluster.wait_for_nodes()
         return timed([sys.executable, "-m", "dacli", "encode", str(clips_dir), "-o", str(out), "--model",
-                      str(checkpoint), "--engine", "ray", "--address", f"127.0.0.1:{port}", "--workers", "2",
-                      "--quiet"], env)
+                      str(checkpoint), "--engine", "ray", "--address", cluster.address, "--workers", "2",
+                      "--quiet"], dict(os.environ))
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        cluster.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def main():
@@ -140,6 +142,7 @@ def main():
     ap.add_argument("--alone-every", type=int, default=8, help="one clip in this many for the one-at-a-time pass")
     ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
                                                               str(Path.home() / ".cache/dacli/official/venv")))
+    ap.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS, help="what to measure (default: all)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     res = {"machine": bench.machine()}
@@ -175,28 +178,35 @@ def main():
             return at_steady / seconds
         t = time.perf_counter()
         (tmp / "alone").mkdir()
-        some = clips[::args.alone_every]
+        some = clips[::args.alone_every] if "alone" in args.runs else []
         for i, f in enumerate(some):
             codec.encode_file(model, f, tmp / "alone" / f"{i}.dac")
         t = time.perf_counter() - t
-        rates["one_at_a_time"] = describe_clips(some)["seconds"] / t
-        shares["one_at_a_time"] = share(describe_clips(some), t)
-        print(f"one file at a time (codec.encode_file, {len(some)} clips): {rates['one_at_a_time']:.2f} hours per hour",
-              flush=True)
+        if some:
+            rates["one_at_a_time"] = describe_clips(some)["seconds"] / t
+            shares["one_at_a_time"] = share(describe_clips(some), t)
+            print(f"one file at a time (codec.encode_file, {len(some)} clips): {rates['one_at_a_time']:.2f} "
+                  "hours per hour", flush=True)
         del model
         cli = [sys.executable, "-m", "dacli", "encode", args.clips_dir, "--model", str(checkpoint), "--quiet"]
-        t = timed(cli + ["-o", str(tmp / "local")])
-        rates["local"], shares["local"] = hours / (t / 3600), share(c, t)
-        print(f"dacli encode (local engine): {rates['local']:.2f} hours per hour", flush=True)
-        t = ray_run(Path(args.clips_dir), tmp / "ray", checkpoint, tmp)
-        rates["ray"], shares["ray"] = hours / (t / 3600), share(c, t)
-        print(f"dacli encode --engine ray (2 nodes, 2 workers): {rates['ray']:.2f} hours per hour", flush=True)
-        local, ray = sorted((tmp / "local").glob("*.dac")), sorted((tmp / "ray").glob("*.dac"))
-        same = len(local) == len(ray) == len(clips) and all(a.read_bytes() == b.read_bytes() for a, b in zip(local, ray))
-        res["ray_equals_local"] = same
-        print(f"Ray outputs byte-identical to the local engine's: {same}", flush=True)
+        if "local" in args.runs:
+            t = timed(cli + ["-o", str(tmp / "local")])
+            rates["local"], shares["local"] = hours / (t / 3600), share(c, t)
+            print(f"dacli encode (local engine): {rates['local']:.2f} hours per hour", flush=True)
+        if "ray" in args.runs:
+            t = ray_run(Path(args.clips_dir), tmp / "ray", checkpoint, tmp)
+            rates["ray"], shares["ray"] = hours / (t / 3600), share(c, t)
+            print(f"dacli encode --engine ray (2 nodes, 2 workers): {rates['ray']:.2f} hours per hour", flush=True)
+        if "local" in args.runs and "ray" in args.runs:
+            local, ray = sorted((tmp / "local").glob("*.dac")), sorted((tmp / "ray").glob("*.dac"))
+            same = len(local) == len(ray) == len(clips) and all(a.read_bytes() == b.read_bytes()
+                                                                for a, b in zip(local, ray))
+            res["ray_equals_local"] = same
+            print(f"Ray outputs byte-identical to the local engine's: {same}", flush=True)
         py = Path(args.official_venv) / "bin" / "python"
-        if py.exists() and args.official_clips:
+        if "official" not in args.runs:
+            pass
+        elif py.exists() and args.official_clips:
             subset = clips[::max(1, len(clips) // args.official_clips)][:args.official_clips]
             (tmp / "list.txt").write_text("\n".join(map(str, subset)) + "\n")
             (tmp / "official").mkdir()
