@@ -4,11 +4,12 @@ The driver lists the inputs and names the outputs as the local batch does (:mod:
 collision-safe names, ``--shard``), settles what is already there (skipped unless ``overwrite``) and
 the precision (``auto`` resolved once, here, for the whole run), and hands the rest to Ray Data: an
 actor pool through ``map_batches``, one model per worker, workers on every node. Each worker encodes
-its files with :func:`dacli.codec.encode_file` (the same atomic writer: an output exists only when
-complete) and returns one row per file. A worker that dies, or a node that leaves, has its files
+the files of a call with :class:`dacli.packing.FilesEncoder`, as the local engine does (their windows
+packed together; the same atomic writer: an output exists only when complete), and returns one row
+per file. A worker that dies, or a node that leaves, has its files
 retried elsewhere; a file whose output a dead worker already completed is not encoded again. The
-driver prints progress and a summary and writes a report (TSV, one row per input) into the output
-folder. Ray is imported only here, and only for this engine.
+driver prints progress and a summary and writes the run's report (:func:`dacli.batch.write_report`)
+into the output folder. Ray is imported only here, and only for this engine.
 """
 
 import contextlib
