@@ -54,6 +54,15 @@ def window_frames(model: "DAC", chunk_seconds: Optional[float], default: float) 
     return max(1, int(round(chunk_seconds * model.sample_rate / model.hop_length)))
 
 
+def windows(frames: int, width: int, context: int, start: int = 0) -> Iterator[Tuple[int, int, int, int]]:
+    """The overlap-save windows of a signal of ``frames`` frames, from frame ``start`` on: (first kept
+    frame s, frames kept w, first frame computed a, end b), ``width`` frames kept per window and up to
+    ``context`` frames on each side."""
+    for s in range(start, frames, width):
+        w = min(width, frames - s)
+        yield s, w, max(0, s - context), min(frames, s + w + context)
+
+
 def default_batch(device) -> int:
     """Rows (channel windows) per forward pass: one on CPU, where batching does not speed convolutions
     up but multiplies activation memory (measured, full-size 44.1 kHz model, stereo: batch 2 peaks at
@@ -115,9 +124,7 @@ class WindowEncoder:
         import torch
         ready = []  # (first frame, frames kept, offset of the first kept frame, audio (channels, 1, n))
         nxt = self.next
-        while nxt < self.frames:
-            s, w = nxt, min(self.W, self.frames - nxt)
-            a, b = max(0, s - self.C), min(self.frames, s + w + self.C)
+        for s, w, a, b in windows(self.frames, self.W, self.C, self.next):
             if b * self.hop > self.received:
                 break
             seg = self.buf[:, a * self.hop - self.buf_start:b * self.hop - self.buf_start]
@@ -146,16 +153,14 @@ def decode_windows(model: "DAC", codes: np.ndarray, chunk_seconds: Optional[floa
     W, C = window_frames(model, chunk_seconds, DECODE_CHUNK_SECONDS), decoder_context(model)
     batch = batch or default_batch(model.device)
     per_call = max(1, batch // max(1, channels))  # windows per forward pass
-    starts = list(range(0, frames, W))
-    for g in range(0, len(starts), per_call):
-        windows, keeps = [], []
-        for s in starts[g:g + per_call]:
-            w = min(W, frames - s)
-            a, b = max(0, s - C), min(frames, s + w + C)
-            windows.append(all_codes[:, :, a:b].long())
+    plan = list(windows(frames, W, C))
+    for g in range(0, len(plan), per_call):
+        codes_in, keeps = [], []
+        for s, w, a, b in plan[g:g + per_call]:
+            codes_in.append(all_codes[:, :, a:b].long())
             keeps.append((s - a, s - a + w))
         ys = _batched(lambda c, keep: model.decode_batch(c.to(model.device), keep)[:, 0].float().cpu(),
-                      windows, batch, keeps)
+                      codes_in, batch, keeps)
         yield from (y.numpy() for y in ys)
 
 

@@ -34,14 +34,6 @@ SPARE_ROWS = 8  # rows kept open beyond a call's worth, so that a window finds r
 # clips of 1-20 s: rows 93.5 % full with 3, 94.7 % with 8, 95.1 % with 16)
 
 
-def windows(frames: int, width: int, context: int) -> Iterator[Tuple[int, int, int, int]]:
-    """The overlap-save windows of a signal of ``frames`` frames: (first kept frame s, frames kept w,
-    first frame encoded a, end b), ``width`` frames kept per window and up to ``context`` on each side."""
-    for s in range(0, frames, width):
-        w = min(width, frames - s)
-        yield s, w, max(0, s - context), min(frames, s + w + context)
-
-
 def gap_frames(model: "DAC") -> int:
     """Frames of zeros between two windows of a row: the farthest any single convolution of the
     encoder reads beyond the output position it computes, on either side, in frames."""
@@ -125,7 +117,7 @@ class Packer:
         frames = math.ceil(n / self.hop)
         padded = np.zeros((channels, frames * self.hop), np.float32)  # a one-pass encode pads so too
         padded[:, :n] = x
-        plan = list(windows(frames, self.width, self.context))
+        plan = list(codec.windows(frames, self.width, self.context))
         self.pending[key] = _Pending(np.zeros((channels, self.n_codebooks, frames), np.int32), len(plan) * channels)
         done = [(key, self.pending.pop(key).codes)] if not plan else []
         for s, w, a, b in plan:

@@ -56,7 +56,7 @@ def test_fp32_codes_equal_each_file_encoded_alone():
     files = clips(model)
     alone = [codec.encode_array(model, f) for f in files]
     got, p = packed(model, files, range(len(files)))
-    pieces = sum(f.shape[0] * len(list(packing.windows(math.ceil(f.shape[1] / model.hop_length), 172, 9)))
+    pieces = sum(f.shape[0] * len(list(codec.windows(math.ceil(f.shape[1] / model.hop_length), 172, 9)))
                  for f in files)
     assert p.calls < pieces * 0.8  # rows were shared
     for i, f in enumerate(files):
