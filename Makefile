@@ -1,10 +1,10 @@
-# make install: create .venv with the CPU torch and dacli (editable; compiles the fused Snake kernel, dacli/_snake.c). make test: run the test suite.
+# make install: create .venv with the CPU torch and dacli (editable; compiles the fused Snake kernel, dacli/_snake.c). make test: the whole test suite; make test-quick: all but the slow system tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean corpus eval-deps train train-stop fuzz slurm-check
+.PHONY: install test test-quick lint clean corpus eval-deps train train-stop fuzz slurm-check
 
 install: $(STAMP)
 
@@ -21,8 +21,14 @@ eval-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends ffmpeg; \
 	  else sudo apt-get update -q && sudo apt-get install -y -q --no-install-recommends ffmpeg; fi; }
 
+# every test; none is skipped
 test: install eval-deps
 	$(BIN)/python -m pytest -q
+
+# the loop between edits: everything but the system tests marked slow (the wheel, Ray clusters, the
+# fuzzer, memory in fresh processes), a few minutes on 2 cores
+test-quick: install eval-deps
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # ruff (pyflakes and pycodestyle rules, pyproject.toml) on everything; mypy on the public modules (setup.cfg)
 lint: install
@@ -49,9 +55,9 @@ corpus: install
 # the run folder's full state when this machine has one, else from the run's committed checkpoint
 # (weights/run/latest.pth and the training state beside it, latest.train.pt; the bundled weights when
 # there is none), or from this run's last export if that is further;
-# builds the training corpus first if it is missing or was built from an older definition. GOMP_SPINCOUNT=1000: the run shares the two cores
-# with whatever else is going on, and torch's OpenMP threads spinning at barriers while their partner
-# is descheduled made steps take 20-60 s instead of 4 s (measured while tests and a fuzzer ran).
+# builds the training corpus first if it is missing or was built from an older definition. GOMP_SPINCOUNT=1000: on a machine with
+# other load, torch's OpenMP threads spinning at barriers while their partner is descheduled made steps
+# take 20-60 s instead of 4 s (2 cores, measured while tests and a fuzzer ran).
 RUN := data/runs/bundled
 # the run's own committed checkpoint (weights/run/) when there is one, else the bundled weights
 WEIGHTS := $(firstword $(wildcard weights/run/latest.pth) weights/dacli_44khz_7.75kbps.pth)

@@ -9,9 +9,9 @@ them) and 60 s of real music (tests/fixtures/music20s.flac looped):
 2. the CPU's fp32 codes decoded on the GPU against decoded on the CPU: SNR in dB;
 3. peak CUDA memory of a file-to-file encode and decode of 1 and of 10 minutes (it must not grow
    with the length);
-4. hours of audio per hour of encoding and decoding for several batch sizes (windows per forward pass);
-   and for 60 short clips (1-10 s) packed into shared rows (``dacli.packing``), with the share of
-   their fp32 codes equal to each clip encoded alone on the same GPU;
+4. hours of audio per hour of encoding and decoding for several numbers of rows per call (windows per
+   forward pass); and for 60 short clips (1-10 s) packed into shared rows (``dacli.windows.Packer``),
+   with the share of their fp32 codes equal to each clip encoded alone (one pass) on the same GPU;
 5. the official descript-audio-codec on the same GPU in the same run, where it is installed
    (``pip install descript-audio-codec``): its compress and decompress of the same 60 s.
 
@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from dacli import bench, codec, packing
+from dacli import bench, codec, windows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,13 +56,13 @@ def music(seconds, rate=44100):
 
 def correctness(name, device, x, out):
     cpu = bench.make_model(name, "cpu", "fp32")
-    ref = codec.encode_array(cpu, x[None])
-    ref_audio = codec.decode_array(cpu, ref)
+    ref = windows.encode_array(cpu, x[None])
+    ref_audio = windows.decode_array(cpu, ref)
     for precision in ("fp32", "auto"):
         gpu = bench.make_model(name, device, precision)
-        codes = codec.encode_array(gpu, x[None])
+        codes = windows.encode_array(gpu, x[None])
         out[f"codes_equal_pct_{gpu.precision}"] = float(100 * (codes == ref).mean())
-        y = codec.decode_array(gpu, ref)
+        y = windows.decode_array(gpu, ref)
         noise = float(((y - ref_audio) ** 2).mean())
         out[f"decoded_snr_db_{gpu.precision}"] = float(10 * np.log10((ref_audio ** 2).mean() / max(noise, 1e-30)))
         print(f"{gpu.precision}: codes {out[f'codes_equal_pct_{gpu.precision}']:.3f} % equal to CPU fp32; "
@@ -88,18 +88,20 @@ def memory(name, device, out, tmp):
 def throughput(name, device, x, out, batches):
     model = bench.make_model(name, device, "auto")
     seconds = len(x) / 44100
-    codes = codec.encode_array(model, x[None])
+    codes = windows.encode_array(model, x[None])
     rows = []
     for batch in batches:
         for _ in range(2):  # the first pass sets the shapes up; the second is timed
             sync(device)
             t = time.perf_counter()
-            enc = codec.WindowEncoder(model, 1, len(x), None, batch=batch)
-            enc.feed(x[None], last=True)
+            enc = windows.Packer(model, model.n_codebooks,
+                                 windows.window_frames(model, None, windows.ENCODE_WINDOW_SECONDS), batch)
+            enc.add(0, x[None])
+            enc.flush()
             sync(device)
             t_enc = time.perf_counter() - t
             t = time.perf_counter()
-            for _y in codec.decode_windows(model, codes, batch=batch):
+            for _y in windows.decode_windows(model, codes, rows=batch):
                 pass
             sync(device)
             t_dec = time.perf_counter() - t
@@ -122,11 +124,11 @@ def packed(name, device, x, out, batches):
     rows = []
     for precision in ("fp32", "auto"):
         model = bench.make_model(name, device, precision)
-        alone = [codec.encode_array(model, c) for c in clips] if precision == "fp32" else None
-        width = codec.window_frames(model, None, codec.ENCODE_CHUNK_SECONDS)
+        alone = [model.encode(c).numpy() for c in clips] if precision == "fp32" else None
+        width = windows.window_frames(model, None, windows.ENCODE_WINDOW_SECONDS)
         for batch in batches:
             for _ in range(2):  # the first pass sets the shape up; the second is timed
-                p = packing.Packer(model, model.n_codebooks, width, batch)
+                p = windows.Packer(model, model.n_codebooks, width, batch)
                 sync(device)
                 t = time.perf_counter()
                 got = {}

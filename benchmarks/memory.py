@@ -24,12 +24,12 @@ def main():
     ap.add_argument("--minutes", type=float, nargs="+", default=[1.0, 1.0, 1.0, 60.0])
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--chunk-seconds", type=float, default=None)
+    ap.add_argument("--window-seconds", type=float, default=None)
     ap.add_argument("--source", default=str(ROOT / "tests" / "fixtures" / "music20s.flac"))
     args = ap.parse_args()
     kw = {"precision": args.precision, "device": "cpu"}
-    if args.chunk_seconds:
-        kw["chunk_seconds"] = args.chunk_seconds
+    if args.window_seconds:
+        kw["window_seconds"] = args.window_seconds
     print(f"machine: {bench.describe_machine(bench.machine())}", flush=True)
     runs = []  # (minutes, encode peak, decode peak)
     for minutes in args.minutes:

@@ -31,7 +31,7 @@ def window_dependence(model, src, tmp):
     as a float) between 1 s and 7 s encode windows."""
     out = {}
     for w in (1.0, 7.0):
-        codec.encode_file(model, src, tmp / f"{w}.dac", chunk_seconds=w)
+        codec.encode_file(model, src, tmp / f"{w}.dac", window_seconds=w)
         codec.decode_file(model, tmp / f"{w}.dac", tmp / f"{w}.wav")
         out[w] = (codec.container.read(tmp / f"{w}.dac")[1], sf.read(tmp / f"{w}.wav", dtype="int16")[0])
     (ca, ya), (cb, yb) = out[1.0], out[7.0]

@@ -8,7 +8,7 @@ is installed in its own venv (benchmarks/install_official.sh), for the official
 compress/decompress with its CLI's 5 s window. Prints real-time factors, the dacli/official ratios,
 peak RSS and GFLOP/s, and for mixed and bf16 the SNR against the fp32 decode and the share of codes
 equal to fp32's.
-Stop other work on the machine first (e.g. kill -STOP a training run).
+Run it on an idle machine: other load changes the figures.
 """
 
 import argparse
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from dacli import bench, codec
+from dacli import bench, windows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,11 +44,11 @@ def quality_vs_fp32(source, precision, seconds=10.0):
     x, sr = sf.read(str(source), dtype="float32")
     x = x[:int(seconds * sr)][None]
     m = bench.make_model("44khz-8kbps", "cpu", "fp32")
-    c32 = codec.encode_array(m, x)
-    y32 = codec.decode_array(m, c32)
+    c32 = windows.encode_array(m, x)
+    y32 = windows.decode_array(m, c32)
     m = bench.make_model("44khz-8kbps", "cpu", precision)  # the same random weights (seed 0)
-    c16 = codec.encode_array(m, x)
-    y16 = codec.decode_array(m, c32)
+    c16 = windows.encode_array(m, x)
+    y16 = windows.decode_array(m, c32)
     snr = 10 * np.log10((y32 ** 2).sum() / ((y32 - y16) ** 2).sum())
     return float(snr), float((c16 == c32).mean())
 

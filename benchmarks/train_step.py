@@ -10,7 +10,7 @@ step after two warm-up steps each; prints the median seconds and steps per hour,
 the first variant's step on the same batch, and each step's time, and with ``--profile`` the torch
 profiler's self time grouped into the parts of the step: convolutions, Snake, STFT/FFT and mel,
 weight norm, the optimisers, everything else.
-Pause the background training run first (``kill -STOP``): the machine has two cores.
+Run it on an idle machine: other load (a training run, tests) changes the figures.
 """
 
 import os
@@ -67,7 +67,7 @@ def time_variants(variants, cfg, batches, profile):
     """Seconds of each timed step of each variant, and the profiler's self time per op when
     ``profile``. After two warm-up steps each, the variants take turns step by step, in order and
     then in reverse (A B C, C B A, ...), on the same batches, so that the machine's drifts in speed
-    (other guests, clocks: ±20 % from one minute to the next on the 2-core machines) touch them all
+    (other load, clocks: ±20 % from one minute to the next on a 2-core machine) touch them all
     alike; ratios are taken step by step (:func:`paired_ratio`). oneDNN's kernel cache is enlarged
     (ONEDNN_PRIMITIVE_CACHE_CAPACITY, set before torch loads) so that it holds every variant's."""
     trainers = {v: make_trainer(v, cfg) for v in variants}

@@ -6,13 +6,16 @@ Python API::
     model = dacli.load_model()            # bundled model; or "44khz-8kbps", or a .pth path
     codes = model.encode(audio)           # (channels, samples) at model.sample_rate → (channels, n, frames)
     audio = model.decode(codes)           # → (channels, samples)
-    codes, header = dacli.read_codes("x.dac")   # int16 (channels, codebooks, frames); no model, no torch
+    codes, header = dacli.read_codes("x.dac")   # (channels, codebooks, frames); no model, no torch
+    dacli.tune_process()                  # optional, first: the process settings the command line uses
+
+Codes are int32 (channels, codebooks, frames) everywhere (:mod:`dacli.codes`).
 """
 
 from .errors import DacliError
 
 __version__ = "0.1.0"
-__all__ = ["DAC", "DacliError", "PRESETS", "load_model", "read_codes", "__version__"]
+__all__ = ["DAC", "DacliError", "PRESETS", "load_model", "read_codes", "tune_process", "__version__"]
 
 
 def __getattr__(name):
@@ -27,4 +30,7 @@ def __getattr__(name):
     if name == "read_codes":
         from .container import read_codes
         return read_codes
+    if name == "tune_process":
+        from .runtime.process import tune_process
+        return tune_process
     raise AttributeError(f"module 'dacli' has no attribute {name!r}")

@@ -63,12 +63,18 @@ class LoudnessMeter:
         self.energies = []   # per full block: mean square per channel
         self.length = 0
 
+    @staticmethod
+    def load() -> Any:
+        """scipy.signal, imported on first use: the command line's light commands never measure
+        loudness. An encoder calls this before its first file."""
+        import scipy.signal
+        return scipy.signal
+
     def feed(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float64).reshape(-1, self.channels)
         if not len(x):
             return
-        import scipy.signal  # on use: the command line's light commands never measure loudness
-        y, self.zi = scipy.signal.sosfilt(self.sos, x, axis=0, zi=self.zi)
+        y, self.zi = self.load().sosfilt(self.sos, x, axis=0, zi=self.zi)
         self.length += len(x)
         self.buf = np.concatenate([self.buf, y])
         n = (len(self.buf) - self.block) // self.step + 1 if len(self.buf) >= self.block else 0

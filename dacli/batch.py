@@ -6,20 +6,19 @@ a terminal, plain lines in a log)."""
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .errors import DacliError
-from .fileio import AUDIO_IN, atomic_output, os_reason, remove_stale_parts, shard
+from .fileio import AUDIO_IN, atomic_output, remove_stale_parts, shard
+from .outcome import FAILED, INPUT_ERRORS, OK, SKIPPED, Outcome
 
 DAC_EXTS = {".dac"}
 STDIO = Path("-")
 REPORT_PREFIX = "dacli-report-"  # a run's report in its output folder
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as a report names it
 PIPE_BUFFER = 1 << 20  # bytes per read when copying stdin or stdout: few system calls, little memory
 
 Pair = Tuple[Path, Path]          # (input, output)
@@ -78,8 +77,9 @@ class Reporter:
         self.quiet = quiet
         self.files = progress(total=total, unit="file", disable=quiet or total < 2, position=0)
 
-    def seconds(self, name, total: float):
-        """A bar over the seconds of audio of one file, and the function that advances it."""
+    def audio_bar(self, name, total: float):
+        """A bar over the seconds of audio of one file (shown from 20 s on), and the function that
+        advances it."""
         bar = progress(total=round(total, 1), unit="s", desc=str(name)[-40:], leave=False,
                        disable=self.quiet or total < 20, position=1,
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
@@ -171,9 +171,6 @@ def pipes(inputs: Sequence[Path], output: Optional[Path], in_name: str, out_name
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-OK, SKIPPED, FAILED = "ok", "skipped", "failed"
-
-
 def already_done(dst: Path, overwrite: bool) -> bool:
     """Whether ``dst`` exists and stays (no ``overwrite``): an output exists only once complete. The
     temporary files that killed writers left for it are removed (written outputs get this from
@@ -184,88 +181,73 @@ def already_done(dst: Path, overwrite: bool) -> bool:
     return True
 
 
-def failure(src: Path, e: Exception) -> str:
-    """The one-line reason a file failed: user-facing errors as they are, environment errors (full
-    disk, permissions) with the file they concern, anything else as unexpected."""
-    if isinstance(e, DacliError):
-        return str(e)
-    if isinstance(e, OSError):
-        return f"{e.filename or src}: {os_reason(e)}"
-    return f"{src}: unexpected {type(e).__name__}: {e}"
+Work = Callable[[Path, Path, "Reporter"], Optional[Iterable[Outcome]]]
 
 
-Done = Tuple[int, Optional[Exception], float]  # (index of a pair, its error or None, seconds of audio)
-Row = Dict[str, Any]  # a line of the report: src, dst, status, reason, seconds, worker
-
-
-def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Callable[..., Optional[Iterable[Done]]],
-        verb: str, finish: Optional[Callable[[], Iterable[Done]]] = None, report: Optional[Callable] = None) -> int:
-    """Run ``work(i, src, dst, reporter)`` on each pair not already done (skipped unless ``overwrite``);
-    one bad file does not stop the rest. ``work`` returns None when pair ``i`` is done, or the
-    :data:`Done` of the pairs it completed (the others it completes in a later call or in
-    ``finish()``); raising fails pair ``i``. ``BrokenPipeError`` (the reader of stdout went away) and
-    interrupts propagate. Ends with a summary, and ``report(rows)`` with one row per pair; returns the
-    number of failed files."""
+def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: str,
+        finish: Optional[Callable[[], Iterable[Outcome]]] = None,
+        report: Optional[Callable[[List[Outcome], float], None]] = None) -> int:
+    """Run ``work(src, dst, reporter)`` on each pair not already done (skipped unless ``overwrite``);
+    one bad file does not stop the rest. ``work`` returns None when its pair is done, or the outcomes
+    of the files it completed (the others it completes in a later call or in ``finish()``); raising
+    one of :data:`~dacli.outcome.INPUT_ERRORS` fails its pair, anything else (a bug, an interrupt, the
+    reader of stdout gone) stops the run. Ends with a summary, and ``report(outcomes, seconds)`` with
+    one outcome per pair; returns the number of failed files."""
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
     rep = Reporter(quiet, len(pairs))
-    rows: List[Row] = []
+    outcomes: List[Outcome] = []
     started, audio = time.monotonic(), [0.0]
 
-    def record(i, status, reason="", seconds=0.0):
-        src, dst = pairs[i]
-        audio[0] += seconds
-        rows.append({"src": str(src), "dst": str(dst), "status": status, "reason": reason, "seconds": seconds,
-                     "worker": WORKER})
-        if status == SKIPPED:
-            rep.info(f"skip {reason}")
-        elif status == FAILED:
-            rep.error(reason)
-        rep.files.update(1)
-
-    def completed(done):
-        for j, err, seconds in done:
-            record(j, *((OK, "", seconds) if err is None else (FAILED, failure(pairs[j][0], err))))
+    def record(done: Iterable[Outcome]) -> None:
+        for o in done:
+            outcomes.append(o)
+            audio[0] += o.seconds
+            if o.status == SKIPPED:
+                rep.info(f"skip {o.reason}")
+            elif o.status == FAILED:
+                rep.error(o.reason)
+            rep.files.update(1)
 
     try:
-        for i, (src, dst) in enumerate(pairs):
+        for src, dst in pairs:
             rep.files.set_description(str(src.name)[-30:] + (f" ({audio[0] / 3600:.2f} h of audio done)" if audio[0] else ""))
             if already_done(dst, overwrite):
-                record(i, SKIPPED, f"{dst} (exists; --overwrite to replace)")
+                record([Outcome.skipped(src, dst, f"{dst} (exists; --overwrite to replace)")])
                 continue
             try:
-                done = work(i, src, dst, rep)
+                done = work(src, dst, rep)
             except BrokenPipeError:
                 raise
-            except Exception as e:
-                done = [(i, e, 0.0)]
-            completed([(i, None, 0.0)] if done is None else done)
+            except INPUT_ERRORS as e:
+                done = [Outcome.failed(src, dst, e)]
+            record([Outcome.done(src, dst)] if done is None else done)
         if finish is not None:
-            completed(finish())
+            record(finish())
     finally:
         rep.files.close()
-    counts = {s: sum(r["status"] == s for r in rows) for s in (OK, SKIPPED, FAILED)}
+    counts = {s: sum(o.status == s for o in outcomes) for s in (OK, SKIPPED, FAILED)}
     if report is not None:
-        report(rows, time.monotonic() - started)
+        report(outcomes, time.monotonic() - started)
     elif len(pairs) > 1 or counts[FAILED]:
         rep.info(f"{verb} {counts[OK]} file(s), skipped {counts[SKIPPED]}, failed {counts[FAILED]}")
     return counts[FAILED]
 
 
-def write_report(rows: Sequence[Row], output: Path, precision: str, seconds: float, quiet: bool) -> Dict[str, int]:
+def write_report(outcomes: Sequence[Outcome], output: Path, precision: str, seconds: float,
+                 quiet: bool) -> Dict[str, int]:
     """Write a run's report into the folder ``output`` (``dacli-report-DATE-PID.tsv``: one row per
     input with its status, the one-line reason, seconds of audio and the worker) and print the summary
     (files, hours of audio, hours per hour) → counts per status."""
-    counts = {s: sum(r["status"] == s for r in rows) for s in (OK, SKIPPED, FAILED)}
-    audio = sum(float(r["seconds"]) for r in rows if r["status"] == OK)
+    counts = {s: sum(o.status == s for o in outcomes) for s in (OK, SKIPPED, FAILED)}
+    audio = sum(o.seconds for o in outcomes if o.status == OK)
     output.mkdir(parents=True, exist_ok=True)
     name = output / f"{REPORT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.tsv"
     with atomic_output(name) as tmp, open(tmp, "w") as f:
         f.write(f"# precision {precision}\ninput\toutput\tstatus\treason\tseconds\tworker\n")
-        for r in sorted(rows, key=lambda r: str(r["src"])):
-            reason = str(r["reason"]).replace("\t", " ").replace("\n", " ")
-            f.write(f"{r['src']}\t{r['dst']}\t{r['status']}\t{reason}\t{float(r['seconds']):.3f}\t"
-                    f"{r['worker']}\n")
+        for o in sorted(outcomes, key=lambda o: o.src):
+            reason = o.reason.replace("\t", " ").replace("\n", " ")
+            f.write(f"{o.src}\t{o.dst}\t{o.status}\t{reason}\t{o.seconds:.3f}\t{o.worker}\n")
     if not quiet or counts[FAILED]:
         rate = audio / seconds if seconds > 0 else 0.0
         message(f"encoded {counts[OK]} file(s), skipped {counts[SKIPPED]}, failed {counts[FAILED]}; "

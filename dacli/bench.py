@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from . import codec, registry, runtime
+from . import codec, registry, runtime, windows
 from .model import PRESETS, build
 from .runtime import hardware, process
 from .runtime.convs import FastConv
@@ -51,7 +51,9 @@ def flops_per_second(model):
 
 def make_model(name, device, precision):
     """The model to time: ``name`` as :func:`dacli.load_model` finds it, or for an official preset not
-    on this machine, that architecture with random weights (speed does not depend on the weights)."""
+    on this machine, that architecture with random weights (speed does not depend on the weights). The
+    process gets the settings the command line runs with first (:func:`dacli.tune_process`)."""
+    process.tune_process()
     if name in PRESETS and registry.locate(name) is None:
         torch.manual_seed(0)
         model = build(name)
@@ -60,16 +62,16 @@ def make_model(name, device, precision):
     return registry.load_model(name, device, precision)
 
 
-def phase(kind, model_name, src, dst, device="auto", precision="fp32", chunk_seconds=None,
+def phase(kind, model_name, src, dst, device="auto", precision="fp32", window_seconds=None,
           n_codebooks=None):
     """Run one phase in this process → dict with seconds and peak RSS (MiB)."""
     model = make_model(model_name, device, precision)
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     t = time.perf_counter()
     if kind == "encode":
-        codec.encode_file(model, src, dst, n_codebooks, chunk_seconds)
+        codec.encode_file(model, src, dst, n_codebooks, window_seconds)
     else:
-        codec.decode_file(model, src, dst, "wav", chunk_seconds)
+        codec.decode_file(model, src, dst, "wav", window_seconds)
     sync()
     seconds = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -137,12 +139,12 @@ def describe_machine(m):
 
 
 def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, device="auto", precision="auto",
-          chunk_seconds=None, workdir=None):
+          window_seconds=None, workdir=None):
     """Time file-to-file encode and decode → dict of results (real-time factors, RSS, GFLOP/s)."""
     precision = hardware.resolve_precision(precision, hardware.resolve_device(device))  # report what ran
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         src = test_audio(Path(tmp) / "in.wav", seconds, channels, source)
-        kw = dict(device=device, precision=precision, chunk_seconds=chunk_seconds)
+        kw = dict(device=device, precision=precision, window_seconds=window_seconds)
         enc = run_phase("encode", model_name, src, Path(tmp) / "x.dac", **kw)
         dec = run_phase("decode", model_name, Path(tmp) / "x.dac", Path(tmp) / "y.wav", **kw)
     model = make_model(model_name, "cpu", "fp32")
@@ -152,8 +154,8 @@ def bench(model_name="44khz-8kbps", source=None, seconds=60.0, channels=1, devic
            "precision": precision,
            "threads": torch.get_num_threads(), "audio_seconds": seconds, "channels": channels,
            "snake": "fused C kernel" if kernel_available() else "torch operations",
-           "encode_window_seconds": chunk_seconds or codec.ENCODE_CHUNK_SECONDS,
-           "decode_window_seconds": chunk_seconds or codec.DECODE_CHUNK_SECONDS,
+           "encode_window_seconds": window_seconds or windows.ENCODE_WINDOW_SECONDS,
+           "decode_window_seconds": window_seconds or windows.DECODE_WINDOW_SECONDS,
            "encode_seconds": enc["seconds"], "decode_seconds": dec["seconds"],
            "encode_rtf": seconds / enc["seconds"], "decode_rtf": seconds / dec["seconds"],
            "encode_peak_rss_mib": enc["peak_rss_mib"], "decode_peak_rss_mib": dec["peak_rss_mib"],

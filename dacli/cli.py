@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, batch, codec, container, packing, registry
+from . import __version__, batch, codec, container, registry, windows
 from .batch import AUDIO_IN, DAC_EXTS, STDIO
 from .errors import DacliError, Terminated
 from .fileio import find_inputs
@@ -48,10 +48,12 @@ PRECISION = click.option(
 MODEL = click.option("--model", "model_name", metavar="NAME|PATH", default=None,
                      help=f"Model: a checkpoint file, '{registry.DEFAULT_MODEL}' (bundled, the default) or an "
                           f"official name ({', '.join(registry.OFFICIAL)}) downloaded with 'dacli download'.")
-CHUNK = click.option("--chunk-seconds", type=float, default=None, callback=_positive("--chunk-seconds"),
-                     help=f"Window length for inference (default {codec.ENCODE_CHUNK_SECONDS:g} s to encode, "
-                          f"{codec.DECODE_CHUNK_SECONDS:g} s to decode): memory depends on it; in fp32 the "
-                          "results do not (docs/PERFORMANCE.md for the other precisions).")
+WINDOW = click.option("--window-seconds", "--chunk-seconds", "window_seconds", type=float, default=None,
+                      callback=_positive("--window-seconds"),
+                      help=f"Window length for inference (default {windows.ENCODE_WINDOW_SECONDS:g} s to encode, "
+                           f"{windows.DECODE_WINDOW_SECONDS:g} s to decode): memory depends on it; in fp32 the "
+                           "results do not (docs/PERFORMANCE.md for the other precisions). --chunk-seconds is "
+                           "the same option.")
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
 SHARD = click.option("--shard", metavar="K/N", help="Process only the K-th of N deterministic shares of the "
@@ -61,7 +63,7 @@ KBPS = click.option("--kbps", type=float, callback=_positive("--kbps"),
 N_CODEBOOKS = click.option("--n-codebooks", type=int, callback=_positive("--n-codebooks", True),
                            help="Number of codebooks to keep (default: all).")
 MODEL_RUN = _options(MODEL, DEVICE, PRECISION)
-BATCH = _options(CHUNK, OVERWRITE, SHARD, QUIET)
+BATCH = _options(WINDOW, OVERWRITE, SHARD, QUIET)
 
 
 def _exit_on_failures(failed: int) -> None:
@@ -105,7 +107,7 @@ def cli():
     dacli decode song.dac -o song.wav              .dac -> audio
     dacli encode music/ -o codes/                  a whole folder, tree mirrored
     """
-    process.inference_settings()  # before any command imports torch
+    process.tune_process()  # before any command imports torch
 
 
 @cli.command()
@@ -121,9 +123,9 @@ def cli():
 @MODEL_RUN
 @BATCH
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this process. ray: a Ray cluster's workers (pip install 'dacli[ray]'). Either packs "
-                   "the windows of short files into shared fixed-size batches; encoding into a folder writes a "
-                   "report of the run (dacli-report-*.tsv) there.")
+              help="local: this process. ray: a Ray cluster's workers (pip install 'dacli[ray]'). Either lays "
+                   "the windows of many files side by side in model calls of one shape; encoding into a folder "
+                   "writes a report of the run (dacli-report-*.tsv) there.")
 @click.option("--address", metavar="ADDR", help="With --engine ray: the cluster to join (default: start a local "
                                                 "instance on this machine, stopped at the end).")
 @click.option("--workers", type=int, default=None, help="With --engine ray: worker processes (default: the "
@@ -132,7 +134,7 @@ def cli():
                                                                                     "threads of each worker.")
 @click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
               help="With --engine ray: the share of a GPU each worker takes (workers run on CUDA when above 0).")
-def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, chunk_seconds, overwrite,
+def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, window_seconds, overwrite,
            shard, quiet, engine, address, workers, threads_per_worker, gpus_per_worker):
     """Encode audio files or folders (any rate, channels, length) into .dac files.
 
@@ -151,7 +153,7 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
             raise click.UsageError("--engine ray reads files and folders and writes into a folder: give -o FOLDER")
         from . import ray_engine
         counts = ray_engine.encode_corpus(inputs, output, model=model_name, kbps=kbps, n_codebooks=n_codebooks,
-                                          bandwidth=bandwidth, precision=precision, chunk_seconds=chunk_seconds,
+                                          bandwidth=bandwidth, precision=precision, window_seconds=window_seconds,
                                           overwrite=overwrite, shard=shard, address=address, workers=workers,
                                           threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
                                           quiet=quiet)
@@ -162,30 +164,23 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
         model = registry.load_model(model_name, device, precision)
         n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model.check_n_codebooks(n_codebooks)
         bandwidth = codec.check_bandwidth(bandwidth, model.sample_rate)
+        tokenizer = codec.Tokenizer(model, n, window_seconds, bandwidth)
         if not quiet:
             click.echo(f"model {model.name} ({model.precision}): {n} of {model.n_codebooks} codebooks = "
                        f"{model.kbps(n):.3f} kbps per channel", err=True)
 
-        files = packing.FilesEncoder(model, n, chunk_seconds, bandwidth)
-
-        def done(outcomes):
-            return [(key, err, head.duration if head else 0.0) for key, head, err in outcomes]
-
-        def work(i, src, dst, rep):
-            seconds = codec.seconds(src)
-            if seconds <= packing.PACK_SECONDS:  # packed: the bar over files follows it
-                return done(files.submit(i, src, dst))
-            bar, tick = rep.seconds(src.name, seconds)  # encoded on its own, with a bar of its own
+        def work(src, dst, rep):
+            bar, tick = rep.audio_bar(src.name, codec.duration(src))
             try:
-                return done(files.submit(i, src, dst, tick))
+                return tokenizer.submit(src, dst, tick)
             finally:
                 bar.close()
 
-        def report(rows, seconds):  # into the output folder, when there is one
-            batch.write_report(rows, output, model.precision, seconds, quiet)
+        def report(outcomes, seconds):  # into the output folder, when there is one
+            batch.write_report(outcomes, output, model.precision, seconds, quiet)
 
         into_folder = output not in (None, STDIO) and not (len(pairs) == 1 and pairs[0][1] == output)
-        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded", lambda: done(files.finish()),
+        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded", tokenizer.finish,
                                     report if into_folder else None))
 
 
@@ -198,7 +193,7 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
                    "stdout). 16-bit PCM.")
 @MODEL_RUN
 @BATCH
-def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, overwrite, shard, quiet):
+def decode(inputs, output, fmt, model_name, device, precision, window_seconds, overwrite, shard, quiet):
     """Decode .dac files or folders back to audio at the original rate, channels and length.
 
     The model recorded in each file is used (its weights are checked); --model overrides it, and is
@@ -220,13 +215,13 @@ def decode(inputs, output, fmt, model_name, device, precision, chunk_seconds, ov
             pairs = batch.sharded(find_inputs(inputs, DAC_EXTS), shard, output, "." + fmt, {".wav", ".flac"})
         models: dict = {}
 
-        def work(i, src, dst, rep):
+        def work(src, dst, rep):
             name = registry.model_for_file(src, model_name)
             if name not in models:
                 models[name] = registry.load_model(name, device, precision)
-            bar, tick = rep.seconds(src.name, codec.seconds(src))
+            bar, tick = rep.audio_bar(src.name, codec.duration(src))
             try:
-                codec.decode_file(models[name], src, sys.stdout.buffer if dst == STDIO else dst, fmt, chunk_seconds,
+                codec.decode_file(models[name], src, sys.stdout.buffer if dst == STDIO else dst, fmt, window_seconds,
                                   progress=tick)
             finally:
                 bar.close()
@@ -247,7 +242,7 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
     if (kbps is None) == (n_codebooks is None):
         raise click.UsageError("give exactly one of --kbps and --n-codebooks")
 
-    def work(i, src, dst, rep):
+    def work(src, dst, rep):
         header, codes = container.read(src)
         n = n_codebooks if n_codebooks is not None else container.codebooks_within(header, kbps)
         container.write(dst, *container.truncate_codebooks(header, codes, n))
@@ -319,12 +314,12 @@ def download(name, base_url, quiet):
               help="A recording to loop as test audio (default: synthetic).")
 @DEVICE
 @PRECISION
-@CHUNK
+@WINDOW
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_cmd(model_name, seconds, channels, source, device, precision, chunk_seconds, as_json):
+def bench_cmd(model_name, seconds, channels, source, device, precision, window_seconds, as_json):
     """Time file-to-file encode and decode: real-time factors, peak RSS, GFLOP/s."""
     from . import bench
-    res = bench.bench(model_name, source, seconds, channels, device, precision, chunk_seconds)
+    res = bench.bench(model_name, source, seconds, channels, device, precision, window_seconds)
     click.echo(json.dumps(res, indent=2) if as_json else bench.report(res))
 
 

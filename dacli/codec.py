@@ -1,31 +1,27 @@
-"""From audio files to codes and back, window by window, in bounded memory.
+"""From audio files to .dac files and back: every file goes through the window engine
+(:mod:`dacli.windows`), one at a time or many together.
 
-Encoding: a first streaming pass measures loudness (BS.1770) and peak; a second pass resamples to the
-model rate, applies the gain, and encodes **overlap-save windows**: each window of ``W`` frames is
-encoded with ``C`` frames of real context on both sides (C covers the encoder's receptive field,
-computed from the model's layers) and only its centre frames are kept. Every frame therefore sees the
-same input a one-pass encode would show it, and the file holds exactly ceil(L / hop) frames. The
-codes depend on the window size only through float rounding (convolutions of other lengths sum in
-another order, which can tip a near-tie between two codebook entries): in fp32, not at all on the CPUs
-measured; in bfloat16 ("mixed") a few % of codes (docs/PERFORMANCE.md; tests/test_precision.py holds
-each precision's bound). Decoding works the same way on code frames. Many files at once:
-:mod:`dacli.packing` encodes the windows of short files together, with these codes.
+Encoding: a first streaming pass measures loudness (BS.1770), peak and bandwidth and gives the
+header (:func:`plan_file`); a second pass resamples to the model rate and applies the gain
+(:func:`model_input`), block by block into the engine, which packs the windows of the files under way
+into rows of one shape. :class:`Tokenizer` encodes many files so, each written atomically once all
+its windows are done; :func:`encode_file` is the same with one file. Decoding runs the windowed
+decoder, low-passes at the recorded bandwidth, resamples back and writes (:func:`decode_file`).
 
 torch and the model's classes are imported inside the functions that run the model, so that the
 command line can read this module's defaults without starting torch.
 """
 
 import math
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import audio, container, legacy
+from . import audio, container, legacy, windows
 from .bandwidth import BandwidthMeter, LowPass
 from .errors import DacliError
-from .model.receptive import decoder_context, encoder_context
+from .outcome import INPUT_ERRORS, Outcome
 from .registry import bundled_version, describe_weights
-from .runtime.process import release_memory
 
 if TYPE_CHECKING:
     from .model import DAC
@@ -33,154 +29,6 @@ if TYPE_CHECKING:
 Progress = Optional[Callable[[float], None]]  # called with the seconds of audio just done
 
 TARGET_LOUDNESS = -16.0
-# Window lengths (seconds; results do not depend on them, see default_batch for the measurements).
-# The decoder drops its context early (Decoder.cropped), so short windows cost it nothing: 60 s mono,
-# fp32, 2 CPU cores: decode 22.8 / 22.7 / 23.1 s at 1 / 1.5 / 2 s windows, peak RSS 1204 / 1356 /
-# 1464 MiB. The encoder carries its context to the end: encode 13.2 / 12.5 / 12.5 s.
-ENCODE_CHUNK_SECONDS = 2.0
-DECODE_CHUNK_SECONDS = 1.0
-
-
-# --------------------------------------------------------------------------------------------------
-# Receptive fields and windows
-
-
-def window_frames(model: "DAC", chunk_seconds: Optional[float], default: float) -> int:
-    """Frames per window for ``chunk_seconds`` (None: ``default``)."""
-    if chunk_seconds is None:
-        chunk_seconds = default
-    if not chunk_seconds or chunk_seconds <= 0:
-        raise DacliError("--chunk-seconds must be positive")
-    return max(1, int(round(chunk_seconds * model.sample_rate / model.hop_length)))
-
-
-def windows(frames: int, width: int, context: int, start: int = 0) -> Iterator[Tuple[int, int, int, int]]:
-    """The overlap-save windows of a signal of ``frames`` frames, from frame ``start`` on: (first kept
-    frame s, frames kept w, first frame computed a, end b), ``width`` frames kept per window and up to
-    ``context`` frames on each side."""
-    for s in range(start, frames, width):
-        w = min(width, frames - s)
-        yield s, w, max(0, s - context), min(frames, s + w + context)
-
-
-def default_batch(device) -> int:
-    """Rows (channel windows) per forward pass: one on CPU, where batching does not speed convolutions
-    up but multiplies activation memory (measured, full-size 44.1 kHz model, stereo: batch 2 peaks at
-    3.2 GB against 1.4 GB); several on CUDA, where one larger call keeps the GPU busy (not measured
-    here: no GPU). Window lengths: see ENCODE_CHUNK_SECONDS (encode: 0.22 s per audio second at 1.5,
-    2 and 3 s windows, stereo, peak RSS 0.99 / 1.03 / 1.34 GB)."""
-    import torch
-    return 16 if torch.device(device).type == "cuda" else 1
-
-
-def _batched(fn, windows, batch, keys=None):
-    """Apply ``fn`` to the rows of every (rows, ...) tensor of ``windows``, stacking up to ``batch``
-    rows of equal shape (and equal ``keys[i]``, passed to ``fn``) per call; rows of consecutive
-    windows may share a call → one output per window."""
-    import torch
-    keys = keys or [None] * len(windows)
-    rows = [(i, r) for i, w in enumerate(windows) for r in range(w.shape[0])]
-    outs: list = [[None] * w.shape[0] for w in windows]
-    k = 0
-    while k < len(rows):
-        kind = (windows[rows[k][0]].shape[1:], keys[rows[k][0]])
-        j = k + 1
-        while j < len(rows) and j - k < batch and (windows[rows[j][0]].shape[1:], keys[rows[j][0]]) == kind:
-            j += 1
-        with torch.inference_mode():
-            y = fn(torch.stack([windows[i][r] for i, r in rows[k:j]]), kind[1])
-        for (i, r), yy in zip(rows[k:j], y):
-            outs[i][r] = yy
-        k = j
-        release_memory()
-    return [torch.stack(o) for o in outs]
-
-
-class WindowEncoder:
-    """Streaming overlap-save encoder: ``feed`` (channels, n) audio at the model rate, already gained;
-    it returns the code frames completed so far as (channels, n_codebooks, frames) arrays."""
-
-    def __init__(self, model, channels, total_samples, n_codebooks, chunk_seconds=None,
-                 batch=None):
-        self.model, self.n_codebooks, self.channels = model, n_codebooks, channels
-        self.batch = batch or default_batch(model.device)
-        self.hop = model.hop_length
-        self.frames = math.ceil(total_samples / self.hop)
-        self.padded = self.frames * self.hop  # the one-pass encode zero-pads to a hop multiple
-        self.W, self.C = window_frames(model, chunk_seconds, ENCODE_CHUNK_SECONDS), encoder_context(model)
-        self.buf = np.zeros((channels, 0), np.float32)
-        self.buf_start = 0     # sample index of buf[:, 0]
-        self.received = 0
-        self.next = 0          # first frame of the next window
-
-    def feed(self, x, last=False):
-        self.buf = np.concatenate([self.buf, np.asarray(x, np.float32)], axis=1)
-        self.received += x.shape[1]
-        if last:
-            if self.received > self.padded:
-                raise DacliError("the audio grew while it was being read")
-            self.buf = np.pad(self.buf, ((0, 0), (0, self.padded - self.received)))
-            self.received = self.padded
-        import torch
-        ready = []  # (first frame, frames kept, offset of the first kept frame, audio (channels, 1, n))
-        nxt = self.next
-        for s, w, a, b in windows(self.frames, self.W, self.C, self.next):
-            if b * self.hop > self.received:
-                break
-            seg = self.buf[:, a * self.hop - self.buf_start:b * self.hop - self.buf_start]
-            ready.append((s, w, s - a, torch.from_numpy(np.ascontiguousarray(seg))[:, None]))
-            nxt = s + w
-        if not ready or (not last and len(ready) * self.channels < self.batch and nxt < self.frames):
-            return []  # wait for more windows to fill a batch
-        dev = self.model.device
-        codes = _batched(lambda x, _: self.model.encode_batch(x.to(dev), self.n_codebooks).cpu(),
-                         [r[3] for r in ready], self.batch)
-        self.next = nxt
-        keep = max(0, self.next - self.C) * self.hop
-        self.buf = self.buf[:, keep - self.buf_start:]
-        self.buf_start = keep
-        return [c[:, :, off:off + w].numpy().astype(np.int32) for (s, w, off, _), c in zip(ready, codes)]
-
-
-def decode_windows(model: "DAC", codes: np.ndarray, chunk_seconds: Optional[float] = None,
-                   batch: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Overlap-save decoding: yields (channels, n) float32 audio at the model rate, in order. Each
-    window of W frames is decoded with C frames of context on both sides; the decoder drops the
-    context layer by layer once it no longer reaches the kept samples (``Decoder.cropped``)."""
-    import torch
-    all_codes = torch.as_tensor(np.asarray(codes, np.int32))  # widened to int64 one window at a time
-    frames, channels = all_codes.shape[-1], all_codes.shape[0]
-    W, C = window_frames(model, chunk_seconds, DECODE_CHUNK_SECONDS), decoder_context(model)
-    batch = batch or default_batch(model.device)
-    per_call = max(1, batch // max(1, channels))  # windows per forward pass
-    plan = list(windows(frames, W, C))
-    for g in range(0, len(plan), per_call):
-        codes_in, keeps = [], []
-        for s, w, a, b in plan[g:g + per_call]:
-            codes_in.append(all_codes[:, :, a:b].long())
-            keeps.append((s - a, s - a + w))
-        ys = _batched(lambda c, keep: model.decode_batch(c.to(model.device), keep)[:, 0].float().cpu(),
-                      codes_in, batch, keeps)
-        yield from (y.numpy() for y in ys)
-
-
-def encode_array(model: "DAC", x: np.ndarray, n_codebooks: Optional[int] = None,
-                 chunk_seconds: Optional[float] = None) -> np.ndarray:
-    """Windowed encode of (channels, samples) audio at the model rate → (channels, n, frames) int32."""
-    x = np.asarray(x, np.float32).reshape(-1, np.shape(x)[-1])
-    enc = WindowEncoder(model, x.shape[0], x.shape[1], model.check_n_codebooks(n_codebooks), chunk_seconds)
-    parts = enc.feed(x, last=True)
-    return np.concatenate(parts, axis=2) if parts else np.zeros((x.shape[0], enc.n_codebooks, 0), np.int32)
-
-
-def decode_array(model: "DAC", codes: np.ndarray, chunk_seconds: Optional[float] = None) -> np.ndarray:
-    """Windowed decode of (channels, n, frames) codes → (channels, samples) audio at the model rate."""
-    parts = list(decode_windows(model, codes, chunk_seconds))
-    return np.concatenate(parts, axis=1) if parts else np.zeros((np.shape(codes)[0], 0), np.float32)
-
-
-# --------------------------------------------------------------------------------------------------
-# Files
 
 
 def measure(path: container.PathLike, model_rate: int) -> Tuple[int, int, int, int, float, float, int]:
@@ -258,30 +106,78 @@ def model_input(src: container.PathLike, header: container.Header) -> Iterator[n
                          f"({header.original_length} then {n_seen[0]} samples)")
 
 
+class Tokenizer:
+    """Encodes audio files into .dac files through the window engine, the windows of every file under
+    way packed together: ``submit`` each (input, output) pair, then ``finish``; both return the
+    :class:`~dacli.outcome.Outcome` of each file completed meanwhile, in no particular order. Each
+    output is written atomically once all its windows are done. A file that fails (unreadable, corrupt,
+    changed while read, a full disk) fails alone (:data:`~dacli.outcome.INPUT_ERRORS`); anything else,
+    a failing model included, propagates and stops the run."""
+
+    def __init__(self, model: "DAC", n_codebooks: Optional[int] = None, window_seconds: Optional[float] = None,
+                 bandwidth: Union[str, int] = "auto", rows: Optional[int] = None) -> None:
+        self.model = model
+        audio.LoudnessMeter.load()  # now rather than in the middle of the first file
+        self.n_codebooks = model.check_n_codebooks(n_codebooks)
+        self.bandwidth = check_bandwidth(bandwidth, model.sample_rate)
+        width = windows.window_frames(model, window_seconds, windows.ENCODE_WINDOW_SECONDS)
+        self.packer = windows.Packer(model, self.n_codebooks, width, rows or windows.default_rows(model.device))
+        self._waiting: Dict[int, Tuple[container.PathLike, container.PathLike, container.Header]] = {}
+        self._count = 0
+
+    def submit(self, src: container.PathLike, dst: container.PathLike, progress: Progress = None) -> List[Outcome]:
+        """Encode ``src`` into ``dst`` (``progress`` follows its audio) → the outcomes of the files
+        completed meanwhile (``src``'s own among them if it failed, or if its last windows have run)."""
+        key, self._count = self._count, self._count + 1
+        try:
+            header = plan_file(self.model, src, self.n_codebooks, self.bandwidth)
+        except INPUT_ERRORS as e:
+            return [Outcome.failed(src, dst, e)]
+        self._waiting[key] = (src, dst, header)
+        self.packer.open(key, header.channels, header.model_length)
+        done = []
+        try:
+            for y in model_input(src, header):
+                done += self.packer.feed(key, y)
+                if progress:
+                    progress(y.shape[1] / self.model.sample_rate)
+            done += self.packer.feed(key, np.zeros((header.channels, 0), np.float32), last=True)
+        except INPUT_ERRORS as e:
+            self.packer.drop(key)
+            del self._waiting[key]
+            return self._written(done) + [Outcome.failed(src, dst, e)]
+        return self._written(done)
+
+    def finish(self) -> List[Outcome]:
+        """Encode what is still in the engine → the outcomes of those files."""
+        return self._written(self.packer.flush())
+
+    def _written(self, done: windows.Done) -> List[Outcome]:
+        out = []
+        for key, codes in done:
+            src, dst, header = self._waiting.pop(key)  # type: ignore[call-overload]
+            try:
+                container.write(dst, header, codes)
+                out.append(Outcome.done(src, dst, header))
+            except INPUT_ERRORS as e:
+                out.append(Outcome.failed(src, dst, e))
+        return out
+
+
 def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, n_codebooks: Optional[int] = None,
-                chunk_seconds: Optional[float] = None, progress: Progress = None,
+                window_seconds: Optional[float] = None, progress: Progress = None,
                 bandwidth: Union[str, int] = "auto") -> container.Header:
     """Encode an audio file into a .dac container (atomically), streaming it window by window.
     ``progress(seconds)`` is called as audio is encoded. ``bandwidth``: "auto" records where the
     input's spectrum ends, if it ends well below Nyquist, so that decoding low-passes there; "full"
-    records none; a number of Hz records that. Returns the header written. Many files at once:
-    :class:`dacli.packing.FilesEncoder`."""
-    header = plan_file(model, src, model.check_n_codebooks(n_codebooks), check_bandwidth(bandwidth, model.sample_rate))
-    return encode_planned(model, src, dst, header, chunk_seconds, progress)
-
-
-def encode_planned(model: "DAC", src: container.PathLike, dst: container.PathLike, header: container.Header,
-                   chunk_seconds: Optional[float] = None, progress: Progress = None) -> container.Header:
-    """:func:`encode_file` once :func:`plan_file` has given the header."""
-    enc = WindowEncoder(model, header.channels, header.model_length, header.n_codebooks, chunk_seconds)
-    parts = []
-    for y in model_input(src, header):
-        parts += enc.feed(y)
-        if progress:
-            progress(y.shape[1] / model.sample_rate)
-    parts += enc.feed(np.zeros((header.channels, 0), np.float32), last=True)
-    container.write(dst, header, np.concatenate(parts, axis=2))
-    return header
+    records none; a number of Hz records that. Returns the header written; raises what failed the
+    file. Many files at once: :class:`Tokenizer`."""
+    tokenizer = Tokenizer(model, n_codebooks, window_seconds, bandwidth)
+    (outcome,) = tokenizer.submit(src, dst, progress) + tokenizer.finish()
+    if outcome.error is not None:
+        raise outcome.error
+    assert outcome.header is not None
+    return outcome.header
 
 
 def describe_file(path: container.PathLike) -> dict:
@@ -289,7 +185,7 @@ def describe_file(path: container.PathLike) -> dict:
     return legacy.describe(path) if legacy.is_legacy(path) else container.describe(path)
 
 
-def seconds(path: container.PathLike) -> float:
+def duration(path: container.PathLike) -> float:
     """Seconds of audio in an audio file or one of our .dac files, for progress (0 when unknown)."""
     try:
         if str(path).lower().endswith(".dac") and not legacy.is_legacy(path):
@@ -317,7 +213,8 @@ def check_model(model: "DAC", header: container.Header, path: container.PathLike
 
 
 def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.PathLike, BinaryIO], fmt: str = "wav",
-                chunk_seconds: Optional[float] = None, progress: Progress = None) -> Union[container.Header, "legacy.LegacyFile"]:
+                window_seconds: Optional[float] = None,
+                progress: Progress = None) -> Union[container.Header, "legacy.LegacyFile"]:
     """Decode a .dac container (ours or the official tool's) to an audio file, atomically, or to a
     binary stream such as stdout as WAV, streamed window by window (on an error the stream stops short).
     Low-passed at the bandwidth the file records, if any (docs/FORMAT.md, "Decoding")."""
@@ -329,7 +226,7 @@ def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.Path
 
     def model_rate():
         done = 0
-        for y in decode_windows(model, codes, chunk_seconds):
+        for y in windows.decode_windows(model, codes, window_seconds):
             y = y[:, :header.model_length - done]
             done += y.shape[1]
             yield (y * g).T

@@ -16,6 +16,7 @@ from typing import BinaryIO, Tuple, Union
 import numpy as np
 import zstandard
 
+from .codes import as_array as as_codes
 from .errors import DacliError
 from .fileio import atomic_output, os_reason
 from .rates import codebooks_for_kbps, frame_rate, kbps
@@ -264,7 +265,7 @@ def _check_room(header, available, name):
 
 
 def read(path: PathLike) -> Tuple[Header, np.ndarray]:
-    """Read a .dac file → (Header, codes uint16 (channels, n_codebooks, n_frames)). Raises DacliError
+    """Read a .dac file → (Header, int32 codes (channels, n_codebooks, n_frames)). Raises DacliError
     for anything wrong with it: magic, version, fields, truncation, CRC, trailing bytes."""
     with open_input(path) as f:
         buf = f.read()
@@ -299,7 +300,7 @@ def parse(buf: bytes, name: PathLike = "file") -> Tuple[Header, np.ndarray]:
             header.n_codebooks, header.channels, t1 - t0).transpose(1, 0, 2))
     if pos != len(buf):
         raise DacliError(f"{name}: {len(buf) - pos} unexpected bytes after the last block")
-    return header, np.concatenate(parts, axis=2)
+    return header, as_codes(np.concatenate(parts, axis=2))
 
 
 def zstd_bound(n):
@@ -319,11 +320,11 @@ def _decompress(dctx, payload, need):
 
 
 def read_codes(path: PathLike) -> Tuple[np.ndarray, Header]:
-    """The codes of a .dac file as an int16 array (channels, n_codebooks, frames) — int32 for 16-bit
-    codebooks — and its header, with every check of :func:`read`. Needs neither a model nor torch:
-    the way to feed a tokenized corpus to a language model."""
+    """The codes of a .dac file, int32 (channels, n_codebooks, frames) as everywhere
+    (:mod:`dacli.codes`), and its header, with every check of :func:`read`. Needs neither a model nor
+    torch: the way to feed a tokenized corpus to a language model."""
     header, codes = read(path)
-    return codes.astype(np.int16 if header.bits_per_code <= 15 else np.int32), header
+    return codes, header
 
 
 def codebooks_within(header: Header, kbps: float) -> int:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, Union
 import numpy as np
 
 from . import audio, container
+from .codes import as_array as as_codes, check as check_codes
 from .errors import DacliError
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class _Unpickler(pickle.Unpickler):
 
 @dataclass(frozen=True)
 class LegacyFile:
-    codes: np.ndarray          # (channels, n_codebooks, frames) int64
+    codes: np.ndarray          # (channels, n_codebooks, frames) int32, as everywhere (dacli.codes)
     input_db: float
     original_length: int
     sample_rate: int
@@ -229,7 +230,7 @@ def parse(buf: bytes, name: object = "file") -> LegacyFile:
         padding = meta["padding"]
         if not isinstance(padding, bool):
             raise ValueError("padding is not a boolean")
-        return LegacyFile(codes=codes.astype(np.int64), input_db=float(input_db.reshape(-1)[0]),
+        return LegacyFile(codes=as_codes(codes, str(name)), input_db=float(input_db.reshape(-1)[0]),
                           original_length=_int(meta, "original_length", 1, container.MAX_LENGTH),
                           sample_rate=_int(meta, "sample_rate", container.MIN_SAMPLE_RATE,
                                            container.MAX_SAMPLE_RATE),
@@ -243,12 +244,7 @@ def parse(buf: bytes, name: object = "file") -> LegacyFile:
 
 def check_model(legacy: LegacyFile, model: "DAC", name: object = "file") -> None:
     """Refuse codes the model cannot decode (more codebooks, or codes beyond its codebook)."""
-    if legacy.codes.shape[1] > model.n_codebooks:
-        raise DacliError(f"{name}: the legacy file has {legacy.codes.shape[1]} codebooks, the model "
-                         f"{model.n_codebooks}")
-    if legacy.codes.max() >= model.codebook_size:
-        raise DacliError(f"{name}: the legacy file holds codes up to {legacy.codes.max()}, beyond the model's "
-                         f"{model.codebook_size} codebook entries")
+    check_codes(legacy.codes, model.n_codebooks, model.codebook_size, f"{name}: the legacy file")
 
 
 def decode(model: "DAC", lg: LegacyFile, name: object = "file") -> np.ndarray:

@@ -4,9 +4,9 @@ The driver lists the inputs and names the outputs as the local batch does (:mod:
 collision-safe names, ``--shard``), settles what is already there (skipped unless ``overwrite``) and
 the precision (``auto`` resolved once, here, for the whole run), and hands the rest to Ray Data: an
 actor pool through ``map_batches``, one model per worker, workers on every node. Each worker encodes
-the files of a call with :class:`dacli.packing.FilesEncoder`, as the local engine does (their windows
-packed together; the same atomic writer: an output exists only when complete), and returns one row
-per file. A worker that dies, or a node that leaves, has its files
+the files of a call with :class:`dacli.codec.Tokenizer`, as the local engine does (their windows
+packed together; the same atomic writer: an output exists only when complete), and returns the
+:class:`~dacli.outcome.Outcome` of each file as a row. A worker that dies, or a node that leaves, has its files
 retried elsewhere; a file whose output a dead worker already completed is not encoded again. The
 driver prints progress and a summary and writes the run's report (:func:`dacli.batch.write_report`)
 into the output folder. Ray is imported only here, and only for this engine.
@@ -23,8 +23,9 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from . import batch, codec, container, packing, registry
+from . import batch, codec, container, registry
 from .errors import DacliError, first_line
+from .outcome import FAILED, ROW, Outcome
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'dacli[ray]'"
 FILES_PER_TASK = 16  # files per map_batches call: a worker packs their windows together
@@ -51,45 +52,41 @@ def _ray():
     return ray
 
 
-class Encoder:
-    """A worker of the pool: loads the model once, then encodes the files of each batch it is given.
-    The run's settings are a class attribute (:func:`_encoder_for`), so a restarted worker needs nothing
-    from the object store."""
+class Worker:
+    """A worker of the actor pool: loads the model once, then encodes the files of each call it is
+    given. The run's settings are a class attribute (:func:`_worker_for`), so a restarted worker needs
+    nothing from the object store."""
 
     settings: Dict = {}
 
     def __init__(self):
         import torch
+
+        from .runtime import process
+        process.tune_process()
         self.s = settings = self.settings
         torch.set_num_threads(settings["threads"])
         self.model = registry.load_model(settings["model"], settings["device"], settings["precision"])
 
     def __call__(self, rows: Dict[str, List]) -> Dict[str, List]:
-        files = packing.FilesEncoder(self.model, self.s["n_codebooks"], self.s["chunk_seconds"], self.s["bandwidth"])
-        done: List[packing.Outcome] = []
-        for i, (src, dst) in enumerate(zip(rows["src"], rows["dst"])):
+        tokenizer = codec.Tokenizer(self.model, self.s["n_codebooks"], self.s["window_seconds"], self.s["bandwidth"])
+        done: List[Outcome] = []
+        for src, dst in zip(rows["src"], rows["dst"]):
             if batch.already_done(Path(dst), self.s["overwrite"]):  # completed by a worker of this run that died
-                done.append((i, container.read_header(dst), None))
+                done.append(Outcome.done(src, dst, container.read_header(dst)))
             else:
-                done += files.submit(i, src, dst)
-        done += files.finish()
-        out: Dict[str, List] = {"src": [], "dst": [], "status": [], "reason": [], "seconds": [], "worker": []}
-        for i, header, err in sorted(done, key=lambda d: d[0]):  # type: ignore[arg-type, return-value]
-            src = rows["src"][i]
-            for k, v in (("src", src), ("dst", rows["dst"][i]), ("status", batch.OK if err is None else batch.FAILED),
-                         ("reason", "" if err is None else batch.failure(Path(src), err)),
-                         ("seconds", header.duration if header else 0.0), ("worker", batch.WORKER)):
-                out[k].append(v)
-        return out
+                done += tokenizer.submit(src, dst)
+        done += tokenizer.finish()
+        return {k: [o.row()[k] for o in done] for k in ROW}
 
 
-def _encoder_for(settings: Dict) -> type:
-    return type("Encoder", (Encoder,), {"settings": dict(settings)})
+def _worker_for(settings: Dict) -> type:
+    return type("Worker", (Worker,), {"settings": dict(settings)})
 
 
 def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], *, model: Optional[str] = None,
                   kbps: Optional[float] = None, n_codebooks: Optional[int] = None, bandwidth: str = "auto",
-                  precision: str = "auto", chunk_seconds: Optional[float] = None, overwrite: bool = False,
+                  precision: str = "auto", window_seconds: Optional[float] = None, overwrite: bool = False,
                   shard: Optional[str] = None, address: Optional[str] = None, workers: Optional[int] = None,
                   threads_per_worker: int = 1, gpus_per_worker: float = 0.0, quiet: bool = True) -> Dict[str, int]:
     """Encode every audio file under ``inputs`` into the folder ``output`` on Ray (a running cluster at
@@ -113,12 +110,11 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     n = plain.n_codebooks_for_kbps(kbps) if kbps is not None else plain.check_n_codebooks(n_codebooks)
     bandwidth = codec.check_bandwidth(bandwidth, plain.sample_rate)
     ray = _ray()
-    rows: List[Dict] = []
+    outcomes: List[Outcome] = []
     todo = []
     for src, dst in pairs:
         if batch.already_done(dst, overwrite):
-            rows.append({"src": str(src), "dst": str(dst), "status": batch.SKIPPED, "reason": "exists",
-                         "seconds": 0.0, "worker": "driver"})
+            outcomes.append(Outcome.skipped(src, dst, "exists"))
         else:
             todo.append({"src": str(src), "dst": str(dst)})
     started = _connect(ray, address) if todo else False  # nothing to do: no cluster
@@ -128,10 +124,10 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
             if workers is None:
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1) // threads_per_worker))
             settings = {"model": model, "device": device, "precision": resolved, "n_codebooks": n,
-                        "chunk_seconds": chunk_seconds, "bandwidth": bandwidth, "overwrite": overwrite,
+                        "window_seconds": window_seconds, "bandwidth": bandwidth, "overwrite": overwrite,
                         "threads": threads_per_worker}
             try:
-                rows += _run(ray, todo, settings, workers, threads_per_worker, gpus_per_worker, quiet)
+                outcomes += _run(ray, todo, settings, workers, threads_per_worker, gpus_per_worker, quiet)
             except Exception as e:  # Ray gave up (a worker that cannot start, a cluster that went away)
                 msg = first_line(e)
                 raise DacliError(f"the Ray run stopped ({msg[:300]}); what was written is complete: run again "
@@ -141,7 +137,7 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
             ray.shutdown()
             for item in todo:  # what workers stopped mid-file left behind
                 batch.remove_stale_parts(Path(item["dst"]))
-    return batch.write_report(rows, output, resolved, time.monotonic() - t0, quiet)
+    return batch.write_report(outcomes, output, resolved, time.monotonic() - t0, quiet)
 
 
 def _connect(ray, address: Optional[str]) -> bool:
@@ -167,8 +163,9 @@ def _connect(ray, address: Optional[str]) -> bool:
         raise DacliError(f"cannot start or reach {where} ({msg[:200]})") from None
 
 
-def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus: float, quiet: bool) -> List[Dict]:
-    """The files of ``todo`` through an actor pool of ``workers`` → one row per file, as they finish."""
+def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus: float,
+         quiet: bool) -> List[Outcome]:
+    """The files of ``todo`` through an actor pool of ``workers`` → one outcome per file, as they finish."""
     from ray.data import ActorPoolStrategy
     warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
     ctx = ray.data.DataContext.get_current()
@@ -180,24 +177,24 @@ def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus
     blocks = max(min(len(todo), 2 * workers), math.ceil(len(todo) / FILES_PER_TASK))
     ds = ray.data.from_items(todo, override_num_blocks=blocks)
     env = {"GOMP_SPINCOUNT": "1000", "OMP_NUM_THREADS": str(threads), **RAY_ENV}
-    results = ds.map_batches(_encoder_for(settings), batch_size=math.ceil(len(todo) / blocks),
+    results = ds.map_batches(_worker_for(settings), batch_size=math.ceil(len(todo) / blocks),
                              compute=ActorPoolStrategy(size=workers), num_cpus=threads, num_gpus=gpus or None,
                              max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS, runtime_env={"env_vars": env})
-    rows = []
+    outcomes = []
     with _own_stderr():
         bar = batch.progress(total=len(todo), unit="file", desc="encode", disable=quiet)
         try:
             audio = 0.0
             for row in results.iter_rows():
-                rows.append(dict(row))
-                audio += float(row["seconds"])
+                outcomes.append(Outcome.from_row(row))
+                audio += outcomes[-1].seconds
                 bar.set_description(f"encode ({audio / 3600:.2f} h of audio)")
                 bar.update(1)
-                if row["status"] == batch.FAILED and not quiet:
-                    batch.message(f"dacli: error: {row['reason']}")
+                if outcomes[-1].status == FAILED and not quiet:
+                    batch.message(f"dacli: error: {outcomes[-1].reason}")
         finally:
             bar.close()
-    return rows
+    return outcomes
 
 
 def _size(path: str) -> int:

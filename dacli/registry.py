@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple, U
 from . import container, legacy
 from .errors import DacliError
 from .fileio import atomic_output
-from .runtime import process
 
 if TYPE_CHECKING:
     from .model import DAC
@@ -60,13 +59,22 @@ def is_bundled_name(name: str) -> bool:
     return name == DEFAULT_MODEL or name.startswith(DEFAULT_MODEL + "-v")
 
 
+def in_checkout() -> bool:
+    """Whether dacli runs from a source checkout (its weights/ beside a git repository), not a wheel."""
+    return (WEIGHTS_DIR.parent / ".git").exists()
+
+
 def describe_weights(v: BundledVersion) -> str:
-    """A bundled version, and how to get its weights when it is not the one shipped."""
+    """A bundled version, and how to get its weights when it is not the one shipped: from a source
+    checkout, the command that extracts them; from an installed wheel, where they are."""
     if v == bundled_versions()[-1]:
         return f"{v.version} (step {v.step}), the bundled model: decode without --model"
     if v.commit is None:
         return f"{v.version} (step {v.step})"
     name = BUNDLED[DEFAULT_MODEL]
+    if not in_checkout():
+        return (f"{v.version} (step {v.step}), whose weights are weights/{name} at commit {v.commit[:12]} of "
+                f"dacli's source repository; decode with --model pointing at that file")
     return (f"{v.version} (step {v.step}), carried by commit {v.commit[:12]}: "
             f"git show {v.commit[:12]}:weights/{name} > {v.version}.pth, then --model {v.version}.pth")
 
@@ -179,9 +187,8 @@ def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto"
     ``precision``: "auto" (the default: "mixed" where the CPU or GPU computes bfloat16 natively, else
     "fp32"), "fp32", "mixed" (bfloat16 except the decoder's last blocks: fp32's quality, codes may
     differ a little) or "bf16" (fastest, noisier); see :mod:`dacli.runtime.hardware`.
-    ``model.precision`` says which one runs. The process settings inference runs best with
-    (:func:`dacli.runtime.process.inference_settings`) are applied first, before torch is imported."""
-    process.inference_settings()
+    ``model.precision`` says which one runs. The process is left as it is: :func:`dacli.tune_process`
+    applies the settings inference runs best with (the command line does)."""
     from .model import load_checkpoint
     from .runtime import prepare
     name = name_or_path or DEFAULT_MODEL

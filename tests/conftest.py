@@ -6,7 +6,7 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# keep tests reproducible and quick on 2 cores
+# two OpenMP threads whatever the machine: the same numerics and timings on every machine the tests run on
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 

@@ -104,8 +104,8 @@ def test_encode_records_and_decode_removes_the_top_band(tmp_path, tiny44):
     full = codec.encode_file(tiny44, tmp_path / "in.wav", tmp_path / "full.dac", bandwidth="full")
     assert 12000 <= auto.bandwidth_hz <= 12300 and full.bandwidth_hz == 0
     assert container.read_header(tmp_path / "auto.dac").bandwidth_hz == auto.bandwidth_hz
-    codec.decode_file(tiny44, tmp_path / "auto.dac", tmp_path / "auto.wav", chunk_seconds=0.7)
-    codec.decode_file(tiny44, tmp_path / "auto.dac", tmp_path / "auto2.wav", chunk_seconds=1.5)
+    codec.decode_file(tiny44, tmp_path / "auto.dac", tmp_path / "auto.wav", window_seconds=0.7)
+    codec.decode_file(tiny44, tmp_path / "auto.dac", tmp_path / "auto2.wav", window_seconds=1.5)
     codec.decode_file(tiny44, tmp_path / "full.dac", tmp_path / "full.wav")
     top = auto.bandwidth_hz + 1000
     kept, removed = (highest_band_db(tmp_path / n, top, RATE / 2) for n in ("full.wav", "auto.wav"))

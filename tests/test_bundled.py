@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import dacli
-from dacli import codec, container, registry
+from dacli import container, registry, windows
 from dacli.cli import cli
 from dacli.metrics import mel_distance
 
@@ -39,11 +39,11 @@ def test_default_model_quality_floor():
     assert abs(model.kbps() - 7.752) < 1e-3
     x, sr = sf.read(FIXTURES / "music20s.flac", dtype="float32")
     x = x[:5 * sr][None]
-    codes = codec.encode_array(model, x)
-    y = codec.decode_array(model, codes)[:, :x.shape[1]]
+    codes = windows.encode_array(model, x)
+    y = windows.decode_array(model, codes)[:, :x.shape[1]]
     mel = float(mel_distance(torch.from_numpy(y), torch.from_numpy(x), sr))
     assert mel < MEL_CEILING, mel
-    fewer = codec.decode_array(model, codes[:, :8])[:, :x.shape[1]]  # the ceiling tells a codebook apart
+    fewer = windows.decode_array(model, codes[:, :8])[:, :x.shape[1]]  # the ceiling tells a codebook apart
     assert float(mel_distance(torch.from_numpy(fewer), torch.from_numpy(x), sr)) > MEL_CEILING
 
 
@@ -75,6 +75,16 @@ def test_cli_defaults_to_bundled_model(tmp_path):
         assert "\n" not in line and "Traceback" not in line
         assert f"made with {v3.version} (step {v3.step})" in line and f"git show {v3.commit[:12]}:weights/{PATH.name}" in line
         assert f"this model is {registry.bundled_versions()[-1].version}" in line
+
+
+def test_an_installed_wheel_names_the_weights_without_git(monkeypatch):
+    """Outside a source checkout the message for an earlier version says where its weights are, and
+    tells nobody to run git."""
+    v3 = registry.bundled_versions()[2]
+    monkeypatch.setattr(registry, "in_checkout", lambda: False)
+    text = registry.describe_weights(v3)
+    assert "git" not in text and v3.commit[:12] in text
+    assert f"weights/{PATH.name}" in text and "--model" in text
 
 
 def test_versions_table_names_the_shipped_weights():

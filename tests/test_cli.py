@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from dacli import audio, codec, container, registry
+from dacli import audio, codec, container, registry, windows
 from dacli.cli import cli
 
 from conftest import FIXTURES
@@ -117,6 +117,27 @@ def test_folder_batch_mirror_skip_overwrite_and_bad_file(tmp_path):
     run("decode", tmp_path / "out", "-o", tmp_path / "dec", "--model", TINY, "-q")
     i = sf.info(tmp_path / "dec" / "sub" / "deep" / "z.wav")
     assert (i.samplerate, i.channels, i.frames) == (16000, 3, 3200)
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_bug_stops_a_batch_with_its_traceback(tmp_path, monkeypatch, command):
+    """A programming error inside dacli (here a TypeError on the second file) is not a bad input: the
+    run stops with it instead of reporting the file as failed and going on."""
+    for name in ("a", "b", "c"):
+        tone(tmp_path / "in" / f"{name}.wav", seconds=0.3)
+    if command == "decode":
+        run("encode", tmp_path / "in", "-o", tmp_path / "in", "--model", TINY, "-q")
+    real, calls = (codec.plan_file if command == "encode" else codec.decode_file), []
+
+    def second_breaks(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TypeError("a bug in dacli")
+        return real(*a, **k)
+    monkeypatch.setattr(codec, "plan_file" if command == "encode" else "decode_file", second_breaks)
+    res = run(command, tmp_path / "in", "-o", tmp_path / "out", "--model", TINY, ok=False)
+    assert isinstance(res.exception, TypeError) and "a bug in dacli" in str(res.exception)
+    assert "failed 1" not in res.output and len(calls) == 2  # stopped at the second file
 
 
 def test_shards_partition_the_files(tmp_path):
@@ -263,6 +284,7 @@ def test_models_and_download_from_local_server(tmp_path, monkeypatch):
         "https://github.com/descriptinc/descript-audio-codec/releases/download/0.0.1/weights.pth"
 
 
+@pytest.mark.slow  # a system test: make test-quick leaves it out
 def test_real_subprocess(tmp_path):
     tone(tmp_path / "a.wav", seconds=0.5)
     exe = Path(sys.executable).parent / "dacli"
@@ -284,7 +306,7 @@ def test_loudness_restored_for_whole_signal(tmp_path, tiny44):
     assert h.input_loudness == pytest.approx(audio.loudness(x, 44100), abs=0.05)
     assert h.gain_db == pytest.approx(-16 - h.input_loudness, abs=1e-4)
     hdr, codes = container.read(tmp_path / "s.dac")
-    y = codec.decode_array(tiny44, codes)[:, :hdr.model_length] * audio.db_to_gain(-hdr.gain_db)
+    y = windows.decode_array(tiny44, codes)[:, :hdr.model_length] * audio.db_to_gain(-hdr.gain_db)
     codec.decode_file(tiny44, tmp_path / "s.dac", tmp_path / "d.wav")
     d, _ = sf.read(tmp_path / "d.wav", dtype="float32")
     np.testing.assert_allclose(d.T, np.clip(y, -1, 1), atol=1.5 / 32768)
@@ -307,9 +329,10 @@ def test_read_codes_needs_no_model_and_no_torch(tmp_path):
             "print(codes.dtype, codes.shape, h.n_codebooks, h.channels, int(codes.sum()), 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.dac")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["int16", "(2,", "5,", f"{h0.n_frames})", "5", "2", str(int(c0.sum())), "False"]
+    assert r.stdout.split() == ["int32", "(2,", "5,", f"{h0.n_frames})", "5", "2", str(int(c0.sum())), "False"]
 
 
+@pytest.mark.slow  # a system test: make test-quick leaves it out
 def test_logs_have_no_cursor_escapes(tmp_path):
     """stderr to a file or pipe: plain progress lines, never the terminal's cursor movements."""
     tone(tmp_path / "in" / "long.wav", seconds=25.0)
@@ -346,6 +369,7 @@ def _sh(cmd, tmp_path, **kw):
                           timeout=300, **kw)
 
 
+@pytest.mark.slow  # a system test: make test-quick leaves it out
 def test_pipes(tmp_path):
     """'-' for stdin and stdout in encode, decode and transcode; the same bytes as with files; nothing
     left in the temporary folder."""
@@ -364,6 +388,7 @@ def test_pipes(tmp_path):
     assert [p for p in (tmp_path / "tmp").iterdir() if p.name.startswith("dacli")] == []
 
 
+@pytest.mark.slow  # a system test: make test-quick leaves it out
 def test_pipe_faults(tmp_path):
     tone(tmp_path / "a.wav", seconds=30.0)
     assert _sh("$D encode a.wav $M -q", tmp_path).returncode == 0

@@ -6,8 +6,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from dacli import audio, codec, container
+from dacli import audio, codec, container, windows
+from dacli.bounds import FP32_CODES_MOVED, FP32_ONE_PASS_AUDIO
 from dacli.errors import DacliError
+from dacli.model.receptive import decoder_context, encoder_context
 
 from conftest import FIXTURES
 
@@ -27,20 +29,20 @@ def test_windowed_equals_one_pass(name, request, clip):
     assert one.shape[-1] == -(-x.shape[-1] // model.hop_length)
     dec_one = model.decode(one).numpy()
     for seconds in (1.0, 3.7):
-        w = codec.encode_array(model, x, chunk_seconds=seconds)
+        w = windows.encode_array(model, x, window_seconds=seconds)
         assert w.shape == one.shape
-        assert (w != one).mean() <= 0.001, f"{(w != one).sum()} codes differ"
-        d = codec.decode_array(model, one, chunk_seconds=seconds)
+        assert (w != one).mean() <= FP32_CODES_MOVED, f"{(w != one).sum()} codes differ"
+        d = windows.decode_array(model, one, window_seconds=seconds)
         assert d.shape == dec_one.shape
-        np.testing.assert_allclose(d, dec_one, atol=2 ** -15, rtol=0)  # one 16-bit step
+        np.testing.assert_allclose(d, dec_one, atol=FP32_ONE_PASS_AUDIO, rtol=0)  # one 16-bit step
 
 
 def test_no_seam_at_window_boundaries(tiny44, clip):
     """Around every boundary of 1 s windows the decoded signal matches one pass as well as anywhere."""
     codes = tiny44.encode(clip[:, :44100 * 5]).numpy()
     one = tiny44.decode(codes).numpy()
-    win = codec.decode_array(tiny44, codes, chunk_seconds=1.0)
-    hop = tiny44.hop_length * codec.window_frames(tiny44, 1.0, None)
+    win = windows.decode_array(tiny44, codes, window_seconds=1.0)
+    hop = tiny44.hop_length * windows.window_frames(tiny44, 1.0, None)
     err = np.abs(one - win)[0]
     at_seams = np.concatenate([err[b - 64:b + 64] for b in range(hop, err.shape[0], hop)])
     assert at_seams.max() < 1e-5
@@ -48,13 +50,13 @@ def test_no_seam_at_window_boundaries(tiny44, clip):
 
 def test_result_independent_of_window_size_through_files(tmp_path, tiny44):
     src = FIXTURES / "music20s.flac"
-    codec.encode_file(tiny44, src, tmp_path / "a.dac", chunk_seconds=2.0)
-    codec.encode_file(tiny44, src, tmp_path / "b.dac", chunk_seconds=7.5)
+    codec.encode_file(tiny44, src, tmp_path / "a.dac", window_seconds=2.0)
+    codec.encode_file(tiny44, src, tmp_path / "b.dac", window_seconds=7.5)
     ha, ca = container.read(tmp_path / "a.dac")
     hb, cb = container.read(tmp_path / "b.dac")
-    assert ha == hb and (ca != cb).mean() <= 0.001
-    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "a.wav", chunk_seconds=2.0)
-    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "b.wav", chunk_seconds=7.5)
+    assert ha == hb and (ca != cb).mean() <= FP32_CODES_MOVED
+    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "a.wav", window_seconds=2.0)
+    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "b.wav", window_seconds=7.5)
     ya, _ = sf.read(tmp_path / "a.wav", dtype="int16")
     yb, _ = sf.read(tmp_path / "b.wav", dtype="int16")
     assert np.abs(ya.astype(int) - yb).max() <= 1
@@ -62,7 +64,7 @@ def test_result_independent_of_window_size_through_files(tmp_path, tiny44):
 
 def test_receptive_field_is_measured(tiny44):
     """Perturbing one input sample changes codes no further away than the computed context."""
-    C = codec.encoder_context(tiny44)
+    C = encoder_context(tiny44)
     hop = tiny44.hop_length
     assert C * hop >= 3900  # half the encoder's span for the 2-4-8-8 strides is ~3989 samples
     rng = np.random.default_rng(0)
@@ -76,7 +78,7 @@ def test_receptive_field_is_measured(tiny44):
     changed = np.nonzero((moved - base).abs().amax(1)[0].numpy() > 0)[0]
     assert changed.min() >= 32 - C and changed.max() <= 32 + C
     assert changed.max() - changed.min() >= 2 * (C - 2)  # and the context is not grossly oversized
-    Cd = codec.decoder_context(tiny44)
+    Cd = decoder_context(tiny44)
     assert 5 <= Cd <= 16
 
 
@@ -149,15 +151,15 @@ def test_decode_streams_wav(tmp_path, tiny44, clip, monkeypatch):
     x = clip[:, :44100 * 5]
     sf.write(tmp_path / "a.wav", x[0], 44100)
     codec.encode_file(tiny44, tmp_path / "a.wav", tmp_path / "a.dac")
-    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "a.wav.out", chunk_seconds=1.0)
+    codec.decode_file(tiny44, tmp_path / "a.dac", tmp_path / "a.wav.out", window_seconds=1.0)
     made = []  # windows decoded so far, as seen by each write
-    windows = codec.decode_windows
+    real = windows.decode_windows
 
     def counted(*a, **k):
-        for y in windows(*a, **k):
+        for y in real(*a, **k):
             made.append(1)
             yield y
-    monkeypatch.setattr(codec, "decode_windows", counted)
+    monkeypatch.setattr(windows, "decode_windows", counted)
 
     class Stream:
         def __init__(self):
@@ -170,7 +172,7 @@ def test_decode_streams_wav(tmp_path, tiny44, clip, monkeypatch):
         def flush(self):
             pass
     out = Stream()
-    codec.decode_file(tiny44, tmp_path / "a.dac", out, chunk_seconds=1.0)
+    codec.decode_file(tiny44, tmp_path / "a.dac", out, window_seconds=1.0)
     assert bytes(out.data) == (tmp_path / "a.wav.out").read_bytes()
     assert out.seen[0] == 0 and out.seen[1] == 1 and len(made) >= 5  # header first, then each window
     with pytest.raises(ValueError):

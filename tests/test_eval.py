@@ -104,6 +104,7 @@ def test_eval_ref_degraded_folders(tmp_path, signals):
     assert out["files"][0]["mel"] == pytest.approx(expected["mel"], rel=1e-6)
 
 
+@pytest.mark.slow  # a system test: make test-quick leaves it out
 def test_eval_codecs_end_to_end(tmp_path):
     if not shutil.which("ffmpeg"):
         pytest.fail("ffmpeg is missing: run 'make eval-deps' (make test does)")

@@ -17,6 +17,8 @@ from dacli import container
 
 from conftest import FIXTURES
 
+pytestmark = pytest.mark.slow  # system tests (signals, full disks, processes): make test-quick leaves them out
+
 TINY = str(FIXTURES / "tiny44.pth")
 
 

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a system test: make test-quick leaves it out
+
 HARNESS = Path(__file__).resolve().parent / "fuzz_readers.py"
 
 

@@ -8,7 +8,10 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
+
+pytestmark = pytest.mark.slow  # a system test: make test-quick leaves it out
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import FIXTURES
+
+pytestmark = pytest.mark.slow  # a system test: make test-quick leaves it out
 
 TINY = str(FIXTURES / "tiny44.pth")
 SLACK = 60 << 20  # bytes: glibc's heap layout varies from run to run

@@ -41,7 +41,7 @@ def test_parity_with_official(name, request):
     model = request.getfixturevalue(name)
     v = vectors(name)
     codes = model.encode(v["audio"])
-    assert codes.dtype == torch.int64 and codes.shape == (1, model.n_codebooks, v["codes"].shape[1])
+    assert codes.dtype == torch.int32 and codes.shape == (1, model.n_codebooks, v["codes"].shape[1])  # dacli.codes
     np.testing.assert_array_equal(codes[0].numpy(), v["codes"])
     np.testing.assert_array_equal(model.encode(v["audio"], n_codebooks=4)[0].numpy(), v["codes_nq4"])
     dec = model.decode(codes)
@@ -418,14 +418,22 @@ def test_codebook_projections_as_one_product_equal_the_stagewise_sum(tiny44):
 
 
 def test_openmp_spin_is_shortened_for_inference_unless_set():
-    """Importing dacli changes nothing in the process; load_model (before it imports torch) shortens
-    libgomp's spin, which measured took the cores from the C Snake kernel; a value the user set is
-    kept, and once torch is loaded it is left alone (libgomp has read it)."""
+    """Importing dacli and loading a model change nothing in the process (the spin, the allocator);
+    dacli.tune_process() (before torch is imported, as the command line calls it) shortens libgomp's
+    spin, which measured took the cores from the C Snake kernel; a value the user set is kept, and
+    once torch is loaded it is left alone (libgomp has read it)."""
     import os
     import subprocess
     import sys
+    loaded = ("import dacli, os, sys\n"
+              f"m = dacli.load_model({str(FIXTURES / 'tiny44.pth')!r}, 'cpu', 'fp32')\n"
+              "from dacli.runtime import process\n"
+              "print(os.environ.get('GOMP_SPINCOUNT'), process._libc)")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    out = subprocess.run([sys.executable, "-c", loaded], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "None"]  # the library left the process alone
     code = ("import dacli, os, sys; print(os.environ.get('GOMP_SPINCOUNT'))\n"
-            f"m = dacli.load_model({str(FIXTURES / 'tiny44.pth')!r}, 'cpu', 'fp32')\n"
+            "dacli.tune_process()\n"
             "print(os.environ.get('GOMP_SPINCOUNT'))")
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

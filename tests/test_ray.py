@@ -19,6 +19,8 @@ from dacli import container
 
 from conftest import FIXTURES
 
+pytestmark = pytest.mark.slow  # a system test: make test-quick leaves it out
+
 TINY = str(FIXTURES / "tiny44.pth")
 ENV = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", OMP_NUM_THREADS="1")
 

@@ -99,7 +99,8 @@ def test_layers():
     model = [m for m in MODULES if m.startswith("dacli.model")]
     for m in model:
         assert not {"dacli.container", "dacli.codec", "dacli.legacy", "dacli.audio"} & set(edges[m]), m
-    for m in ("dacli.container", "dacli.audio", "dacli.rates", "dacli.fileio", "dacli.batch"):
+    for m in ("dacli.container", "dacli.audio", "dacli.rates", "dacli.fileio", "dacli.batch", "dacli.outcome",
+              "dacli.codes"):
         assert not [t for t in edges[m] if t.startswith(("dacli.model", "dacli.runtime", "dacli.codec"))], m
     assert not [m for m in MODULES if not m.startswith("dacli.training") and
                 any(t.startswith("dacli.training") for t in edges[m])]  # the wheel leaves training out
@@ -137,15 +138,17 @@ def test_public_api_is_annotated():
     """Every parameter and the return of the public API carry a type (mypy checks them: make lint)."""
     import inspect
 
-    from dacli import codec, container, legacy, packing, registry
+    from dacli import codec, codes, container, legacy, registry, windows
     from dacli.model import DAC
     api = [registry.load_model, registry.model_for_file, registry.models, registry.download, registry.locate,
            registry.bundled_versions, registry.cache_dir, DAC.encode, DAC.decode, DAC.kbps, DAC.n_codebooks_for_kbps,
-           codec.encode_file, codec.decode_file, codec.encode_array, codec.decode_array, codec.describe_file,
+           codec.encode_file, codec.decode_file, windows.encode_array, windows.decode_array, codec.describe_file,
            container.read, container.write, container.read_header, container.read_codes, container.describe,
-           legacy.read, legacy.decode, legacy.decode_file, codec.plan_file, codec.model_input, codec.encode_planned,
-           packing.FilesEncoder.__init__, packing.FilesEncoder.submit, packing.FilesEncoder.finish, packing.Packer.add,
-           packing.Packer.flush, packing.gap_frames, packing.masked, codec.windows]
+           legacy.read, legacy.decode, legacy.decode_file, codec.plan_file, codec.model_input,
+           codec.Tokenizer.__init__, codec.Tokenizer.submit, codec.Tokenizer.finish, windows.Packer.open,
+           windows.Packer.feed, windows.Packer.add, windows.Packer.drop, windows.Packer.flush, windows.gap_frames,
+           windows.masked, windows.plan, windows.WindowDecoder.__init__, windows.WindowDecoder.feed,
+           windows.decode_windows, codes.as_array, codes.as_tensor, codes.check]
     for f in api:
         sig = inspect.signature(f)
         missing = [n for n, p in sig.parameters.items() if n != "self" and p.annotation is inspect.Parameter.empty]

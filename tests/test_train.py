@@ -298,7 +298,7 @@ def test_quiet_share_keeps_pauses_quiet(tmp_path):
 
 def test_latent_loss_enters_with_its_weight(corpus):
     """The "latent" term (quantized vs encoder latent) is logged always and added to the loss with its
-    weight (0 in the paper's recipe; the model card's sitting 7 tried 1)."""
+    weight (0 in the paper's recipe; docs/TRAINING.md records a run that tried 1)."""
     cfg = CONFIGS["tiny"]
     with_latent = cfg | {"lambdas": cfg["lambdas"] | {"latent": 1.0}}
     logs = []

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import codes as codes_type, rates
 from ..errors import DacliError
-from .. import rates
 from . import receptive
 from .layers import ResidualUnit, Snake1d, WeightNormConv, WNConv1d, WNConvTranspose1d
 from .quantizer import ResidualVectorQuantize
@@ -157,10 +157,10 @@ class DAC(nn.Module):
         return int(n_codebooks)
 
     def encode_batch(self, audio: torch.Tensor, n_codebooks: Optional[int] = None) -> torch.Tensor:
-        """(B, 1, L) audio on the model's device, L a multiple of hop → (B, n, L/hop) codes, in one
-        pass with padded convolutions."""
+        """(B, 1, L) audio on the model's device, L a multiple of hop → (B, n, L/hop) int32 codes on that
+        device, in one pass with padded convolutions."""
         z = self.encoder(audio)
-        return self.quantizer(z, self.check_n_codebooks(n_codebooks))[1]
+        return self.quantizer(z, self.check_n_codebooks(n_codebooks))[1].to(torch.int32)
 
     def decode_batch(self, codes: torch.Tensor, keep: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         """(B, n, T) codes on the model's device → (B, 1, L') audio; with ``keep = (lo, hi)`` only
@@ -174,26 +174,25 @@ class DAC(nn.Module):
 
     def encode(self, audio: Union[np.ndarray, torch.Tensor], n_codebooks: Optional[int] = None) -> torch.Tensor:
         """Audio at the model rate, (channels, samples) or (samples,), array or tensor →
-        int64 codes (channels, n_codebooks, ceil(samples/hop)) on the CPU.
+        int32 codes (channels, n_codebooks, ceil(samples/hop)) on the CPU (:mod:`dacli.codes`).
         Channels are coded independently. The whole signal goes through in one pass: for long
-        files use :mod:`dacli.codec`, which windows it."""
+        signals use :mod:`dacli.windows` (bounded memory, the same codes in fp32), for files
+        :mod:`dacli.codec`."""
         x = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not torch.is_tensor(audio) else audio)
         x = x.float().reshape(-1, x.shape[-1])[:, None, :]
         pad = -x.shape[-1] % self.hop_length
         with torch.inference_mode():
             x = F.pad(x.to(self.device), (0, pad))
-            return self.encode_batch(x, n_codebooks).cpu()
+            return codes_type.as_tensor(self.encode_batch(x, n_codebooks))
 
     def decode(self, codes: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-        """Codes (channels, n, frames) → float32 audio (channels, samples) on the CPU, at the model
-        rate. 44.1 kHz models give hop·frames samples; models with an odd stride a few fewer."""
-        c = torch.as_tensor(np.asarray(codes) if not torch.is_tensor(codes) else codes).long()
-        if c.ndim == 2:
-            c = c[None]
-        if c.shape[1] > self.n_codebooks or c.numel() and (c.min() < 0 or c.max() >= self.codebook_size):
-            raise DacliError("codes do not fit this model (codebook count or index out of range)")
+        """Codes (channels, n, frames) or (n, frames), any integer array or tensor → float32 audio
+        (channels, samples) on the CPU, at the model rate. 44.1 kHz models give hop·frames samples;
+        models with an odd stride a few fewer."""
+        c = codes_type.as_array(codes)
+        codes_type.check(c, self.n_codebooks, self.codebook_size)
         with torch.inference_mode():
-            return self.decode_batch(c.to(self.device))[:, 0].float().cpu()
+            return self.decode_batch(torch.from_numpy(c).long().to(self.device))[:, 0].float().cpu()
 
     def set_padding(self, enabled: bool) -> "DAC":
         """Switch every convolution between its normal zero padding (True) and 'valid' convolution

@@ -174,7 +174,6 @@ def prepare(model: DAC, device="auto", precision="auto") -> DAC:
     place; returns it. ``model.precision`` says which precision runs."""
     if isinstance(model.encoder, ChannelsLast):
         raise ValueError("this model is already prepared")
-    process.inference_settings()
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     encoder_dtypes = _encoder_dtypes(model.encoder, precision, device)

@@ -1,6 +1,7 @@
-"""Settings that touch the whole process, applied on purpose by :func:`inference_settings` (which
-:func:`dacli.load_model` calls before it imports torch), never as a side effect of an import.
-Training keeps torch's defaults (``make train`` sets its own OpenMP spin in the environment)."""
+"""Settings that touch the whole process, applied only on purpose: by :func:`tune_process`, which the
+command line calls before it imports torch and a program using dacli as a library may call
+(``dacli.tune_process()``), never by importing dacli or loading a model. Training keeps torch's
+defaults (``make train`` sets its own OpenMP spin in the environment)."""
 
 import ctypes
 import os
@@ -20,16 +21,24 @@ RSS_BUDGET = 1280 << 20
 _libc: "ctypes.CDLL | bool | None" = None  # glibc once tune_allocator succeeded, False where it cannot
 
 
-def inference_settings():
-    """Apply the process settings inference runs best with: a short OpenMP spin (only if torch is not
-    imported yet, since libgomp reads it once; a value the user set wins) and the allocator's
-    thresholds (:func:`tune_allocator`). Idempotent."""
+def tune_process() -> None:
+    """Apply the process settings inference runs best with, for the whole process:
+
+    - ``GOMP_SPINCOUNT=1000`` in the environment (torch's OpenMP threads spin 1,000 rounds instead of
+      ~300,000 after each parallel region). Only if torch is not imported yet, since libgomp reads it
+      once; a value already set wins.
+    - glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` at 1 GiB (:func:`tune_allocator`): freed
+      activations stay in the heap for the next window instead of going back to the OS;
+      :func:`release_memory` hands free pages back once the resident size passes 1.25 GiB.
+
+    Worth, measured with ``python benchmarks/process_settings.py`` (docs/PERFORMANCE.md): encode and
+    decode time with and without it, the same codes and audio either way. Idempotent."""
     if "torch" not in sys.modules:
         os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN)
     tune_allocator()
 
 
-def tune_allocator():
+def tune_allocator() -> None:
     """Keep large freed blocks in glibc's heap instead of returning them to the OS: inference allocates
     the same big activations layer after layer, and page-faulting them in afresh costs 30-40 % of the
     CPU time (measured, 44.1 kHz model, stereo: encode 0.30 → 0.22 s, decode 0.58 → 0.41 s per

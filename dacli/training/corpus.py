@@ -49,7 +49,7 @@ class Source:
 
 # Budgets in seconds. Speech is the scarce kind of full-band recording, so it gets the largest share of
 # what exists (Tux Paint's spoken stamp descriptions: 178 min at 44.1 kHz in many languages); music is
-# plentiful and capped; environmental sound is what the allowed packages hold at full band (~1 h).
+# plentiful and capped; environmental sound is what these Debian packages hold at full band (~1 h).
 # In all 5.1 h (make corpus prints the minutes per source and kind).
 # full_band: only recordings with content above 12 kHz (see _full_band) — the band-limited speech
 # of festvox-ru (16 kHz) is the one deliberate exception, 2 minutes.
@@ -93,7 +93,7 @@ TRAIN = [
     Source("guitar-strums", "hydrogen-drumkits-effects", "music",
            ("usr/share/hydrogen/data/drumkits/belofilms_GuitarStrums/*.flac",), 240,
            "CC-BY-3.0 (belofilms_GuitarStrums drumkit)", seed=37, full_band=True),
-    # environmental, ~58 min (about all the allowed packages hold at full band;
+    # environmental, ~58 min (about all these packages hold at full band;
     # the ambience excerpts (35 min) are drawn from 33 min of recordings, so a few overlap)
     Source("megaglest-ambience", "megaglest-data", "env", ("usr/share/games/megaglest/tilesets/*/sounds/*.ogg",
                                                            "usr/share/games/megaglest/tilesets/*/sounds/*.wav"),
