@@ -85,34 +85,34 @@ def memory(name, device, out, tmp):
         print(f"{minutes} min: peak CUDA memory encode {enc} MiB, decode {peak_mib(device)} MiB", flush=True)
 
 
-def throughput(name, device, x, out, batches):
+def throughput(name, device, x, out, rows_per_call):
     model = bench.make_model(name, device, "auto")
     seconds = len(x) / 44100
     codes = windows.encode_array(model, x[None])
-    rows = []
-    for batch in batches:
+    results = []
+    for rows in rows_per_call:
         for _ in range(2):  # the first pass sets the shapes up; the second is timed
             sync(device)
             t = time.perf_counter()
             enc = windows.Packer(model, model.n_codebooks,
-                                 windows.window_frames(model, None, windows.ENCODE_WINDOW_SECONDS), batch)
+                                 windows.window_frames(model, None, windows.ENCODE_WINDOW_SECONDS), rows)
             enc.add(0, x[None])
             enc.flush()
             sync(device)
             t_enc = time.perf_counter() - t
             t = time.perf_counter()
-            for _y in windows.decode_windows(model, codes, rows=batch):
+            for _y in windows.decode_windows(model, codes, rows=rows):
                 pass
             sync(device)
             t_dec = time.perf_counter() - t
-        rows.append({"batch": batch, "encode_hours_per_hour": seconds / t_enc, "decode_hours_per_hour": seconds / t_dec})
-        print(f"batch {batch:3d}: encode {seconds / t_enc:8.1f}, decode {seconds / t_dec:8.1f} hours of audio per hour",
+        results.append({"rows": rows, "encode_hours_per_hour": seconds / t_enc, "decode_hours_per_hour": seconds / t_dec})
+        print(f"{rows:3d} rows per call: encode {seconds / t_enc:8.1f}, decode {seconds / t_dec:8.1f} hours of audio per hour",
               flush=True)
-    out["throughput"] = rows
+    out["throughput"] = results
 
 
-def packed(name, device, x, out, batches):
-    """Short clips cut from ``x`` through the Packer, ``batch`` rows per call: hours per hour, and in
+def packed(name, device, x, out, rows_per_call):
+    """Short clips cut from ``x`` through the Packer, ``rows`` rows per call: hours per hour, and in
     fp32 the share of codes equal to each clip encoded alone."""
     rng = np.random.default_rng(0)
     clips = []
@@ -121,14 +121,14 @@ def packed(name, device, x, out, batches):
         at = int(rng.integers(0, len(x) - n))
         clips.append(x[None, at:at + n])
     seconds = sum(c.shape[1] for c in clips) / 44100
-    rows = []
+    results = []
     for precision in ("fp32", "auto"):
         model = bench.make_model(name, device, precision)
         alone = [model.encode(c).numpy() for c in clips] if precision == "fp32" else None
         width = windows.window_frames(model, None, windows.ENCODE_WINDOW_SECONDS)
-        for batch in batches:
+        for rows in rows_per_call:
             for _ in range(2):  # the first pass sets the shape up; the second is timed
-                p = windows.Packer(model, model.n_codebooks, width, batch)
+                p = windows.Packer(model, model.n_codebooks, width, rows)
                 sync(device)
                 t = time.perf_counter()
                 got = {}
@@ -137,14 +137,14 @@ def packed(name, device, x, out, batches):
                 got.update(p.flush())
                 sync(device)
                 t_enc = time.perf_counter() - t
-            row = {"precision": model.precision, "batch": batch, "encode_hours_per_hour": seconds / t_enc}
+            row = {"precision": model.precision, "rows": rows, "encode_hours_per_hour": seconds / t_enc}
             if alone is not None:
                 row["codes_equal_pct"] = float(100 * np.mean([(got[i] == a).mean() for i, a in enumerate(alone)]))
-            rows.append(row)
-            print(f"packed clips, {model.precision}, batch {batch:3d}: encode {seconds / t_enc:8.1f} hours per hour"
+            results.append(row)
+            print(f"packed clips, {model.precision}, {rows:3d} rows per call: encode {seconds / t_enc:8.1f} hours per hour"
                   + (f", codes {row['codes_equal_pct']:.3f} % equal to each clip alone" if alone is not None else ""),
                   flush=True)
-    out["packed"] = rows
+    out["packed"] = results
 
 
 def official(device, src, out, tmp):
@@ -178,7 +178,7 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--model", default="44khz-8kbps")
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1, 4, 16, 64], help="rows (windows) per model call")
     ap.add_argument("--skip-memory", action="store_true", help="leave out the 10-minute files")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -192,8 +192,8 @@ def main():
         correctness(args.model, args.device, x, out)
         if not args.skip_memory:
             memory(args.model, args.device, out, tmp)
-        throughput(args.model, args.device, x, out, args.batches)
-        packed(args.model, args.device, x, out, args.batches)
+        throughput(args.model, args.device, x, out, args.rows)
+        packed(args.model, args.device, x, out, args.rows)
         sf.write(tmp / "clip.wav", x, 44100)
         official(args.device, tmp / "clip.wav", out, tmp)
     print(json.dumps(out, indent=1, default=str))
