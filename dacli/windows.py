@@ -207,10 +207,14 @@ class Packer:
         self._streams.pop(key, None)
 
     def flush(self) -> Done:
-        """Encode every open row → the streams completed."""
+        """Encode every open row → the streams completed. In fp32 these last calls are cut to the
+        longest of their rows, so that a file encoded alone costs what its own length does (the codes
+        are the same: beyond a row's end the convolutions' zero padding shows what the zeroed gap does).
+        Rows that are not shared keep their one shape, so their codes never depend on the neighbours."""
         done: Done = []
         while self._rows:
-            done += self._run(self._fullest())
+            rows = self._fullest()
+            done += self._run(rows, max(r.used for r in rows) if self.share else None)
         return done
 
     def _finished(self, st: _Stream) -> bool:
@@ -245,13 +249,13 @@ class Packer:
             return 0
         return row.used + self.gap if self.share else self.row_frames
 
-    def _run(self, rows: List[_Row]) -> Done:
-        """Encode ``rows`` (with empty ones up to a call's worth: one shape for every call) → the
-        streams completed."""
+    def _run(self, rows: List[_Row], frames: Optional[int] = None) -> Done:
+        """Encode ``rows`` (with empty ones up to a call's worth: one shape for every call; ``frames``
+        long, by default a full row) → the streams completed."""
         import torch
         for r in rows:
             self._rows.remove(r)
-        n = self.row_frames * self.hop
+        n = (frames or self.row_frames) * self.hop
         x = torch.zeros(self.rows_per_call, 1, n)
         valid = torch.zeros(self.rows_per_call, n, dtype=torch.bool)
         for i, r in enumerate(rows):
