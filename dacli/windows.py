@@ -315,10 +315,9 @@ class WindowDecoder:
         self._buf = c if self._buf is None else np.concatenate([self._buf, c], axis=2)
         received = self._start + self._buf.shape[2]
         ready = []  # (codes of the window with its context, (first kept frame, end) within them)
-        while self._next < received and (last or self._next + self.width + self.context <= received):
-            s = self._next
-            w = min(self.width, received - s)
-            a, b = max(0, s - self.context), min(received, s + w + self.context)
+        for s, w, a, b in plan(received, self.width, self.context, self._next):
+            if not last and b < s + self.width + self.context:
+                break  # its right context has not all come yet
             ready.append((self._buf[:, :, a - self._start:b - self._start], (s - a, s - a + w)))
             self._next = s + w
         out = self._decode(ready)
