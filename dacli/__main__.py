@@ -4,7 +4,8 @@ Signal handling is set here, on purpose, for the command-line process only (neve
 SIGTERM and SIGHUP end the run the way Ctrl-C does (temporary outputs removed, one line, exit
 128 + signal number), and SIGXFSZ is ignored so that a write past the file-size limit fails with an
 error message instead of killing the process. The command line's modules (torch among them) are
-imported after that, so an interrupt during start-up is reported like any other.
+imported after that, so an interrupt during start-up is reported like any other: one line, exit 130
+(Ctrl-C) or 128 + the signal, wherever it lands.
 """
 
 import os
@@ -33,21 +34,41 @@ def _exit_now(code):
     os._exit(code)
 
 
+def _run() -> int:
+    """The command line, with one policy for an interrupt wherever it lands: while importing, while
+    click parses the arguments (a signal that arrives during the last C call of an import is handled
+    at the next Python instruction, which can be click's), or inside a command. click's own handling
+    of Ctrl-C ("Aborted!", exit 1) is never used: it runs with ``standalone_mode=False`` and its
+    exceptions are reported here."""
+    from .cli import cli
+    import click
+
+    try:
+        rv = cli.main(prog_name="dacli", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort as e:  # click turns a KeyboardInterrupt into Abort, keeping it as the cause
+        raise e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else KeyboardInterrupt() from None
+    return rv if isinstance(rv, int) else 0  # an int is click's exit code (--help, --version)
+
+
 def main():
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        from .cli import cli
+        code = _run()
     except KeyboardInterrupt as e:
         print(f"dacli: error: {Terminated.describe(e)}", file=sys.stderr)
-        _exit_now(Terminated.exit_code_of(e))
-    try:
-        cli(prog_name="dacli")
+        code = Terminated.exit_code_of(e)
     except SystemExit as e:
-        if e.code in INTERRUPTED:
-            _exit_now(e.code)
-        raise
+        if e.code not in INTERRUPTED:
+            raise
+        code = e.code
+    if code in INTERRUPTED:
+        _exit_now(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

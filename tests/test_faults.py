@@ -115,6 +115,22 @@ def test_interrupt_during_startup_prints_no_traceback(tmp_path):
         assert not (tmp_path / "a.dac").exists() and parts(tmp_path) == []
 
 
+@pytest.mark.parametrize("where", ["make_context", "invoke"])
+@pytest.mark.parametrize("raised, code, line", [("KeyboardInterrupt()", 130, "dacli: error: interrupted"),
+                                                ("Terminated(signal.SIGTERM)", 143, "dacli: error: terminated by SIGTERM")])
+def test_interrupt_while_click_parses_is_reported_like_any_other(where, raised, code, line):
+    """A signal that arrives during the last C call of an import is handled at the next Python
+    instruction, which can be inside click, before or around the command: still one line and the
+    signal's exit status, never click's "Aborted!" with exit 1. Deterministic: the interrupt is raised
+    from click's own make_context / the group's invoke."""
+    prog = ("import signal, sys\nimport click\nfrom dacli.errors import Terminated\n"
+            f"def hit(*a, **k):\n    raise {raised}\n"
+            f"setattr(click.Group, {where!r}, hit)\n"
+            "sys.argv = ['dacli', 'models']\nfrom dacli.__main__ import main\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr.strip()) == (code, line), r.stderr
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_during_encode_leave_nothing(tmp_path, sig, code):
     """A signal while the model is encoding: the exit status says which, one line, no output file."""
