@@ -8,6 +8,7 @@ Python API::
     audio = model.decode(codes)           # → (channels, samples)
     codes, header = dacli.read_codes("x.dac")   # (channels, codebooks, frames); no model, no torch
     dacli.tune_process()                  # optional, first: the process settings the command line uses
+    stream = dacli.StreamDecoder(model)   # codes in as they come: stream.push(codes) → final samples
 
 Codes are int32 (channels, codebooks, frames) everywhere (:mod:`dacli.codes`).
 """
@@ -15,7 +16,8 @@ Codes are int32 (channels, codebooks, frames) everywhere (:mod:`dacli.codes`).
 from .errors import DacliError
 
 __version__ = "0.1.0"
-__all__ = ["DAC", "DacliError", "PRESETS", "load_model", "read_codes", "tune_process", "__version__"]
+__all__ = ["DAC", "DacliError", "PRESETS", "StreamDecoder", "StreamEncoder", "load_model", "read_codes",
+           "tune_process", "__version__"]
 
 
 def __getattr__(name):
@@ -30,6 +32,9 @@ def __getattr__(name):
     if name == "read_codes":
         from .container import read_codes
         return read_codes
+    if name in ("StreamDecoder", "StreamEncoder"):
+        from . import stream
+        return getattr(stream, name)
     if name == "tune_process":
         from .runtime.process import tune_process
         return tune_process

@@ -172,11 +172,12 @@ def sf_reason(e: Exception) -> str:
 WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # a RIFF size that says "until the stream ends" (what ffmpeg writes to pipes)
 
 
-def wav_header(rate: int, channels: int, frames: int) -> bytes:
+def wav_header(rate: int, channels: int, frames: Optional[int]) -> bytes:
     """The 44-byte header of a 16-bit PCM WAV file of ``frames`` samples per channel, as libsndfile
     writes it: sent ahead of the samples when the audio goes to a stream that cannot seek. Lengths a
-    RIFF size cannot hold (4 GiB) get the size field's "until the end" value."""
-    data = frames * channels * 2
+    RIFF size cannot hold (4 GiB) and ``frames=None`` (a stream whose length is not known) get the
+    size field's "until the end" value."""
+    data = WAV_UNKNOWN_SIZE if frames is None else frames * channels * 2
     riff = 36 + data
     if riff > 0xFFFFFFFF:
         riff = data = WAV_UNKNOWN_SIZE

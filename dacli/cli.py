@@ -134,8 +134,14 @@ def cli():
                                                                                     "threads of each worker.")
 @click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
               help="With --engine ray: the share of a GPU each worker takes (workers run on CUDA when above 0).")
+@click.option("--raw-codes", is_flag=True,
+              help="Write a raw token stream (docs/FORMAT.md, Raw codes) as codes become final, from WAV or raw "
+                   "16-bit PCM (--channels) at the model rate: live audio, no loudness normalisation.")
+@click.option("--channels", type=int, default=None, callback=_positive("--channels", True),
+              help="With --raw-codes: channels of raw PCM input.")
+@click.option("--gain-db", type=float, default=0.0, show_default=True, help="With --raw-codes: the fixed gain.")
 def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, window_seconds, overwrite,
-           shard, quiet, engine, address, workers, threads_per_worker, gpus_per_worker):
+           shard, quiet, engine, address, workers, threads_per_worker, gpus_per_worker, raw_codes, channels, gain_db):
     """Encode audio files or folders (any rate, channels, length) into .dac files.
 
     '-' reads audio from stdin or writes the .dac to stdout:
@@ -146,6 +152,12 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
     """
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
+    if raw_codes:
+        from . import pipe
+        model = registry.load_model(model_name, device, precision)
+        return pipe.encode_files(inputs, output, model, kbps, n_codebooks, channels, gain_db)
+    if channels is not None or gain_db:
+        raise click.UsageError("--channels and --gain-db go with --raw-codes")
     if engine == "local" and (address or workers is not None or threads_per_worker != 1 or gpus_per_worker):
         raise click.UsageError("--address, --workers, --threads-per-worker and --gpus-per-worker go with --engine ray")
     if engine == "ray":
@@ -188,12 +200,23 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output audio file (one input), '-' for stdout, or folder (default: beside the input).")
-@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac", "raw"]), default=None,
               help="Output format (default: from the output name, else wav; with -o -, what is written to "
-                   "stdout). 16-bit PCM.")
+                   "stdout). 16-bit PCM; raw (headerless little-endian) with --raw-codes only.")
+@click.option("--raw-codes", is_flag=True,
+              help="The input is a raw token stream (docs/FORMAT.md, Raw codes: each frame CHANNELS x "
+                   "N_CODEBOOKS little-endian uint16), decoded as it arrives, audio at the model rate written "
+                   "as it becomes final (no loudness restore): an audio LM's tokens, live.")
+@click.option("--channels", type=int, default=None, callback=_positive("--channels", True),
+              help="With --raw-codes: channels of the stream (default 1).")
+@N_CODEBOOKS
+@click.option("--lookahead", type=int, default=None, metavar="FRAMES",
+              help="With --raw-codes: frames to wait for before a frame plays (default: the exact latency, "
+                   "the offline decode's samples; fewer: earlier audio, deviating).")
 @MODEL_RUN
 @BATCH
-def decode(inputs, output, fmt, model_name, device, precision, window_seconds, overwrite, shard, quiet):
+def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, model_name, device, precision,
+           window_seconds, overwrite, shard, quiet):
     """Decode .dac files or folders back to audio at the original rate, channels and length.
 
     The model recorded in each file is used (its weights are checked); --model overrides it, and is
@@ -203,11 +226,20 @@ def decode(inputs, output, fmt, model_name, device, precision, window_seconds, o
 
     \b
     dacli decode x.dac -o - | ffplay -
+    lm_tokens | dacli decode --raw-codes - -o - --channels 1 --n-codebooks 9 | aplay
     """
     named = output.suffix.lower()[1:] if output is not None and output.suffix.lower() in (".wav", ".flac") else None
     if fmt is not None and named is not None and fmt != named:
         raise click.UsageError(f"--format {fmt} contradicts the output name {output}")
     fmt = fmt or named or "wav"
+    if raw_codes:
+        from . import pipe
+        if fmt == "flac":
+            raise click.UsageError("--raw-codes writes WAV or raw PCM as it goes, not FLAC")
+        model = registry.load_model(model_name, device, precision)
+        return pipe.decode_files(inputs, output, model, fmt, channels or 1, n_codebooks, lookahead)
+    if fmt == "raw" or channels is not None or n_codebooks is not None or lookahead is not None:
+        raise click.UsageError("--format raw, --channels, --n-codebooks and --lookahead go with --raw-codes")
     with batch.pipes(inputs, output, "stdin.dac", "stdout." + fmt, stream_out=fmt == "wav") as (inputs, output):
         if output == STDIO:  # streamed; pipes() has checked that there is one input file
             pairs = [(src, STDIO) for src, _ in find_inputs(inputs, DAC_EXTS)]

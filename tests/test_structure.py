@@ -136,12 +136,14 @@ def test_files_are_small_and_say_what_they_are_for():
 
 def test_one_thing_per_name():
     """No two classes of the package share a name, and only the model's encoder is called an Encoder
-    (the window engine is the Packer, the file encoder the Tokenizer, the Ray actor the Worker)."""
+    (the window engine is the Packer, the file encoder the Tokenizer, the Ray actor the Worker), and
+    the streamed form of it, the StreamEncoder."""
     classes = [(m, node.name) for m in MODULES for node in ast.walk(ast.parse(MODULES[m].read_text()))
                if isinstance(node, ast.ClassDef)]
     names = [n for _, n in classes]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
-    assert [(m, n) for m, n in classes if n.endswith("Encoder")] == [("dacli.model.dac", "Encoder")]
+    assert sorted((m, n) for m, n in classes if n.endswith("Encoder")) == [("dacli.model.dac", "Encoder"),
+                                                                           ("dacli.stream", "StreamEncoder")]
 
 
 def test_public_api_is_annotated():

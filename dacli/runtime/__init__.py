@@ -2,6 +2,7 @@
 by replacing modules in place, and owns the settings that touch the whole process.
 
 - :mod:`.engine`: :func:`prepare` — what is replaced by what, and the layout it runs in;
+  :func:`streamable` — the same samples whatever the stretch they are computed in (streaming);
 - :mod:`.convs`: convolutions with folded weight norm on channels-last tensors (oneDNN);
 - :mod:`.snake`: Snake by the C kernel (``dacli/_snake.c``), for inference and for training;
 - :mod:`.hardware`: the device, the CPU's features, and which precision runs;
@@ -16,3 +17,10 @@ def prepare(model, device="auto", precision="auto"):
     ``device`` in ``precision`` ("auto", "fp32", "mixed", "bf16"); see :func:`dacli.runtime.engine.prepare`."""
     from .engine import prepare as prepare_model
     return prepare_model(model, device, precision)
+
+
+def streamable(model):
+    """Make a prepared model compute each sample alike however its input is split (streaming needs it);
+    see :func:`dacli.runtime.engine.streamable`."""
+    from .engine import streamable as make_streamable
+    return make_streamable(model)

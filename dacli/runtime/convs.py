@@ -31,14 +31,28 @@ def onednn_op(dtype):
 
 
 def _packed(w, conv_args, input_shape):
-    """A (out, in, 1, k) weight in oneDNN's blocked layout for a convolution with these (stride,
+    """A (out, in, kh, kw) weight in oneDNN's blocked layout for a convolution with these 2-D (stride,
     padding, dilation) of inputs of this shape, or ``w`` itself where torch cannot pack it."""
     stride, padding, dilation = conv_args
     try:
         reorder: Any = torch._C._nn.mkldnn_reorder_conv2d_weight  # its stub lacks the input-shape argument
-        return reorder(w.contiguous().to_mkldnn(), [0, padding], [1, stride], [1, dilation], 1, list(input_shape))
+        return reorder(w.contiguous().to_mkldnn(), list(padding), list(stride), list(dilation), 1, list(input_shape))
     except (AttributeError, RuntimeError, NotImplementedError):
         return w
+
+
+def _fold(x, d):
+    """(B, C, 1, L) channels-last, L a multiple of d → (B, C, d, L/d) channels-last: row r holds samples
+    r, r + d, r + 2d, …, so a tap of dilation d along the signal is a tap of one along a row."""
+    n, c, _, length = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(n, length // d, d, c).transpose(1, 2)  # (B, d, L/d, C)
+    return rows.contiguous().permute(0, 3, 1, 2)
+
+
+def _unfold(y):
+    """The inverse of :func:`_fold`."""
+    n, c, d, length = y.shape
+    return y.permute(0, 3, 2, 1).contiguous().view(n, 1, length * d, c).permute(0, 3, 1, 2)
 
 
 class FastConv(nn.Module):
@@ -57,14 +71,13 @@ class FastConv(nn.Module):
         super().__init__()
         self.kernel_size, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
         self.padding, self.default_padding = conv.padding, conv.default_padding
+        self.fold = False  # computed so that no output depends on the input's length (see conv): streamable
         w, b = self.inference_weight(conv.weight().detach(), conv.bias.detach())
         self.register_buffer("weight", w.to(dtype).contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", b.to(dtype))
         self.onednn = onednn if conv.bias.device.type == "cpu" else None
         self.pack = self.onednn is not None and dtype == torch.bfloat16
-        self._last: Optional[tuple] = None
-        self._packed: Optional[torch.Tensor] = None
-        self._packed_for: Optional[tuple] = None
+        self._packs: dict = {}  # per weight (its address): [last key, packed weight, its key]
         self.weight: torch.Tensor
         self.bias: torch.Tensor
 
@@ -73,33 +86,54 @@ class FastConv(nn.Module):
         raise NotImplementedError
 
     def conv_args(self):
-        """(stride, padding, dilation) of the 2-D convolution run."""
+        """(stride, padding, dilation) of the convolution run, along the signal."""
         return self.stride, self.padding, self.dilation
 
-    def _weight_for(self, x):
+    def _weight_for(self, x, w, args):
         if not self.pack:
-            return self.weight
-        key = (tuple(x.shape), self.conv_args())
-        if self._packed_for == key:
-            return self._packed
-        if self._last == key:
-            self._packed = None  # free the old copy first
-            self._packed, self._packed_for = _packed(self.weight, self.conv_args(), key[0]), key
-            return self._packed
-        self._last = key
-        return self.weight
+            return w
+        key = (tuple(x.shape), args)
+        state = self._packs.setdefault(w.data_ptr(), [None, None, None])
+        if state[2] == key:
+            return state[1]
+        if state[0] == key:
+            state[1] = None  # free the old copy first
+            state[1:] = _packed(w, args, key[0]), key
+            return state[1]
+        state[0] = key
+        return w
 
-    def conv(self, x, add=None):
-        """The 2-D convolution of a (B, C, 1, L) channels-last tensor, plus ``add`` if given."""
-        stride, padding, dilation = self.conv_args()
-        w = self._weight_for(x)
+    def _run(self, x, w, args, add=None, bias=True):
+        w = self._weight_for(x, w, args)
+        b = self.bias if bias else None
+        stride, padding, dilation = args
         if self.onednn is not None:
-            args = ([0, padding], [1, stride], [1, dilation], 1)
             if add is None:
-                return self.onednn(x, w, self.bias, *args, "none", [], None)
-            return self.onednn(x, add, w, self.bias, *args, "add", 1.0, None, [], None)
-        y = F.conv2d(x, w, self.bias, (1, stride), (0, padding), (1, dilation))
+                return self.onednn(x, w, b, list(padding), list(stride), list(dilation), 1, "none", [], None)
+            return self.onednn(x, add, w, b, list(padding), list(stride), list(dilation), 1, "add", 1.0,
+                               None, [], None)
+        y = F.conv2d(x, w, b, stride, padding, dilation)
         return y if add is None else y.add_(add)
+
+    def conv(self, x, add=None, padding=None):
+        """The convolution of a (B, C, 1, L) channels-last tensor, plus ``add`` if given; with the
+        module's padding or ``padding`` (0: 'valid', as :mod:`dacli.stream` runs it).
+
+        With ``fold`` set, a dilated one (dilation d) runs as an undilated convolution along the d rows
+        of the signal folded by :func:`_fold` (row r: samples r, r + d, …; zeros complete the last
+        column). The same sum, and oneDNN computes an undilated convolution the same way whatever the
+        length and start of its input, a dilated one not (its blocking depends on them; measured in
+        float32 on AVX2): so a stretch of the signal convolved alone, as :mod:`dacli.stream` does it,
+        gives the very samples of the whole signal convolved at once. It costs the two copies."""
+        stride, own, dilation = self.conv_args()
+        padding = own if padding is None else padding
+        if not self.fold or dilation == 1 or stride != 1 or padding % dilation or add is not None:
+            return self._run(x, self.weight, ((1, stride), (0, padding), (1, dilation)), add)
+        length, d = x.shape[-1], dilation
+        if length % d:
+            x = F.pad(x, (0, -length % d)).contiguous(memory_format=torch.channels_last)
+        y = _unfold(self._run(_fold(x, d), self.weight, ((1, 1), (0, padding // d), (1, 1))))
+        return y[..., :length + 2 * padding - (self.kernel_size - 1) * d]
 
     def extra_repr(self):
         return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, "
@@ -126,6 +160,7 @@ class FastConvTranspose1d(FastConv):
     transposed one."""
 
     transposed = True
+    _taps: Optional[tuple] = None  # the weight's two taps, each (s·out, in, 1, 1): see conv
 
     def inference_weight(self, w, b):
         s = self.stride
@@ -137,12 +172,31 @@ class FastConvTranspose1d(FastConv):
     def conv_args(self):
         return 1, 1, 1
 
-    def forward(self, x):
-        s, n, length = self.stride, x.shape[0], x.shape[-1]
-        y = self.conv(x)                                                 # (N, s·out, 1, L+1), channels-last
+    def phases(self, y):
+        """The (N, s·out, 1, M) output of :meth:`conv` as the (N, out, 1, M·s) signal it interleaves."""
+        s, n, m = self.stride, y.shape[0], y.shape[-1]
         out = self.weight.shape[0] // s
-        y = y.permute(0, 2, 3, 1).reshape(n, 1, (length + 1) * s, out).permute(0, 3, 1, 2)
-        return y[..., self.padding:(length + 1) * s - self.padding]
+        return y.permute(0, 2, 3, 1).reshape(n, 1, m * s, out).permute(0, 3, 1, 2)
+
+    def conv(self, x, add=None, padding=None):
+        """The kernel-2 convolution of the input frames, padding 1 (or ``padding``): (N, s·out, 1, L + 1)
+        (L + 2·padding − 1). With ``fold``
+        set (:func:`dacli.runtime.streamable`): as two 1x1 convolutions, of frames m − 1 (bias added)
+        and m, the second adding the first: the same sums, but oneDNN computes a kernel of two taps
+        differently for inputs of different lengths, a 1x1 one not (measured in float32 on AVX2)."""
+        if not self.fold:
+            return super().conv(x, padding=padding)
+        cl, one = torch.channels_last, ((1, 1), (0, 0), (1, 1))
+        if self._taps is None:
+            self._taps = tuple(self.weight[..., i:i + 1].contiguous(memory_format=cl) for i in (0, 1))
+        frames = x if padding == 0 else F.pad(x, (1, 1))
+        earlier = self._run(frames[..., :-1].contiguous(memory_format=cl), self._taps[0], one)
+        return self._run(frames[..., 1:].contiguous(memory_format=cl), self._taps[1], one, add=earlier, bias=False)
+
+    def forward(self, x):
+        length = x.shape[-1]
+        y = self.phases(self.conv(x))                                   # (N, out, 1, (L+1)·s), channels-last
+        return y[..., self.padding:(length + 1) * self.stride - self.padding]
 
 
 class FoldedConv1d(nn.Module):

@@ -35,15 +35,16 @@ def default_threads(x):
     return torch.get_num_threads() if x.numel() >= MIN_PARALLEL else 1
 
 
-def snake_fused(x, alpha, out=None, threads=None):
+def snake_fused(x, alpha, out=None, threads=None, prepared=None):
     """Snake by the C kernel: ``x`` a float32 or bfloat16 (B, C, 1, L) channels-last CPU tensor,
-    ``alpha`` its C values; the result goes into ``out`` (a new tensor by default; ``x`` itself for in
-    place). The tensors whose bare addresses the kernel takes are held here until it returns."""
+    ``alpha`` its C values (or ``prepared``: :func:`kernel_alpha` of them); the result goes into
+    ``out`` (a new tensor by default; ``x`` itself for in place). The tensors whose bare addresses the
+    kernel takes are held here until it returns."""
     out = torch.empty_like(x) if out is None else out
     if x.dtype not in (torch.float32, torch.bfloat16) or out.dtype != x.dtype or out.shape != x.shape or \
             not (x.is_contiguous(memory_format=torch.channels_last) and out.is_contiguous(memory_format=torch.channels_last)):
         raise TypeError("snake_fused: x and out must be channels-last float32 or bfloat16 tensors of one shape")
-    alpha, inv = kernel_alpha(alpha)
+    alpha, inv = kernel_alpha(alpha) if prepared is None else prepared
     channels = x.shape[1]
     if threads is None:
         threads = default_threads(x)
@@ -64,12 +65,13 @@ class FastSnake1d(nn.Module):
         super().__init__()
         self.alpha = snake_module.alpha
         self.use_kernel, self.dtype = use_kernel, dtype
+        self.kernel_alpha = kernel_alpha(self.alpha) if use_kernel else None  # once: a stream calls it often
 
     def forward(self, x):
         x = x.to(self.dtype)  # the layers before it may run in another precision (no copy where not)
         if self.use_kernel:
             # the encoder's first convolution (one input channel) hands over channels-first
-            return snake_fused(x.contiguous(memory_format=torch.channels_last), self.alpha)
+            return snake_fused(x.contiguous(memory_format=torch.channels_last), self.alpha, prepared=self.kernel_alpha)
         alpha = self.alpha.to(x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
         y = x * alpha
         y.sin_().square_().mul_((alpha + SNAKE_GUARD).reciprocal())

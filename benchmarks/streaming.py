@@ -1,0 +1,136 @@
+"""Streaming speed, latency and the deviation of a short lookahead, against the one-pass model calls of
+the same codes and audio in the same run.
+
+    python benchmarks/streaming.py [--seconds 10] [--models dacli-44khz 44khz-8kbps] [--out FILE.json]
+
+For each model (the bundled one, the full-size 44.1 kHz architecture with random weights) in the default
+precision of this machine and in fp32: real audio (tests/fixtures/music20s.flac) encoded to codes;
+``model.decode`` of them timed; then StreamDecoder with pushes of 1, 2, 4, 8 and 32 frames: throughput
+as a share of the one-pass decode's, real-time factor, latency per push (p50, p99) against the audio
+a push carries, time to first audio; the same for StreamEncoder (pushes of 1 … 32 frames of samples)
+against ``model.encode``; and for the trained model, for every lookahead 0 … exact, the streamed
+audio's deviation from the offline decode (SNR, max abs, mel distance). Also the one-pass decode and encode of the model before it
+is made streamable, the price of streamability. Run it on an idle machine.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from dacli import bench, runtime
+from dacli.metrics import mel_distance
+from dacli.runtime import hardware
+from dacli.stream import StreamDecoder, StreamEncoder, latency_frames
+
+ROOT = Path(__file__).resolve().parent.parent
+PUSHES = (1, 2, 4, 8, 32)
+
+
+def best(f, runs=3):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t)
+    return min(times), out
+
+
+def stream_times(make, pieces):
+    """(total seconds, per-push seconds, pushes until the first output) of one streamed run."""
+    stream, lat, first = make(), [], None
+    t0 = time.perf_counter()
+    for i, piece in enumerate(pieces):
+        t = time.perf_counter()
+        out = stream.push(piece)
+        lat.append(time.perf_counter() - t)
+        if first is None and out.shape[-1]:
+            first = i + 1
+    stream.flush()
+    return time.perf_counter() - t0, np.array(lat), first
+
+
+def run(name, precision, seconds, music, lookahead=True):
+    m = bench.make_model(name, "cpu", precision)
+    x = music[:int(seconds * m.sample_rate)][None]
+    frame_ms = 1e3 * m.hop_length / m.sample_rate
+    plain_dec, _ = best(lambda: m.decode(m.encode(x[:, :m.hop_length * 8])), 1)  # warm up
+    codes = m.encode(x).numpy()
+    plain_dec, _ = best(lambda: m.decode(codes))
+    plain_enc, _ = best(lambda: m.encode(x))
+    runtime.streamable(m)
+    off_dec, ref = best(lambda: m.decode(codes))
+    off_enc, ref_codes = best(lambda: m.encode(x))
+    ref = ref.numpy()
+    frames = codes.shape[-1]
+    row = {"model": name, "precision": m.precision, "seconds": seconds, "frame_ms": frame_ms,
+           "latency_frames": latency_frames(m), "decode_s": off_dec, "encode_s": off_enc,
+           "decode_s_not_streamable": plain_dec, "encode_s_not_streamable": plain_enc, "decode": [], "encode": []}
+    for n in PUSHES:
+        total, lat, first = stream_times(lambda: StreamDecoder(m), [codes[:, :, t:t + n] for t in range(0, frames, n)])
+        row["decode"].append({"push_frames": n, "share_of_offline": off_dec / total, "realtime": seconds / total,
+                              "p50_ms": 1e3 * float(np.percentile(lat, 50)), "p99_ms": 1e3 * float(np.percentile(lat, 99)),
+                              "audio_per_push_ms": n * frame_ms,
+                              "first_audio_ms": first * n * frame_ms + 1e3 * float(lat[first - 1])})
+        hop = m.hop_length * n
+        total, lat, first = stream_times(lambda: StreamEncoder(m), [x[:, t:t + hop] for t in range(0, x.shape[-1], hop)])
+        row["encode"].append({"push_frames": n, "share_of_offline": off_enc / total, "realtime": seconds / total,
+                              "p50_ms": 1e3 * float(np.percentile(lat, 50)), "p99_ms": 1e3 * float(np.percentile(lat, 99)),
+                              "audio_per_push_ms": n * frame_ms})
+    row["lookahead"] = []
+    for la in range(latency_frames(m) + 1) if lookahead else ():
+        s = StreamDecoder(m, lookahead=la)
+        y = np.concatenate([s.push(codes[:, :, t:t + 1]) for t in range(frames)] + [s.flush()], -1)
+        err = y - ref
+        mel = float(mel_distance(torch.from_numpy(ref), torch.from_numpy(y), m.sample_rate))
+        snr = 10 * np.log10((ref ** 2).sum() / max((err ** 2).sum(), 1e-30))
+        row["lookahead"].append({"frames": la, "ms": la * frame_ms, "snr_db": float(min(snr, 300.0)),
+                                 "max_abs": float(np.abs(err).max()),
+                                 "mel_distance": mel, "exact": bool((err == 0).all())})
+    return row
+
+
+def show(row):
+    print(f"\n{row['model']} ({row['precision']}), {row['seconds']:g} s of music, frame {row['frame_ms']:.1f} ms, "
+          f"exact latency {row['latency_frames']} frames")
+    print(f"  one pass: decode {row['decode_s']:.2f} s, encode {row['encode_s']:.2f} s (before streamable: "
+          f"{row['decode_s_not_streamable']:.2f} s, {row['encode_s_not_streamable']:.2f} s)")
+    for kind in ("decode", "encode"):
+        for r in row[kind]:
+            extra = f", first audio {r['first_audio_ms']:.0f} ms" if "first_audio_ms" in r else ""
+            print(f"  {kind} pushes of {r['push_frames']:2d} frames: {r['share_of_offline']:.2f} of one pass, "
+                  f"{r['realtime']:.2f}x real time, push p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms "
+                  f"(audio per push {r['audio_per_push_ms']:.1f} ms){extra}")
+    for r in row["lookahead"]:
+        print(f"  lookahead {r['frames']:2d} ({r['ms']:5.1f} ms): SNR {r['snr_db']:6.1f} dB, max abs {r['max_abs']:.2e}, "
+              f"mel distance {r['mel_distance']:.4f}{' (exact)' if r['exact'] else ''}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--models", nargs="+", default=["dacli-44khz", "44khz-8kbps"])
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--no-lookahead", nargs="*", default=["44khz-8kbps"], metavar="MODEL",
+                    help="models without the lookahead table (random weights: their deviation means little)")
+    args = ap.parse_args()
+    machine = bench.machine()
+    print("machine:", bench.describe_machine(machine))
+    music, _ = sf.read(str(ROOT / "tests" / "fixtures" / "music20s.flac"), dtype="float32")
+    music = music.mean(1) if music.ndim == 2 else music
+    default = hardware.resolve_precision("auto", hardware.resolve_device("cpu"))
+    rows = []
+    for name in args.models:
+        for precision in dict.fromkeys([default, "fp32"]):
+            rows.append(run(name, precision, args.seconds, music, name not in args.no_lookahead))
+            show(rows[-1])
+    if args.out:
+        args.out.write_text(json.dumps({"machine": machine, "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Streaming (dacli.stream): pushed codes give model.decode's samples and pushed audio model.encode's
+codes, bit for bit in float32, for every split tried, on every architecture; the state a stream keeps
+has a fixed size; a short lookahead returns audio earlier and deviates; bad input is one clear error."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import dacli
+from dacli import DacliError, runtime
+from dacli.model.checkpoint import build
+from dacli.stream import StreamDecoder, StreamEncoder, latency_frames
+
+from conftest import FIXTURES
+
+MODELS = ["bundled", "tiny44", "tiny24", "44khz-8kbps", "24khz", "16khz"]
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Each architecture prepared in float32 and made streamable, built once for the module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            if name == "bundled":
+                m = dacli.load_model(None, "cpu", "fp32")
+            elif name.startswith("tiny"):
+                m = dacli.load_model(FIXTURES / f"{name}.pth", "cpu", "fp32")
+            else:
+                torch.manual_seed(0)  # the official layout, random weights
+                m = runtime.prepare(build(name), "cpu", "fp32")
+            cache[name] = runtime.streamable(m)
+        return cache[name]
+    return get
+
+
+def splits(total, rng):
+    """Ways to cut ``total`` items into pushes: all at once, one at a time, pairs, random sizes (zeros too)."""
+    random = []
+    while sum(random) < total:
+        random.append(int(min(total - sum(random), rng.integers(0, 7))))
+    return {"all": [total], "one": [1] * total, "two": [2] * (total // 2) + [total % 2], "random": random}
+
+
+def decode_streamed(model, codes, sizes, **kw):
+    stream, out, t = StreamDecoder(model, **kw), [], 0
+    for n in sizes:
+        out.append(stream.push(codes[:, :, t:t + n]))
+        t += n
+    out.append(stream.flush())
+    return np.concatenate(out, -1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_streamed_decode_is_the_one_pass_decode_for_every_split(models, name, channels):
+    m = models(name)
+    rng = np.random.default_rng(channels)
+    frames = 40 if name in ("bundled", "tiny44", "tiny24") else 11
+    codes = rng.integers(0, m.codebook_size, (channels, m.n_codebooks, frames))
+    ref = m.decode(codes).numpy()
+    for split, sizes in splits(frames, rng).items():
+        y = decode_streamed(m, codes, sizes)
+        assert y.dtype == np.float32 and y.shape == ref.shape, split
+        assert np.array_equal(y, ref), f"{split}: max deviation {np.abs(y - ref).max()}"
+
+
+def test_fewer_codebooks_stream_too(models):
+    m = models("tiny44")
+    codes = np.random.default_rng(5).integers(0, m.codebook_size, (1, 3, 30))
+    assert np.array_equal(decode_streamed(m, codes, [1] * 30), m.decode(codes).numpy())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_streamed_encode_is_the_one_pass_encode_for_every_split(models, name):
+    m = models(name)
+    music, sr = sf.read(FIXTURES / "music20s.flac", dtype="float32", always_2d=True)
+    rng = np.random.default_rng(1)
+    n = int((2.0 if name in ("bundled", "tiny44", "tiny24") else 0.6) * m.sample_rate) - 77  # not whole frames
+    x = music.T[:2, 5 * sr:5 * sr + n] if sr == m.sample_rate else (0.1 * rng.standard_normal((2, n))).astype(np.float32)
+    ref = m.encode(x).numpy()
+    for split, sizes in {"all": [n], "hop": [m.hop_length] * (n // m.hop_length) + [n % m.hop_length],
+                         "random": [int(k) for k in rng.integers(0, 3000, n // 1000)]}.items():
+        sizes.append(n - sum(sizes)) if sum(sizes) < n else None
+        stream, out, t = StreamEncoder(m), [], 0
+        for k in sizes:
+            out.append(stream.push(x[:, t:t + k]))
+            t += k
+        out.append(stream.flush())
+        codes = np.concatenate(out, -1)
+        assert codes.dtype == np.int32 and codes.shape == ref.shape, split
+        assert np.array_equal(codes, ref), f"{split}: {(codes != ref).mean():.4%} of the codes differ"
+
+
+def test_encoder_gain_is_applied_before_the_encoder(models):
+    m = models("tiny44")
+    x = (0.05 * np.random.default_rng(2).standard_normal((1, 9000))).astype(np.float32)
+    stream = StreamEncoder(m, gain_db=6.0)
+    codes = np.concatenate([stream.push(x), stream.flush()], -1)
+    assert np.array_equal(codes, m.encode(x * np.float32(10 ** (6 / 20))).numpy())
+
+
+def held(stream):
+    """Elements of every tensor a stream's layers keep."""
+    total = 0
+    for op in stream._ops:
+        for part in [op] + getattr(op, "head", []) + ([op.frames] if hasattr(op, "frames") else []):
+            for v in vars(part).values():
+                total += v.numel() if isinstance(v, torch.Tensor) else 0
+    return total
+
+
+def test_a_push_keeps_a_fixed_state_and_returns_as_it_goes(models):
+    m = models("bundled")
+    codes = np.random.default_rng(3).integers(0, m.codebook_size, (1, m.n_codebooks, 400))
+    stream, sizes, returned = StreamDecoder(m), [], 0
+    for t in range(400):
+        returned += stream.push(codes[:, :, t:t + 1]).shape[-1]
+        if t in (99, 199, 399):
+            sizes.append(held(stream))
+            # what is final lags the frames pushed by at most the latency, whatever came before
+            assert (t + 1 - latency_frames(m)) * m.hop_length <= returned <= (t + 1) * m.hop_length
+    assert sizes[0] == sizes[1] == sizes[2]
+
+
+def test_a_short_lookahead_returns_earlier_and_deviates_less_the_longer_it_is(models):
+    m = models("tiny44")
+    codes = np.random.default_rng(4).integers(0, m.codebook_size, (1, m.n_codebooks, 50))
+    ref = m.decode(codes).numpy()
+    latency, worst = latency_frames(m), []
+    for lookahead in range(latency + 1):
+        stream, first = StreamDecoder(m, lookahead=lookahead), None
+        out = []
+        for t in range(50):
+            out.append(stream.push(codes[:, :, t:t + 1]))
+            if first is None and sum(o.shape[-1] for o in out):
+                first = t + 1
+        out.append(stream.flush())
+        y = np.concatenate(out, -1)
+        assert y.shape == ref.shape
+        assert first == lookahead + 1 if lookahead < latency else first > lookahead - 1
+        worst.append(float(np.abs(y - ref).max()))
+    assert worst[-1] == 0.0 and worst[0] > 1e-3
+    assert all(a >= b for a, b in zip(worst[:-1], worst[1:])), worst
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda m: np.full((1, 9, 2), 5000), "beyond the model's"),
+    (lambda m: np.zeros((1, 30, 2), np.int64), "codebooks"),
+    (lambda m: np.zeros((1, 9, 2), np.float32), "must be integers"),
+])
+def test_bad_codes_are_one_clear_error(models, bad, message):
+    m = models("tiny44")
+    with pytest.raises(DacliError, match=message):
+        StreamDecoder(m).push(bad(m))
+
+
+def test_stream_misuse_is_one_clear_error(models):
+    m = models("tiny44")
+    s = StreamDecoder(m)
+    s.push(np.zeros((2, m.n_codebooks, 3), np.int32))
+    with pytest.raises(DacliError, match="channels"):
+        s.push(np.zeros((1, m.n_codebooks, 3), np.int32))
+    with pytest.raises(DacliError, match="codebooks"):
+        s.push(np.zeros((2, 2, 3), np.int32))
+    s.flush()
+    with pytest.raises(DacliError, match="push after flush"):
+        s.push(np.zeros((2, m.n_codebooks, 1), np.int32))
+    with pytest.raises(DacliError, match="already ended"):
+        s.flush()
+    for lookahead in (-1, latency_frames(m) + 1, 1.5, True):
+        with pytest.raises(DacliError, match="lookahead"):
+            StreamDecoder(m, lookahead=lookahead)
+    e = StreamEncoder(m)
+    for samples, message in ((np.zeros((1, 2, 3)), "shape"), (np.array([np.nan]), "finite"),
+                             (np.array(["a"]), "numbers")):
+        with pytest.raises(DacliError, match=message):
+            e.push(samples)
+    with pytest.raises(DacliError, match="prepared"):
+        StreamDecoder(build("44khz-8kbps"))
+
+
+RSS_SCRIPT = """
+import sys, numpy as np, dacli
+from dacli import runtime
+from dacli.stream import StreamDecoder
+m = runtime.streamable(dacli.load_model(sys.argv[1], "cpu", "fp32"))
+codes = np.random.default_rng(0).integers(0, m.codebook_size, (1, m.n_codebooks, 64)).astype(np.int32)
+s = StreamDecoder(m)
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+marks = []
+for t in range(6000):
+    s.push(codes[:, :, t % 64:t % 64 + 1])
+    if t + 1 in (1500, 6000):
+        marks.append(rss())
+print(marks[0], marks[1])
+"""
+
+
+def test_one_frame_pushes_run_in_flat_memory(tmp_path):
+    """6000 one-frame pushes (70 s of audio) in a fresh process: the resident memory after 6000 is
+    within 8 MiB of that after 1500 (the stream keeps no history)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(FIXTURES / "tiny44.pth")], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    early, late = map(int, r.stdout.split())
+    assert late - early < 8 << 20, (early, late)
+
+
+@pytest.mark.slow  # the bundled model in emulated bfloat16 where the CPU has no native bfloat16
+@pytest.mark.parametrize("precision", ["mixed", "bf16"])
+def test_streamed_decode_in_bfloat16_stays_within_its_bound(precision):
+    """In mixed and bf16 the stream is not exact: its distance from the same model's one-pass decode of
+    real codes, for one-frame and random pushes, is bounded per CPU class (dacli.bounds.STREAM_BOUNDS)."""
+    from dacli.bounds import STREAM_BOUNDS
+    from dacli.runtime.hardware import native_bf16
+    m = runtime.streamable(dacli.load_model(None, "cpu", precision))
+    music, sr = sf.read(FIXTURES / "music20s.flac", dtype="float32")
+    codes = runtime.streamable(dacli.load_model(None, "cpu", "fp32")).encode(music[sr:3 * sr])
+    ref = m.decode(codes).numpy()
+    rng = np.random.default_rng(6)
+    worst = max(float(np.abs(decode_streamed(m, codes.numpy(), sizes) - ref).max())
+                for sizes in (splits(codes.shape[-1], rng)[k] for k in ("one", "random")))
+    assert worst <= STREAM_BOUNDS[precision, native_bf16("cpu")], (precision, worst)
