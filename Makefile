@@ -12,7 +12,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml dacli/_snake.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,eval,lint,ray]'
+	$(BIN)/pip install -q -e '.[test,eval,lint,ray,parquet]'
 	touch $(STAMP)
 
 # ffmpeg (Debian's package) for the Opus and MP3 baselines of `dacli eval --codec`

@@ -7,6 +7,8 @@ Python API::
     codes = model.encode(audio)           # (channels, samples) at model.sample_rate → (channels, n, frames)
     audio = model.decode(codes)           # → (channels, samples)
     codes, header = dacli.read_codes("x.dac")   # (channels, codebooks, frames); no model, no torch
+    for row in dacli.read_dataset("tokens/"):  # Parquet shards of `dacli encode --format parquet`
+        row["path"], row["codes"], row["header"]
     dacli.tune_process()                  # optional, first: the process settings the command line uses
     stream = dacli.StreamDecoder(model)   # codes in as they come: stream.push(codes) → final samples
 
@@ -17,7 +19,7 @@ from .errors import DacliError
 
 __version__ = "0.1.0"
 __all__ = ["DAC", "DacliError", "PRESETS", "StreamDecoder", "StreamEncoder", "load_model", "read_codes",
-           "tune_process", "__version__"]
+           "read_dataset", "tune_process", "__version__"]
 
 
 def __getattr__(name):
@@ -32,6 +34,9 @@ def __getattr__(name):
     if name == "read_codes":
         from .container import read_codes
         return read_codes
+    if name == "read_dataset":
+        from .dataset import read_dataset
+        return read_dataset
     if name in ("StreamDecoder", "StreamEncoder"):
         from . import stream
         return getattr(stream, name)

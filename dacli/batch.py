@@ -186,9 +186,11 @@ Work = Callable[[Path, Path, "Reporter"], Optional[Iterable[Outcome]]]
 
 def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: str,
         finish: Optional[Callable[[], Iterable[Outcome]]] = None,
-        report: Optional[Callable[[List[Outcome], float], None]] = None) -> int:
-    """Run ``work(src, dst, reporter)`` on each pair not already done (skipped unless ``overwrite``);
-    one bad file does not stop the rest. ``work`` returns None when its pair is done, or the outcomes
+        report: Optional[Callable[[List[Outcome], float], None]] = None,
+        present: Optional[Callable[[Path], Optional[str]]] = None) -> int:
+    """Run ``work(src, dst, reporter)`` on each pair not already done (skipped unless ``overwrite``;
+    ``present(dst)``, when given, says instead where an output already is, or None); one bad file
+    does not stop the rest. ``work`` returns None when its pair is done, or the outcomes
     of the files it completed (the others it completes in a later call or in ``finish()``); raising
     one of :data:`~dacli.outcome.INPUT_ERRORS` fails its pair, anything else (a bug, an interrupt, the
     reader of stdout gone) stops the run. Ends with a summary, and ``report(outcomes, seconds)`` with
@@ -212,8 +214,10 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: s
     try:
         for src, dst in pairs:
             rep.files.set_description(str(src.name)[-30:] + (f" ({audio[0] / 3600:.2f} h of audio done)" if audio[0] else ""))
-            if already_done(dst, overwrite):
-                record([Outcome.skipped(src, dst, f"{dst} (exists; --overwrite to replace)")])
+            where = present(dst) if present else (f"{dst} (exists; --overwrite to replace)"
+                                                  if already_done(dst, overwrite) else None)
+            if where:
+                record([Outcome.skipped(src, dst, where)])
                 continue
             try:
                 done = work(src, dst, rep)

@@ -2,68 +2,19 @@
 the work is done by :mod:`dacli.codec`, :mod:`dacli.container` and :mod:`dacli.registry`."""
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from . import __version__, batch, codec, container, registry, windows
+from . import __version__, batch, cli_measure, codec, container, registry
 from .batch import AUDIO_IN, DAC_EXTS, STDIO
+from .cli_options import BATCH, KBPS, MODEL_RUN, N_CODEBOOKS, OVERWRITE, QUIET, positive
 from .errors import DacliError, Terminated
 from .fileio import find_inputs
+from .fileio import shard as shard_of
 from .runtime import process
-from .runtime.hardware import PRECISIONS
-
-
-def _positive(name, integer=False):
-    """A click callback: the value, if given, must be a finite number above zero."""
-    def check(ctx, param, value):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise click.BadParameter(f"must be a {'whole ' if integer else ''}number above zero, not {value}")
-        return value
-    return check
-
-
-def _options(*decorators):
-    """Several click options as one decorator."""
-    def apply(f):
-        for d in reversed(decorators):
-            f = d(f)
-        return f
-    return apply
-
-
-# Options shared by several commands, declared once.
-DEVICE = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-                      help="Where to run the model ('auto' picks CUDA when present).")
-PRECISION = click.option(
-    "--precision", default="auto", show_default=True, type=click.Choice(["auto", *PRECISIONS]),
-    help="fp32: codes and audio do not depend on the window size, official files decode to the official "
-         "output. mixed: bfloat16 except the decoder's last blocks and narrow (<= 32-channel) first encoder "
-         "layers; fp32's quality on our measurements, faster where bfloat16 is native, but codes move with "
-         "the window size (docs/PERFORMANCE.md). bf16: fastest, noisier. auto: mixed where the CPU/GPU "
-         "computes bfloat16 natively, fp32 elsewhere.")
-MODEL = click.option("--model", "model_name", metavar="NAME|PATH", default=None,
-                     help=f"Model: a checkpoint file, '{registry.DEFAULT_MODEL}' (bundled, the default) or an "
-                          f"official name ({', '.join(registry.OFFICIAL)}) downloaded with 'dacli download'.")
-WINDOW = click.option("--window-seconds", "--chunk-seconds", "window_seconds", type=float, default=None,
-                      callback=_positive("--window-seconds"),
-                      help=f"Window length for inference (default {windows.ENCODE_WINDOW_SECONDS:g} s to encode, "
-                           f"{windows.DECODE_WINDOW_SECONDS:g} s to decode): memory depends on it; in fp32 the "
-                           "results do not (docs/PERFORMANCE.md for the other precisions). --chunk-seconds is "
-                           "the same option.")
-QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
-OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
-SHARD = click.option("--shard", metavar="K/N", help="Process only the K-th of N deterministic shares of the "
-                                                    "files (for job arrays).")
-KBPS = click.option("--kbps", type=float, callback=_positive("--kbps"),
-                    help="Target bitrate: the most codebooks whose exact bitrate fits.")
-N_CODEBOOKS = click.option("--n-codebooks", type=int, callback=_positive("--n-codebooks", True),
-                           help="Number of codebooks to keep (default: all).")
-MODEL_RUN = _options(MODEL, DEVICE, PRECISION)
-BATCH = _options(WINDOW, OVERWRITE, SHARD, QUIET)
 
 
 def _exit_on_failures(failed: int) -> None:
@@ -137,21 +88,38 @@ def cli():
 @click.option("--raw-codes", is_flag=True,
               help="Write a raw token stream (docs/FORMAT.md, Raw codes) as codes become final, from WAV or raw "
                    "16-bit PCM (--channels) at the model rate: live audio, no loudness normalisation.")
-@click.option("--channels", type=int, default=None, callback=_positive("--channels", True),
+@click.option("--channels", type=int, default=None, callback=positive("--channels", True),
               help="With --raw-codes: channels of raw PCM input.")
 @click.option("--gain-db", type=float, default=0.0, show_default=True, help="With --raw-codes: the fixed gain.")
+@click.option("--format", "fmt", type=click.Choice(["dac", "parquet"]), default="dac", show_default=True,
+              help="dac: a .dac file per input. parquet: a token dataset in the folder -o, Parquet shards of one "
+                   "row per input (docs/FORMAT.md, Token datasets); a run adds the inputs that no shard holds.")
+@click.option("--rows-per-shard", type=int, default=None, callback=positive("--rows-per-shard", True),
+              help="With --format parquet and the local engine: inputs per shard (default 1000, or 256 MB of "
+                   "codes). The Ray engine writes a shard per task.")
 def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, precision, window_seconds, overwrite,
-           shard, quiet, engine, address, workers, threads_per_worker, gpus_per_worker, raw_codes, channels, gain_db):
-    """Encode audio files or folders (any rate, channels, length) into .dac files.
+           shard, quiet, engine, address, workers, threads_per_worker, gpus_per_worker, raw_codes, channels, gain_db,
+           fmt, rows_per_shard):
+    """Encode audio files or folders (any rate, channels, length) into .dac files or a token dataset.
 
     '-' reads audio from stdin or writes the .dac to stdout:
 
     \b
     ffmpeg -i x.mp3 -f wav - | dacli encode - -o x.dac
     dacli encode a.wav -o - | ssh host 'cat > a.dac'
+    dacli encode corpus/ -o tokens/ --format parquet
     """
     if kbps is not None and n_codebooks is not None:
         raise click.UsageError("give --kbps or --n-codebooks, not both")
+    if fmt == "parquet":
+        if raw_codes or STDIO in inputs or output in (None, STDIO) or output.suffix.lower() == ".dac":
+            raise click.UsageError("--format parquet reads files and folders and writes shards into a folder: "
+                                   "give -o FOLDER")
+        if overwrite:
+            raise click.UsageError("--overwrite does not apply to --format parquet: a run adds the inputs that no "
+                                   "shard holds; remove a shard to encode its inputs again")
+    elif rows_per_shard is not None:
+        raise click.UsageError("--rows-per-shard goes with --format parquet")
     if raw_codes:
         from . import pipe
         model = registry.load_model(model_name, device, precision)
@@ -168,15 +136,26 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
                                           bandwidth=bandwidth, precision=precision, window_seconds=window_seconds,
                                           overwrite=overwrite, shard=shard, address=address, workers=workers,
                                           threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
-                                          quiet=quiet)
+                                          quiet=quiet, fmt=fmt)
         _exit_on_failures(counts["failed"])
         return
     with batch.pipes(inputs, output, "stdin", "stdout.dac") as (inputs, output):
-        pairs = batch.sharded(find_inputs(inputs, AUDIO_IN), shard, output, ".dac", DAC_EXTS)
+        present, sink = None, None
+        if fmt == "parquet":  # rows named by their paths in the corpus; what a complete shard holds is done
+            from . import dataset
+            held = dataset.prepare(output)  # before any input is read
+            pairs = shard_of(dataset.row_paths(find_inputs(inputs, AUDIO_IN)), shard)
+            sink = dataset.ShardWriter(output, dataset.shard_names(dataset.run_tag(shard)),
+                                       rows_per_shard or dataset.ROWS_PER_SHARD)
+
+            def present(rel):
+                return f"{rel} (held by {held[rel.as_posix()]})" if rel.as_posix() in held else None
+        else:
+            pairs = batch.sharded(find_inputs(inputs, AUDIO_IN), shard, output, ".dac", DAC_EXTS)
         model = registry.load_model(model_name, device, precision)
         n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model.check_n_codebooks(n_codebooks)
         bandwidth = codec.check_bandwidth(bandwidth, model.sample_rate)
-        tokenizer = codec.Tokenizer(model, n, window_seconds, bandwidth)
+        tokenizer = codec.Tokenizer(model, n, window_seconds, bandwidth, sink=sink)
         if not quiet:
             click.echo(f"model {model.name} ({model.precision}): {n} of {model.n_codebooks} codebooks = "
                        f"{model.kbps(n):.3f} kbps per channel", err=True)
@@ -193,7 +172,7 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
 
         into_folder = output not in (None, STDIO) and not (len(pairs) == 1 and pairs[0][1] == output)
         _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded", tokenizer.finish,
-                                    report if into_folder else None))
+                                    report if into_folder else None, present))
 
 
 @cli.command()
@@ -207,7 +186,7 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
               help="The input is a raw token stream (docs/FORMAT.md, Raw codes: each frame CHANNELS x "
                    "N_CODEBOOKS little-endian uint16), decoded as it arrives, audio at the model rate written "
                    "as it becomes final (no loudness restore): an audio LM's tokens, live.")
-@click.option("--channels", type=int, default=None, callback=_positive("--channels", True),
+@click.option("--channels", type=int, default=None, callback=positive("--channels", True),
               help="With --raw-codes: channels of the stream (default 1).")
 @N_CODEBOOKS
 @click.option("--lookahead", type=int, default=None, metavar="FRAMES",
@@ -217,7 +196,8 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
 @BATCH
 def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, model_name, device, precision,
            window_seconds, overwrite, shard, quiet):
-    """Decode .dac files or folders back to audio at the original rate, channels and length.
+    """Decode .dac files or folders, token datasets (folders of Parquet shards, .parquet files) and arrays
+    of codes (.npy, with --model) back to audio at the original rate, channels and length.
 
     The model recorded in each file is used (its weights are checked); --model overrides it, and is
     needed for files written by the official tool. '-' reads the .dac from stdin or writes the audio
@@ -241,24 +221,40 @@ def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, mod
     if fmt == "raw" or channels is not None or n_codebooks is not None or lookahead is not None:
         raise click.UsageError("--format raw, --channels, --n-codebooks and --lookahead go with --raw-codes")
     with batch.pipes(inputs, output, "stdin.dac", "stdout." + fmt, stream_out=fmt == "wav") as (inputs, output):
+        from .tokens import Sources  # token datasets and arrays of codes: rows and arrays, each its own output
+        sources = Sources([i for i in inputs if Sources.claims(i)], output, fmt, shard)
+        files = [i for i in inputs if not Sources.claims(i)]
         if output == STDIO:  # streamed; pipes() has checked that there is one input file
-            pairs = [(src, STDIO) for src, _ in find_inputs(inputs, DAC_EXTS)]
+            pairs = [(src, STDIO) for src, _ in (find_inputs(files, DAC_EXTS) + sources.pairs)]
+            if len(pairs) > 1:
+                raise DacliError("-o - writes one file to stdout: this table has several rows")
         else:
-            pairs = batch.sharded(find_inputs(inputs, DAC_EXTS), shard, output, "." + fmt, {".wav", ".flac"})
+            pairs = sources.pairs + (batch.sharded(find_inputs(files, DAC_EXTS), shard, output, "." + fmt,
+                                                   {".wav", ".flac"}) if files else [])
+        for reason in sources.broken:
+            click.echo(f"dacli: error: {reason}", err=True)
+        if sources.broken and not pairs:
+            raise SystemExit(1)
         models: dict = {}
 
-        def work(src, dst, rep):
-            name = registry.model_for_file(src, model_name)
+        def load(name):
             if name not in models:
                 models[name] = registry.load_model(name, device, precision)
+            return models[name]
+
+        def work(src, dst, rep):
+            out = sys.stdout.buffer if dst == STDIO else dst
             bar, tick = rep.audio_bar(src.name, codec.duration(src))
             try:
-                codec.decode_file(models[name], src, sys.stdout.buffer if dst == STDIO else dst, fmt, window_seconds,
-                                  progress=tick)
+                if src in sources.rows or Sources.claims(src):
+                    sources.decode(src, out, load, model_name, fmt, window_seconds, tick)
+                else:
+                    codec.decode_file(load(registry.model_for_file(src, model_name)), src, out, fmt, window_seconds,
+                                      progress=tick)
             finally:
                 bar.close()
 
-        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "decoded"))
+        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "decoded") + len(sources.broken))
 
 
 @cli.command()
@@ -288,7 +284,8 @@ def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(files, as_json):
-    """Describe .dac files: model, rates, channels, duration, codebooks, bitrate, compression ratio."""
+    """Describe .dac files (model, rates, channels, duration, codebooks, bitrate, compression ratio) and
+    token datasets (shards, rows, hours of audio, models, codebooks)."""
     failed = False
     rows = []
     for f in files:
@@ -337,64 +334,5 @@ def download(name, base_url, quiet):
     click.echo(str(path))
 
 
-@cli.command("bench")
-@click.option("--model", "model_name", default="44khz-8kbps", show_default=True, metavar="NAME|PATH",
-              help="A preset (random weights unless downloaded), the bundled model, or a checkpoint.")
-@click.option("--seconds", type=float, default=60.0, show_default=True, help="Audio length to time.")
-@click.option("--channels", type=int, default=1, show_default=True)
-@click.option("--input", "source", type=click.Path(exists=True, dir_okay=False),
-              help="A recording to loop as test audio (default: synthetic).")
-@DEVICE
-@PRECISION
-@WINDOW
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def bench_cmd(model_name, seconds, channels, source, device, precision, window_seconds, as_json):
-    """Time file-to-file encode and decode: real-time factors, peak RSS, GFLOP/s."""
-    from . import bench
-    res = bench.bench(model_name, source, seconds, channels, device, precision, window_seconds)
-    click.echo(json.dumps(res, indent=2) if as_json else bench.report(res))
-
-
-@cli.command("eval")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--codec", "codecs", multiple=True, metavar="SPEC",
-              help="Run this codec over SOURCE_DIR: dac:MODEL@KBPS (or dac@KBPS for the default model; "
-                   "/bf16 or /mixed after the bitrate runs it in that precision, /full without the "
-                   "bandwidth low-pass), opus@KBPS, mp3@KBPS (ffmpeg). Repeatable.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write per-file rows as CSV.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Draw rate-distortion curves (with --codec) to this PNG.")
-@click.option("--no-visqol", is_flag=True, help="Skip ViSQOL (the slowest metric).")
-@DEVICE
-@QUIET
-def eval_cmd(paths, codecs, csv_path, as_json, plot_path, no_visqol, device, quiet):
-    """Measure quality with the DAC paper's metrics (mel and STFT distance, SI-SDR, ViSQOL).
-
-    \b
-    dacli eval REF DEGRADED                      two files, or two folders with mirrored trees
-    dacli eval --codec dac@7.75 --codec opus@8 --codec mp3@8 SOURCE_DIR --plot rd.png
-    """
-    from . import evaluate
-    if codecs:
-        if len(paths) != 1 or not paths[0].is_dir():
-            raise click.UsageError("with --codec, give one SOURCE_DIR")
-        bar = batch.progress(total=None, unit="run", disable=quiet)
-        rows, summary = evaluate.evaluate_codecs(codecs, paths[0], not no_visqol, device,
-                                                 progress=lambda c, f: (bar.set_description(c), bar.update(1)))
-        bar.close()
-    else:
-        if len(paths) != 2:
-            raise click.UsageError("give REF and DEGRADED (files or folders), or --codec SPEC SOURCE_DIR")
-        rows, summary = evaluate.evaluate_pairs(*paths, not no_visqol)
-    if csv_path:
-        evaluate.write_csv(rows, csv_path)
-    if plot_path:
-        evaluate.plot(summary, plot_path)
-    if as_json:
-        click.echo(json.dumps({"files": rows, "summary": summary}, indent=2))
-    else:
-        if not codecs:
-            for r in rows:
-                click.echo(f"{r['file']}: " + ", ".join(f"{k} {r[k]:.3f}" for k in evaluate.METRICS))
-        click.echo(evaluate.table(summary))
+cli.add_command(cli_measure.bench_cmd)
+cli.add_command(cli_measure.eval_cmd)

@@ -4,20 +4,22 @@
 Encoding: a first streaming pass measures loudness (BS.1770), peak and bandwidth and gives the
 header (:func:`plan_file`); a second pass resamples to the model rate and applies the gain
 (:func:`model_input`), block by block into the engine, which packs the windows of the files under way
-into rows of one shape. :class:`Tokenizer` encodes many files so, each written atomically once all
-its windows are done; :func:`encode_file` is the same with one file. Decoding runs the windowed
-decoder, low-passes at the recorded bandwidth, resamples back and writes (:func:`decode_file`).
+into rows of one shape. :class:`Tokenizer` encodes many files so, each handed to its sink once all its
+windows are done (:class:`DacFiles`: a .dac file each, written atomically; or the shards of
+:class:`dacli.dataset.ShardWriter`); :func:`encode_file` is the same with one file. Decoding runs the
+windowed decoder, low-passes at the recorded bandwidth, resamples back and writes (:func:`decode_file`,
+:func:`decode_codes` for codes that come without a .dac file).
 
 torch and the model's classes are imported inside the functions that run the model, so that the
 command line can read this module's defaults without starting torch.
 """
 
 import math
-from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import numpy as np
 
-from . import audio, container, legacy, windows
+from . import audio, container, dataset, legacy, windows
 from .bandwidth import BandwidthMeter, LowPass
 from .errors import DacliError
 from .outcome import INPUT_ERRORS, Outcome
@@ -115,8 +117,8 @@ class Tokenizer:
     a failing model included, propagates and stops the run."""
 
     def __init__(self, model: "DAC", n_codebooks: Optional[int] = None, window_seconds: Optional[float] = None,
-                 bandwidth: Union[str, int] = "auto", rows: Optional[int] = None) -> None:
-        self.model = model
+                 bandwidth: Union[str, int] = "auto", rows: Optional[int] = None, sink: Optional["Sink"] = None) -> None:
+        self.model, self.sink = model, sink or DacFiles()
         audio.LoudnessMeter.load()  # now rather than in the middle of the first file
         self.n_codebooks = model.check_n_codebooks(n_codebooks)
         self.bandwidth = check_bandwidth(bandwidth, model.sample_rate)
@@ -149,19 +151,38 @@ class Tokenizer:
         return self._written(done)
 
     def finish(self) -> List[Outcome]:
-        """Encode what is still in the engine → the outcomes of those files."""
-        return self._written(self.packer.flush())
+        """Encode what is still in the engine and close the sink → the outcomes of those files."""
+        return self._written(self.packer.flush()) + self.sink.close()
 
     def _written(self, done: windows.Done) -> List[Outcome]:
         out = []
         for key, codes in done:
             src, dst, header = self._waiting.pop(key)  # type: ignore[call-overload]
-            try:
-                container.write(dst, header, codes)
-                out.append(Outcome.done(src, dst, header))
-            except INPUT_ERRORS as e:
-                out.append(Outcome.failed(src, dst, e))
+            out += self.sink.put(src, dst, header, codes)
         return out
+
+
+class Sink(Protocol):
+    """Where a :class:`Tokenizer` puts each encoded file: ``put`` and ``close`` return the outcomes of
+    the files they have written (a sink may hold files and write them together)."""
+
+    def put(self, src: Any, dst: Any, header: container.Header, codes: np.ndarray) -> List[Outcome]: ...
+
+    def close(self) -> List[Outcome]: ...
+
+
+class DacFiles:
+    """The default sink: each file as its own .dac container at ``dst``, written atomically."""
+
+    def put(self, src: Any, dst: Any, header: container.Header, codes: np.ndarray) -> List[Outcome]:
+        try:
+            container.write(dst, header, codes)
+        except INPUT_ERRORS as e:
+            return [Outcome.failed(src, dst, e)]
+        return [Outcome.done(src, dst, header)]
+
+    def close(self) -> List[Outcome]:
+        return []
 
 
 def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, n_codebooks: Optional[int] = None,
@@ -181,7 +202,9 @@ def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, 
 
 
 def describe_file(path: container.PathLike) -> dict:
-    """What ``dacli info`` shows of a .dac file, ours or the official tool's."""
+    """What ``dacli info`` shows of a .dac file, ours or the official tool's, or of a token dataset."""
+    if dataset.is_dataset(path):
+        return dataset.describe(path)
     return legacy.describe(path) if legacy.is_legacy(path) else container.describe(path)
 
 
@@ -222,6 +245,15 @@ def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.Path
         return legacy.decode_file(model, src, dst, fmt)
     header, codes = container.read(src)
     check_model(model, header, src)
+    decode_codes(model, header, codes, dst, fmt, window_seconds, progress)
+    return header
+
+
+def decode_codes(model: "DAC", header: container.Header, codes: np.ndarray, dst: Union[container.PathLike, BinaryIO],
+                 fmt: str = "wav", window_seconds: Optional[float] = None, progress: Progress = None) -> None:
+    """Decode codes with the header that describes them (checked against ``model`` by the caller) to
+    an audio file or stream, as :func:`decode_file` does for a .dac file: a dataset's row, an LM's
+    array with :func:`dacli.dataset.synthetic_header`."""
     g = np.float32(audio.db_to_gain(-header.gain_db))
 
     def model_rate():
@@ -243,4 +275,3 @@ def decode_file(model: "DAC", src: container.PathLike, dst: Union[container.Path
     blocks = audio.resampled(blocks, header.model_sample_rate, header.original_sample_rate, header.channels)
     audio.write_audio(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,
                       progress)
-    return header

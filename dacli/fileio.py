@@ -52,12 +52,13 @@ def remove_stale_parts(path):
         if not (n.startswith(prefix) and n.endswith(PART_SUFFIX)):
             continue
         m = _PART_TAG.fullmatch(n[len(prefix):-len(PART_SUFFIX)])  # exactly "PID.TAG": not another name's
-        if m and not _alive(int(m.group(1))):
+        if m and not alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(path.parent / n)
 
 
-def _alive(pid):
+def alive(pid):
+    """Whether process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,23 +82,23 @@ def atomic_output(path):
         raise DacliError(f"{path.parent}: cannot create the folder ({os_reason(e)})") from None
     remove_stale_parts(path)
     prefix = _part_prefix(path)
-    for _ in range(100):
-        tmp = path.parent / f"{prefix}{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise DacliError(f"{path}: cannot write ({os_reason(e)})") from None
-    try:
+    tmp = None
+    try:  # from before the temporary file exists: a signal at any point removes it
+        for _ in range(100):
+            tmp = path.parent / f"{prefix}{os.getpid()}.{secrets.token_hex(4)}{PART_SUFFIX}"
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+                break
+            except FileExistsError:
+                tmp = None  # another writer's
         yield str(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # type: ignore[arg-type]
     except OSError as e:
         raise DacliError(f"{path}: cannot write ({os_reason(e)})") from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def os_reason(e):

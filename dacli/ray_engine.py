@@ -69,15 +69,39 @@ class Worker:
         self.model = registry.load_model(settings["model"], settings["device"], settings["precision"])
 
     def __call__(self, rows: Dict[str, List]) -> Dict[str, List]:
-        tokenizer = codec.Tokenizer(self.model, self.s["n_codebooks"], self.s["window_seconds"], self.s["bandwidth"])
-        done: List[Outcome] = []
-        for src, dst in zip(rows["src"], rows["dst"]):
-            if batch.already_done(Path(dst), self.s["overwrite"]):  # completed by a worker of this run that died
-                done.append(Outcome.done(src, dst, container.read_header(dst)))
-            else:
-                done += tokenizer.submit(src, dst)
-        done += tokenizer.finish()
+        if self.s["format"] == "parquet":
+            done = self._shard(dict(zip(rows["dst"], rows["src"])))
+        else:
+            tokenizer = codec.Tokenizer(self.model, self.s["n_codebooks"], self.s["window_seconds"],
+                                        self.s["bandwidth"])
+            done = []
+            for src, dst in zip(rows["src"], rows["dst"]):
+                if batch.already_done(Path(dst), self.s["overwrite"]):  # completed by a worker of this run that died
+                    done.append(Outcome.done(src, dst, container.read_header(dst)))
+                else:
+                    done += tokenizer.submit(src, dst)
+            done += tokenizer.finish()
         return {k: [o.row()[k] for o in done] for k in ROW}
+
+    def _shard(self, todo: Dict[str, str]) -> List[Outcome]:
+        """The inputs of one call (row path → input) as one shard, named after them: a call run again
+        (its worker lost after writing) finds its shard complete and writes only what it lacks."""
+        from . import dataset
+        out, done = Path(self.s["out"]), []
+        name = dataset.batch_name(self.s["tag"], list(todo))
+        while (out / name).exists():
+            done += dataset.stored(out / name, todo)
+            for rel in dataset.paths(out / name):
+                todo.pop(rel, None)
+            if not todo:
+                return done
+            name = dataset.batch_name(self.s["tag"], list(todo))
+        sink = dataset.ShardWriter(out, lambda seq: name, rows=len(todo) + 1, code_bytes=math.inf)
+        tokenizer = codec.Tokenizer(self.model, self.s["n_codebooks"], self.s["window_seconds"], self.s["bandwidth"],
+                                    sink=sink)
+        for rel, src in todo.items():
+            done += tokenizer.submit(src, rel)
+        return done + tokenizer.finish()
 
 
 def _worker_for(settings: Dict) -> type:
@@ -88,11 +112,14 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
                   kbps: Optional[float] = None, n_codebooks: Optional[int] = None, bandwidth: str = "auto",
                   precision: str = "auto", window_seconds: Optional[float] = None, overwrite: bool = False,
                   shard: Optional[str] = None, address: Optional[str] = None, workers: Optional[int] = None,
-                  threads_per_worker: int = 1, gpus_per_worker: float = 0.0, quiet: bool = True) -> Dict[str, int]:
+                  threads_per_worker: int = 1, gpus_per_worker: float = 0.0, quiet: bool = True,
+                  fmt: str = "dac") -> Dict[str, int]:
     """Encode every audio file under ``inputs`` into the folder ``output`` on Ray (a running cluster at
-    ``address``, else a local instance started and stopped here) → counts of ok, skipped and failed
-    files. The report is ``output/dacli-report-*.tsv``."""
-    from .fileio import find_inputs
+    ``address``, else a local instance started and stopped here), as .dac files or (``fmt``
+    "parquet") a token dataset, a shard per call → counts of ok, skipped and failed files. The report
+    is ``output/dacli-report-*.tsv``."""
+    from . import dataset
+    from .fileio import find_inputs, shard as shard_of
     if workers is not None and workers < 1:
         raise DacliError(f"--workers must be at least 1, not {workers}")
     if threads_per_worker < 1:
@@ -100,7 +127,14 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     if not gpus_per_worker >= 0:
         raise DacliError(f"--gpus-per-worker must be 0 or more, not {gpus_per_worker}")
     output = Path(output)
-    pairs = batch.sharded(find_inputs([Path(i) for i in inputs], batch.AUDIO_IN), shard, output, ".dac", batch.DAC_EXTS)
+    found = find_inputs([Path(i) for i in inputs], batch.AUDIO_IN)
+    if fmt == "parquet":
+        if overwrite:
+            raise DacliError("--overwrite does not apply to --format parquet")
+        held = dataset.prepare(output)  # before any input is read
+        pairs = shard_of(dataset.row_paths(found), shard)
+    else:
+        pairs = batch.sharded(found, shard, output, ".dac", batch.DAC_EXTS)
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
     device = "cuda" if gpus_per_worker > 0 else "cpu"
@@ -113,7 +147,9 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     outcomes: List[Outcome] = []
     todo = []
     for src, dst in pairs:
-        if batch.already_done(dst, overwrite):
+        if fmt == "parquet" and dst.as_posix() in held:
+            outcomes.append(Outcome.skipped(src, held[dst.as_posix()], f"{dst.as_posix()} (held by {held[dst.as_posix()]})"))
+        elif fmt != "parquet" and batch.already_done(dst, overwrite):
             outcomes.append(Outcome.skipped(src, dst, "exists"))
         else:
             todo.append({"src": str(src), "dst": str(dst)})
@@ -125,7 +161,8 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1) // threads_per_worker))
             settings = {"model": model, "device": device, "precision": resolved, "n_codebooks": n,
                         "window_seconds": window_seconds, "bandwidth": bandwidth, "overwrite": overwrite,
-                        "threads": threads_per_worker}
+                        "threads": threads_per_worker, "format": fmt, "out": str(output),
+                        "tag": dataset.run_tag(shard)}
             try:
                 outcomes += _run(ray, todo, settings, workers, threads_per_worker, gpus_per_worker, quiet)
             except Exception as e:  # Ray gave up (a worker that cannot start, a cluster that went away)
@@ -135,8 +172,10 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     finally:
         if started:
             ray.shutdown()
-            for item in todo:  # what workers stopped mid-file left behind
+            for item in todo if fmt != "parquet" else []:  # what workers stopped mid-file left behind
                 batch.remove_stale_parts(Path(item["dst"]))
+        if fmt == "parquet":
+            dataset.remove_temporaries(output)
     return batch.write_report(outcomes, output, resolved, time.monotonic() - t0, quiet)
 
 

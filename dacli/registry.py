@@ -88,14 +88,19 @@ def model_for_file(path: Union[str, Path], override: Optional[str] = None) -> st
         if override is None:
             raise DacliError(f"{path}: a file of the official tool records no model; pass --model")
         return override
-    name = container.read_header(path).model_name
+    return model_for_name(container.read_header(path).model_name, path, override)
+
+
+def model_for_name(name: str, where: Union[str, Path], override: Optional[str] = None) -> str:
+    """Which model decodes codes that record the model ``name`` (a .dac header, a dataset's row
+    ``where``): ``override`` when given, the bundled model for any of its versions, an official model."""
     if override is not None:
         return override
     if is_bundled_name(name):
         return DEFAULT_MODEL
     if name in BUNDLED or name in OFFICIAL:
         return name
-    raise DacliError(f"{path}: encoded with model {name!r}, which is not a known name; pass --model PATH")
+    raise DacliError(f"{where}: encoded with model {name!r}, which is not a known name; pass --model PATH")
 
 
 DOWNLOAD_CHUNK = 1 << 20  # bytes per read of a download (and per progress update)

@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from dacli import container
+import dacli
+from dacli import container, dataset
 
 from conftest import FIXTURES
 
@@ -77,6 +79,30 @@ def outputs(out):
     return sorted(p.name for p in Path(out).glob("*.dac"))
 
 
+def stored(out, fmt):
+    """The inputs whose codes are in ``out``, each checked complete: .dac files (every CRC read), or the
+    rows of the complete shards, each input in exactly one."""
+    if fmt == "dac":
+        for f in Path(out).glob("*.dac"):
+            container.read(f)
+        return [Path(n).stem for n in outputs(out)]
+    rows = [p for s in dataset.shards(out) for p in pq.read_table(s, columns=["path"]).column("path").to_pylist()]
+    assert len(rows) == len(set(rows)), "an input in two shards"
+    return sorted(Path(p).stem for p in rows)
+
+
+def no_leftovers(out):
+    assert not [n for n in os.listdir(out) if n.endswith(".part")]
+
+
+def settled(cond, timeout=30):
+    """Wait for ``cond`` (processes end asynchronously after their cluster is shut down)."""
+    deadline = time.time() + timeout
+    while not cond() and time.time() < deadline:
+        time.sleep(0.25)
+    return cond()
+
+
 def wait_for(cond, p, timeout=120):
     deadline = time.time() + timeout
     while not cond() and time.time() < deadline and p.poll() is None:
@@ -117,53 +143,64 @@ def test_traffic_stays_on_loopback(cluster):
         assert local.startswith(("127.", "[::1]", "[::ffff:127.")) and peer.startswith(("127.", "[::1]", "[::ffff:127.")), ln
 
 
-def test_a_worker_killed_mid_batch_loses_nothing(cluster, tmp_path):
+@pytest.mark.parametrize("fmt", ["dac", "parquet"])
+def test_a_worker_killed_mid_batch_loses_nothing(cluster, tmp_path, fmt):
     inp = corpus(tmp_path / "in", n=12, seconds=(3, 4))
-    p = driver(inp, tmp_path / "out", address=cluster.address, wait=False)
-    wait_for(lambda: len(outputs(tmp_path / "out")) >= 1, p)
+    p = driver(inp, tmp_path / "out", "--format", fmt, address=cluster.address, wait=False)
+    wait_for(lambda: len(stored(tmp_path / "out", fmt)) >= 1, p)
     pids = subprocess.run(["pgrep", "-f", "ray::MapWorker"], capture_output=True, text=True).stdout.split()
     assert pids, "no worker process found"
     os.kill(int(pids[0]), signal.SIGKILL)
     err = p.communicate(timeout=300)[1]
     assert p.returncode == 0, err
-    assert outputs(tmp_path / "out") == [f"c{i:02d}.dac" for i in range(12)]
-    for f in (tmp_path / "out").glob("*.dac"):
-        container.read(f)  # complete, every CRC checked
-    assert {v[0] for v in report(tmp_path / "out").values()} == {"ok"}
-    assert not list((tmp_path / "out").glob(".*.part"))
+    assert stored(tmp_path / "out", fmt) == [f"c{i:02d}" for i in range(12)]
+    rows = report(tmp_path / "out")
+    assert {v[0] for v in rows.values()} == {"ok"}
+    no_leftovers(tmp_path / "out")
+    if fmt == "parquet":  # the codes are those of the .dac files, and the report names each input's shard
+        local = tmp_path / "local"
+        r = subprocess.run([sys.executable, "-m", "dacli", "encode", str(inp / "c00.wav"), str(inp / "c05.wav"), "-o",
+                            str(local), "--model", TINY, "--precision", "fp32", "-q"], env=ENV, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        for row in dacli.read_dataset(tmp_path / "out"):
+            if row["path"] in ("c00.wav", "c05.wav"):
+                assert np.array_equal(row["codes"], dacli.read_codes(local / row["path"].replace(".wav", ".dac"))[0])
+        names = {p.name for p in dataset.shards(tmp_path / "out")}
+        lines = sorted(Path(tmp_path / "out").glob("dacli-report-*.tsv"))[-1].read_text().splitlines()[2:]
+        assert {Path(ln.split("\t")[1]).name for ln in lines} <= names
 
 
-def test_the_driver_killed_then_a_rerun_encodes_only_the_rest(cluster, tmp_path):
+@pytest.mark.parametrize("fmt", ["dac", "parquet"])
+def test_the_driver_killed_then_a_rerun_encodes_only_the_rest(cluster, tmp_path, fmt):
     inp = corpus(tmp_path / "in", n=12, seconds=(3, 4))
-    p = driver(inp, tmp_path / "out", address=cluster.address, wait=False)
-    wait_for(lambda: len(outputs(tmp_path / "out")) >= 2, p)
+    p = driver(inp, tmp_path / "out", "--format", fmt, address=cluster.address, wait=False)
+    wait_for(lambda: len(stored(tmp_path / "out", fmt)) >= 2, p)
     p.kill()
     p.wait(timeout=60)
     time.sleep(3)  # the cluster ends the dead driver's workers
-    done = outputs(tmp_path / "out")
+    done = stored(tmp_path / "out", fmt)
     assert 2 <= len(done) < 12, done
-    for f in done:
-        container.read(tmp_path / "out" / f)
-    mtimes = {f: (tmp_path / "out" / f).stat().st_mtime_ns for f in done}
-    rc, err = driver(inp, tmp_path / "out", address=cluster.address)
+    files = [f for f in os.listdir(tmp_path / "out") if not f.startswith((".", "dacli-report"))]
+    mtimes = {f: (tmp_path / "out" / f).stat().st_mtime_ns for f in files}
+    rc, err = driver(inp, tmp_path / "out", "--format", fmt, address=cluster.address)
     assert rc == 0 and f"encoded {12 - len(done)} file(s), skipped {len(done)}, failed 0" in err, err
-    assert outputs(tmp_path / "out") == [f"c{i:02d}.dac" for i in range(12)]
-    assert mtimes == {f: (tmp_path / "out" / f).stat().st_mtime_ns for f in done}
-    assert not list((tmp_path / "out").glob(".*.part"))
+    assert stored(tmp_path / "out", fmt) == [f"c{i:02d}" for i in range(12)]
+    assert mtimes == {f: (tmp_path / "out" / f).stat().st_mtime_ns for f in files}
+    no_leftovers(tmp_path / "out")
 
 
-def test_a_node_that_leaves_mid_run_loses_nothing(cluster, tmp_path):
+@pytest.mark.parametrize("fmt", ["dac", "parquet"])
+def test_a_node_that_leaves_mid_run_loses_nothing(cluster, tmp_path, fmt):
     inp = corpus(tmp_path / "in", n=12, seconds=(3, 4))
-    p = driver(inp, tmp_path / "out", address=cluster.address, wait=False)
-    wait_for(lambda: len(outputs(tmp_path / "out")) >= 1, p)
+    p = driver(inp, tmp_path / "out", "--format", fmt, address=cluster.address, wait=False)
+    wait_for(lambda: len(stored(tmp_path / "out", fmt)) >= 1, p)
     leaving = list(cluster.worker_nodes)[-1]
     cluster.remove_node(leaving)
     try:
         err = p.communicate(timeout=300)[1]
         assert p.returncode == 0, err
-        assert outputs(tmp_path / "out") == [f"c{i:02d}.dac" for i in range(12)]
-        for f in (tmp_path / "out").glob("*.dac"):
-            container.read(f)
+        assert stored(tmp_path / "out", fmt) == [f"c{i:02d}" for i in range(12)]
     finally:
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=80 << 20)
         cluster.wait_for_nodes()
@@ -201,8 +238,7 @@ def test_a_local_instance_is_started_and_stopped_even_on_ctrl_c(cluster, tmp_pat
     inp = corpus(tmp_path / "in", n=3, seconds=(1,))
     rc, err = driver(inp, tmp_path / "out")
     assert rc == 0 and "encoded 3 file(s)" in err, err
-    time.sleep(2)
-    assert _ray_processes() <= before, "the local instance left processes behind"
+    assert settled(lambda: _ray_processes() <= before), "the local instance left processes behind"
     big = corpus(tmp_path / "big", n=12, seconds=(3, 4))
     p = subprocess.Popen([sys.executable, "-m", "dacli", "encode", str(big), "-o", str(tmp_path / "out2"), "--engine",
                           "ray", "--model", TINY, "--precision", "fp32", "--workers", "2"], stderr=subprocess.PIPE,
@@ -211,8 +247,7 @@ def test_a_local_instance_is_started_and_stopped_even_on_ctrl_c(cluster, tmp_pat
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=120)[1]
     assert p.returncode == 130 and "Traceback" not in err, err
-    time.sleep(2)
-    assert _ray_processes() <= before, "Ctrl-C left Ray processes behind"
+    assert settled(lambda: _ray_processes() <= before), "Ctrl-C left Ray processes behind"
     assert not list((tmp_path / "out2").glob(".*.part"))
     for f in (tmp_path / "out2").glob("*.dac"):
         container.read(f)
