@@ -1,26 +1,30 @@
 """Tokenizing a corpus of short real clips: hours of audio per hour, against the steady rate of one
-long file, all in one run on one machine.
+long file, into .dac files and into a Parquet token dataset, all in one run on one machine.
 
-    python benchmarks/corpus.py [--runs alone local ray official] [--clips-dir DIR] [--official-clips 15]
-                                [--alone-every 8] [--official-venv DIR] [--json OUT]
+    python benchmarks/corpus.py [--runs alone local ray official] [--formats dac parquet]
+                                [--precisions default fp32] [--max-clips N] [--clips-dir DIR]
+                                [--official-clips 15] [--alone-every 8] [--official-venv DIR] [--json OUT]
 
 The clips (>= 300, 1-20 s) come from Debian packages (speech, sound effects, ringtones, game music,
 fetched with ``apt-get download`` as ``make corpus`` does): files of 1-20 s as they are (Ogg Vorbis,
 WAV; mono and stereo; 8 to 48 kHz), and excerpts of 1-20 s cut from longer ones (FLAC at the source's
-rate and channels). Built once into --clips-dir (default ~/.cache/dacli/bench-clips), deterministically.
-The model is the full-size 44.1 kHz architecture (random weights: speed does not depend on them), in
-the default precision. Measured, each as a user would run it:
+rate and channels). Built once into --clips-dir (default ~/.cache/dacli/bench-clips), deterministically;
+--max-clips takes an evenly spread subset. The model is the full-size 44.1 kHz architecture (random
+weights: speed does not depend on them). Measured, each as a user would run it:
 
 1. steady: one long file with ``codec.encode_file`` in this process (after a warm-up), mono (240 s)
-   and stereo (120 s): each run below is also given as the share of this rate, the time its clips
-   would take at the steady rate of their channel count over the time taken;
+   and stereo (120 s), in each precision: each run below is also given as the share of this rate, the
+   time its clips would take at the steady rate of their channel count over the time taken;
 2. one file at a time: every --alone-every'th clip through ``codec.encode_file`` in this process;
-3. ``dacli encode CLIPS -o OUT`` (the local engine, a fresh process, start-up included);
-4. ``dacli encode --engine ray --workers 2`` on a 2-node Ray cluster on 127.0.0.1 (1 CPU each,
-   ``ray.cluster_utils``);
+3. ``dacli encode CLIPS -o OUT [--format parquet]`` (the local engine, a fresh process, start-up included);
+4. the same with ``--engine ray --workers 2`` on a 2-node Ray cluster on 127.0.0.1 (1 CPU each,
+   ``ray.cluster_utils``); its fixed start-up (cluster join, a model per worker: the wall time of the
+   same command on one 1 s clip) is reported apart, and its rate also without it;
 5. the official CLI's loop (descript-audio-codec 1.0.0, one model, file after file) on a subset, when
    it is installed (benchmarks/install_official.sh).
-The local and Ray outputs are compared byte for byte. Needs the ``ray`` extra.
+Runs 3 and 4 go once per --formats and --precisions (default: the CPU's default precision, and fp32
+when that is another); each gives bytes on disk and files written. In fp32 the codes of every form and
+engine are compared (rows against .dac files, Ray against local). Needs the ``ray`` and ``parquet`` extras.
 """
 
 import argparse
@@ -108,12 +112,12 @@ def timed(cmd, env=None) -> float:
     return time.perf_counter() - t
 
 
-def ray_run(clips_dir: Path, out: Path, checkpoint: Path, tmp: Path) -> float:
+def ray_run(cmds, tmp: Path) -> list:
     """A local 2-node Ray cluster on 127.0.0.1 (a head and one more node, 1 CPU each, small object
-    stores, a home folder of its own); ``dacli encode --engine ray --workers 2`` against it; the
-    cluster shut down → the encode's wall time."""
+    stores, a home folder of its own); each command of ``cmds`` with ``--engine ray --workers 2
+    --address`` it; the cluster shut down → the commands' wall times."""
     home = tmp / "ray-home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     env = {"HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -123,9 +127,8 @@ def ray_run(clips_dir: Path, out: Path, checkpoint: Path, tmp: Path) -> float:
     try:
         cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=200 << 20)
         cluster.wait_for_nodes()
-        return timed([sys.executable, "-m", "dacli", "encode", str(clips_dir), "-o", str(out), "--model",
-                      str(checkpoint), "--engine", "ray", "--address", cluster.address, "--workers", "2",
-                      "--quiet"], dict(os.environ))
+        return [timed(cmd + ["--engine", "ray", "--address", cluster.address, "--workers", "2"], dict(os.environ))
+                for cmd in cmds]
     finally:
         cluster.shutdown()
         for k, v in saved.items():
@@ -133,6 +136,25 @@ def ray_run(clips_dir: Path, out: Path, checkpoint: Path, tmp: Path) -> float:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def compare(tmp: Path, prec: str, formats, runs) -> dict:
+    """Whether every fp32 run holds the same codes for every clip: each engine's .dac files and rows."""
+    import dacli
+    got, compared = {}, []
+    for eng in ("local", "ray"):
+        for fmt in formats:
+            out = tmp / f"{eng}-{fmt}-{prec}"
+            if eng not in runs or not out.is_dir():
+                continue
+            compared.append(f"{eng}/{fmt}")
+            if fmt == "dac":
+                got[eng, fmt] = {f.stem: dacli.read_codes(f)[0] for f in out.glob("*.dac")}
+            else:
+                got[eng, fmt] = {Path(r["path"]).stem: r["codes"] for r in dacli.read_dataset(out)}
+    ref = next(iter(got.values()), {})
+    equal = all(d.keys() == ref.keys() and all(np.array_equal(d[k], ref[k]) for k in ref) for d in got.values())
+    return {"compared": compared, "equal": equal}
 
 
 def main():
@@ -143,37 +165,51 @@ def main():
     ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
                                                               str(Path.home() / ".cache/dacli/official/venv")))
     ap.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS, help="what to measure (default: all)")
+    ap.add_argument("--formats", nargs="+", default=["dac", "parquet"], choices=["dac", "parquet"])
+    ap.add_argument("--precisions", nargs="+", default=["default", "fp32"], choices=["default", "fp32", "mixed", "bf16"])
+    ap.add_argument("--max-clips", type=int, default=None, help="an evenly spread subset of this many clips")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     res = {"machine": bench.machine()}
     print(f"machine: {bench.describe_machine(res['machine'])}; torch threads {torch.get_num_threads()}", flush=True)
     clips = build_clips(Path(args.clips_dir))
+    if args.max_clips and args.max_clips < len(clips):
+        clips = [clips[i * len(clips) // args.max_clips] for i in range(args.max_clips)]
     res["corpus"] = c = describe_clips(clips)
     hours = c["seconds"] / 3600
     print(f"corpus: {c['clips']} clips, {c['seconds'] / 60:.1f} min, {c['min_s']:.1f}-{c['max_s']:.1f} s (median "
           f"{c['median_s']:.1f} s), {c['stereo']} stereo, {c['not_44100']} not at 44.1 kHz {c['rates']}", flush=True)
     model = bench.make_model("44khz-8kbps", "cpu", "auto")
-    res["precision"] = model.precision
-    rates, shares = {}, {}
+    res["precision"] = default = model.precision
+    precisions = list(dict.fromkeys(default if p == "default" else p for p in args.precisions))
+    print(f"precisions: {precisions} (the default here is {default})", flush=True)
+    rates, shares, extra = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        clip_dir = tmp / "clips"  # the clips measured, linked into one folder
+        clip_dir.mkdir()
+        for f in clips:
+            os.symlink(f, clip_dir / f.name)
         checkpoint = tmp / "full44.pth"
         torch.manual_seed(0)
         torch.save(build("44khz-8kbps").checkpoint(), checkpoint)  # the same random weights, for the CLI
-        codec.encode_file(model, bench.test_audio(tmp / "warm.wav", 10.0, 1), tmp / "warm.dac")
         steady = {}
-        for channels, seconds in ((1, 240.0), (2, 120.0)):
-            long_file = bench.test_audio(tmp / f"long{channels}.wav", seconds, channels, ROOT / "tests/fixtures/music20s.flac")
-            t = time.perf_counter()
-            codec.encode_file(model, long_file, tmp / "long.dac")
-            steady[channels] = seconds / (time.perf_counter() - t)
-            print(f"steady (one {seconds:.0f} s file, {channels} channel(s)): {steady[channels]:.2f} hours per hour",
-                  flush=True)
-        res["steady_hours_per_hour"] = steady
+        for prec in precisions:
+            model = bench.make_model(str(checkpoint), "cpu", prec)
+            codec.encode_file(model, bench.test_audio(tmp / "warm.wav", 10.0, 1), tmp / "warm.dac")
+            for channels, seconds in ((1, 240.0), (2, 120.0)):
+                long_file = bench.test_audio(tmp / f"long{channels}.wav", seconds, channels,
+                                             ROOT / "tests/fixtures/music20s.flac")
+                t = time.perf_counter()
+                codec.encode_file(model, long_file, tmp / "long.dac")
+                steady[prec, channels] = seconds / (time.perf_counter() - t)
+                print(f"steady ({prec}, one {seconds:.0f} s file, {channels} channel(s)): "
+                      f"{steady[prec, channels]:.2f} hours per hour", flush=True)
+        res["steady_hours_per_hour"] = {f"{p}/{ch}": v for (p, ch), v in steady.items()}
 
-        def share(clip_set: dict, seconds: float) -> float:
+        def share(clip_set: dict, seconds: float, prec: str) -> float:
             """The time these clips take at the steady rate of their channel count / the time taken."""
-            at_steady = sum(s / (steady[ch] if ch in steady else steady[1] / ch)
+            at_steady = sum(s / (steady[prec, ch] if (prec, ch) in steady else steady[prec, 1] / ch)
                             for ch, s in clip_set["seconds_by_channels"].items())
             return at_steady / seconds
         t = time.perf_counter()
@@ -183,26 +219,54 @@ def main():
             codec.encode_file(model, f, tmp / "alone" / f"{i}.dac")
         t = time.perf_counter() - t
         if some:
-            rates["one_at_a_time"] = describe_clips(some)["seconds"] / t
-            shares["one_at_a_time"] = share(describe_clips(some), t)
-            print(f"one file at a time (codec.encode_file, {len(some)} clips): {rates['one_at_a_time']:.2f} "
-                  "hours per hour", flush=True)
+            key = f"one_at_a_time/{model.precision}"
+            rates[key] = describe_clips(some)["seconds"] / t
+            shares[key] = share(describe_clips(some), t, model.precision)
+            print(f"one file at a time (codec.encode_file, {len(some)} clips): {rates[key]:.2f} hours per hour",
+                  flush=True)
         del model
-        cli = [sys.executable, "-m", "dacli", "encode", args.clips_dir, "--model", str(checkpoint), "--quiet"]
+        one = tmp / "one"  # the Ray engine's fixed start-up: the same command on one 1 s clip
+        one.mkdir()
+        bench.test_audio(one / "one.wav", 1.0, 1)
+
+        def cmd(src, out, fmt, prec):
+            return [sys.executable, "-m", "dacli", "encode", str(src), "-o", str(out), "--model", str(checkpoint),
+                    "--quiet", "--format", fmt, "--precision", prec]
+
+        def record(key, t, fmt, prec, out, startup=None):
+            rates[key], shares[key] = hours / (t / 3600), share(c, t, prec)
+            files = [f for f in out.rglob("*") if f.is_file() and not f.name.startswith("dacli-report")]
+            extra[key] = {"seconds": t, "bytes": sum(f.stat().st_size for f in files), "files": len(files)}
+            line = f"{key}: {rates[key]:.2f} hours per hour, {len(files)} files, {extra[key]['bytes'] / 1e6:.2f} MB"
+            if startup is not None:
+                extra[key].update(startup_s=startup, hours_per_hour_after_startup=hours / ((t - startup) / 3600))
+                line += (f"; fixed start-up {startup:.1f} s, "
+                         f"{extra[key]['hours_per_hour_after_startup']:.2f} hours per hour after it")
+            print(line, flush=True)
+
+        combos = [(fmt, prec) for prec in precisions for fmt in args.formats]
         if "local" in args.runs:
-            t = timed(cli + ["-o", str(tmp / "local")])
-            rates["local"], shares["local"] = hours / (t / 3600), share(c, t)
-            print(f"dacli encode (local engine): {rates['local']:.2f} hours per hour", flush=True)
+            for fmt, prec in combos:
+                out = tmp / f"local-{fmt}-{prec}"
+                record(f"local/{fmt}/{prec}", timed(cmd(clip_dir, out, fmt, prec)), fmt, prec, out)
         if "ray" in args.runs:
-            t = ray_run(Path(args.clips_dir), tmp / "ray", checkpoint, tmp)
-            rates["ray"], shares["ray"] = hours / (t / 3600), share(c, t)
-            print(f"dacli encode --engine ray (2 nodes, 2 workers): {rates['ray']:.2f} hours per hour", flush=True)
-        if "local" in args.runs and "ray" in args.runs:
-            local, ray = sorted((tmp / "local").glob("*.dac")), sorted((tmp / "ray").glob("*.dac"))
-            same = len(local) == len(ray) == len(clips) and all(a.read_bytes() == b.read_bytes()
-                                                                for a, b in zip(local, ray))
-            res["ray_equals_local"] = same
-            print(f"Ray outputs byte-identical to the local engine's: {same}", flush=True)
+            cmds = []
+            for fmt, prec in combos:
+                cmds += [cmd(one, tmp / f"one-{fmt}-{prec}", fmt, prec), cmd(clip_dir, tmp / f"ray-{fmt}-{prec}", fmt, prec)]
+            times = ray_run(cmds, tmp)
+            for i, (fmt, prec) in enumerate(combos):
+                record(f"ray/{fmt}/{prec}", times[2 * i + 1], fmt, prec, tmp / f"ray-{fmt}-{prec}", times[2 * i])
+        if "fp32" in precisions:
+            res["same_codes_fp32"] = same = compare(tmp, "fp32", args.formats, args.runs)
+            print(f"fp32 codes equal across {', '.join(same['compared'])}: {same['equal']}", flush=True)
+        for fmt in args.formats:
+            for prec in precisions:
+                for eng in ("local", "ray"):
+                    if f"{eng}/parquet/{prec}" in rates and f"{eng}/dac/{prec}" in rates:
+                        r = rates[f"{eng}/parquet/{prec}"] / rates[f"{eng}/dac/{prec}"]
+                        extra[f"{eng}/{prec}/parquet_over_dac"] = r
+                        if fmt == "parquet":
+                            print(f"{eng} {prec}: Parquet at {r:.3f} of the .dac output's rate", flush=True)
         py = Path(args.official_venv) / "bin" / "python"
         if "official" not in args.runs:
             pass
@@ -213,11 +277,11 @@ def main():
             seconds = timed([str(py), str(ROOT / "benchmarks/official_phase.py"), "encode-files", str(tmp / "list.txt"),
                              str(tmp / "official")])
             rates["official"] = describe_clips(subset)["seconds"] / seconds
-            shares["official"] = share(describe_clips(subset), seconds)
+            shares["official"] = share(describe_clips(subset), seconds, "fp32" if "fp32" in precisions else default)
             print(f"official CLI loop ({len(subset)} clips): {rates['official']:.2f} hours per hour", flush=True)
         else:
             print(f"official package not found in {args.official_venv}: skipped", flush=True)
-    res["hours_per_hour"], res["share_of_steady"] = rates, shares
+    res["hours_per_hour"], res["share_of_steady"], res["runs"] = rates, shares, extra
     for k in shares:
         print(f"{k}: {rates[k]:.2f} hours of audio per hour, {shares[k] * 100:.0f} % of dacli's steady rate "
               f"(the time its clips take at the steady rate of their channel count / the time taken)", flush=True)
