@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-quick lint clean corpus eval-deps train train-stop fuzz slurm-check
+.PHONY: install test test-quick lint clean corpus eval-deps web-deps web web-serve train train-stop fuzz slurm-check
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml dacli/_snake.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,eval,lint,ray,parquet]'
+	$(BIN)/pip install -q -e '.[test,eval,lint,ray,parquet,onnx]'
 	touch $(STAMP)
 
 # ffmpeg (Debian's package) for the Opus and MP3 baselines of `dacli eval --codec`
@@ -21,13 +21,39 @@ eval-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends ffmpeg; \
 	  else sudo apt-get update -q && sudo apt-get install -y -q --no-install-recommends ffmpeg; fi; }
 
+# Debian's Chromium for the browser tests of the player (Playwright drives it; its own browser download is
+# not used)
+web-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends chromium; \
+	  else sudo apt-get update -q && sudo apt-get install -y -q --no-install-recommends chromium; fi; }
+
+# the .dac player (web/): npm packages as package-lock.json pins them, copied into web/vendor/, and the
+# bundled model's ONNX graphs exported into web/model/
+web: install web/vendor/.built web/model/dacli-onnx.json
+
+web/vendor/.built: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf web/vendor && mkdir -p web/vendor
+	cp web/node_modules/onnxruntime-web/dist/ort.min.mjs web/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded*.mjs \
+	   web/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded*.wasm web/vendor/
+	cp web/node_modules/fzstd/esm/index.mjs web/vendor/fzstd.mjs
+	touch $@
+
+web/model/dacli-onnx.json: weights/dacli_44khz_7.75kbps.pth dacli/export.py $(STAMP)
+	$(BIN)/dacli export dacli-44khz -o web/model --overwrite
+
+# the player on http://127.0.0.1:8000/ (static files only)
+web-serve: web
+	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 --directory web
+
 # every test; none is skipped
-test: install eval-deps
+test: install eval-deps web-deps web
 	$(BIN)/python -m pytest -q
 
 # the loop between edits: everything but the system tests marked slow (the wheel, Ray clusters, the
 # fuzzer, memory in fresh processes), a few minutes on 2 cores
-test-quick: install eval-deps
+test-quick: install eval-deps web-deps web
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # ruff (pyflakes and pycodestyle rules, pyproject.toml) on everything; mypy on the public modules (setup.cfg)

@@ -1,13 +1,15 @@
 """Encode and decode speed of dacli against the official implementation, same machine, same run.
 
-    python benchmarks/speed.py [--seconds 60] [--precision fp32 mixed bf16] [--official-venv DIR]
+    python benchmarks/speed.py [--seconds 60] [--precision fp32 mixed bf16] [--official-venv DIR] [--onnx]
 
 Times file-to-file encode and decode of the same real recording (tests/fixtures/music20s.flac looped
 to --seconds) with the full-size 44khz preset (random weights) for dacli and, when the official package
 is installed in its own venv (benchmarks/install_official.sh), for the official
 compress/decompress with its CLI's 5 s window. Prints real-time factors, the dacli/official ratios,
 peak RSS and GFLOP/s, and for mixed and bf16 the SNR against the fp32 decode and the share of codes
-equal to fp32's.
+equal to fp32's. --onnx: also the graphs of ``dacli export`` run by onnxruntime (``--runtime onnx``)
+against the torch runtime in fp32: decoding the same .dac file to WAV, and a one-pass encode of the
+same audio.
 Run it on an idle machine: other load changes the figures.
 """
 
@@ -53,6 +55,41 @@ def quality_vs_fp32(source, precision, seconds=10.0):
     return float(snr), float((c16 == c32).mean())
 
 
+def onnx_vs_torch(src, tmp, seconds):
+    """Seconds to decode one .dac file to WAV (windows, file to file) and to encode the audio in one
+    pass, with onnxruntime and with the torch runtime in fp32, the same random full-size weights."""
+    import time
+
+    import torch
+
+    from dacli import codec
+    from dacli.export import export_graphs
+    from dacli.model import build
+    from dacli.onnx_model import OnnxDAC
+    torch.manual_seed(0)
+    plain = build("44khz-8kbps")
+    plain.weights_hash = "0" * 64
+    (tmp / "onnx").mkdir()
+    export_graphs(plain, tmp / "onnx")
+    models = {"torch": bench.make_model("44khz-8kbps", "cpu", "fp32"), "onnx": OnnxDAC(tmp / "onnx")}
+    codec.encode_file(models["torch"], src, tmp / "x.dac")
+    x = sf.read(str(src), dtype="float32", always_2d=True)[0].T
+    out = {}
+    for name, m in models.items():
+        codec.decode_file(m, tmp / "x.dac", tmp / f"{name}.wav")  # warm-up (graph load, first calls)
+        t = time.perf_counter()
+        codec.decode_file(m, tmp / "x.dac", tmp / f"{name}.wav")
+        dec = time.perf_counter() - t
+        t = time.perf_counter()
+        m.encode(x[:, :int(10 * 44100)])
+        enc = time.perf_counter() - t
+        out[name] = {"decode_seconds": dec, "decode_rt": seconds / dec, "encode10_seconds": enc}
+    a, _ = sf.read(str(tmp / "torch.wav"), dtype="int16")
+    b, _ = sf.read(str(tmp / "onnx.wav"), dtype="int16")
+    out["max_16bit_difference"] = int(np.abs(a.astype(int) - b).max())
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -60,6 +97,7 @@ def main():
     ap.add_argument("--source", default=str(ROOT / "tests" / "fixtures" / "music20s.flac"))
     ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
                                                               str(Path.home() / ".cache/dacli/official/venv")))
+    ap.add_argument("--onnx", action="store_true", help="also onnxruntime against the torch runtime (fp32)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     results = {"machine": bench.machine()}
@@ -90,6 +128,15 @@ def main():
                 snr, equal = quality_vs_fp32(args.source, prec)
                 r["snr_vs_fp32_db"], r["codes_equal_fp32"] = snr, equal
                 print(f"  {prec} vs fp32: decode SNR {snr:.1f} dB, codes equal {100 * equal:.2f}%", flush=True)
+        if args.onnx:
+            o = onnx_vs_torch(src, tmp, args.seconds)
+            results["onnx"] = o
+            print(f"onnxruntime (dacli export, --runtime onnx) against torch, fp32: decode "
+                  f"{o['onnx']['decode_seconds']:.2f} s vs {o['torch']['decode_seconds']:.2f} s "
+                  f"({o['onnx']['decode_rt']:.2f}× vs {o['torch']['decode_rt']:.2f}× real time, torch/onnx speed "
+                  f"{o['onnx']['decode_seconds'] / o['torch']['decode_seconds']:.2f}×); encode of 10 s in one pass "
+                  f"{o['onnx']['encode10_seconds']:.2f} s vs {o['torch']['encode10_seconds']:.2f} s; decoded files "
+                  f"within {o['max_16bit_difference']} 16-bit steps", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -193,9 +193,12 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
               help="With --raw-codes: frames to wait for before a frame plays (default: the exact latency, "
                    "the offline decode's samples; fewer: earlier audio, deviating).")
 @MODEL_RUN
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="onnx: run the graphs of 'dacli export' (--model DIR) with onnxruntime, without torch "
+                   "(fp32, CPU); the same windows, loudness restore, low-pass and resampling.")
 @BATCH
 def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, model_name, device, precision,
-           window_seconds, overwrite, shard, quiet):
+           runtime, window_seconds, overwrite, shard, quiet):
     """Decode .dac files or folders, token datasets (folders of Parquet shards, .parquet files) and arrays
     of codes (.npy, with --model) back to audio at the original rate, channels and length.
 
@@ -212,11 +215,17 @@ def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, mod
     if fmt is not None and named is not None and fmt != named:
         raise click.UsageError(f"--format {fmt} contradicts the output name {output}")
     fmt = fmt or named or "wav"
+    if runtime == "onnx" and (model_name is None or not registry.is_export(model_name)):
+        raise click.UsageError("--runtime onnx needs --model DIR, a folder written by 'dacli export'")
+    if runtime == "torch" and registry.is_export(model_name):
+        raise click.UsageError(f"{model_name}: an exported model (dacli export); decode with it with --runtime onnx")
+    if runtime == "onnx" and (precision not in ("auto", "fp32") or device == "cuda"):
+        raise click.UsageError("--runtime onnx computes in fp32 on the CPU")
     if raw_codes:
         from . import pipe
         if fmt == "flac":
             raise click.UsageError("--raw-codes writes WAV or raw PCM as it goes, not FLAC")
-        model = registry.load_model(model_name, device, precision)
+        model = registry.load_model(model_name, device, precision, runtime)
         return pipe.decode_files(inputs, output, model, fmt, channels or 1, n_codebooks, lookahead)
     if fmt == "raw" or channels is not None or n_codebooks is not None or lookahead is not None:
         raise click.UsageError("--format raw, --channels, --n-codebooks and --lookahead go with --raw-codes")
@@ -239,7 +248,7 @@ def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, mod
 
         def load(name):
             if name not in models:
-                models[name] = registry.load_model(name, device, precision)
+                models[name] = registry.load_model(name, device, precision, runtime)
             return models[name]
 
         def work(src, dst, rep):
@@ -302,6 +311,21 @@ def info(files, as_json):
             click.echo("\n".join(f"{k:<{width}}  {v}" for k, v in r.items()) + "\n")
     if failed:
         raise SystemExit(1)
+
+
+@cli.command("export")
+@click.argument("model_name", metavar="MODEL")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder to write.")
+@OVERWRITE
+def export_cmd(model_name, output, overwrite):
+    """Write MODEL (a name or checkpoint, as --model takes it) as ONNX graphs: encoder.onnx (audio ->
+    codes), decoder.onnx (codes -> audio) and dacli-onnx.json (docs/FORMAT.md, ONNX graphs), for
+    'dacli decode --runtime onnx --model DIR' without torch, the browser player (web/) or any ONNX runtime.
+    """
+    from .export import export
+    info = export(model_name, output, overwrite)
+    click.echo(f"{output}: {info['name']} ({info['weights_hash'][:12]}), {info['sample_rate']} Hz, "
+               f"{info['n_codebooks']} codebooks")
 
 
 @cli.command()

@@ -254,6 +254,17 @@ def decode_codes(model: "DAC", header: container.Header, codes: np.ndarray, dst:
     """Decode codes with the header that describes them (checked against ``model`` by the caller) to
     an audio file or stream, as :func:`decode_file` does for a .dac file: a dataset's row, an LM's
     array with :func:`dacli.dataset.synthetic_header`."""
+    blocks = model_rate_audio(model, header, codes, window_seconds)
+    blocks = audio.resampled(blocks, header.model_sample_rate, header.original_sample_rate, header.channels)
+    audio.write_audio(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,
+                      progress)
+
+
+def model_rate_audio(model: "DAC", header: container.Header, codes: np.ndarray,
+                     window_seconds: Optional[float] = None) -> Iterator[np.ndarray]:
+    """Steps 1-3 of docs/FORMAT.md, "Decoding": the windowed decode of the codes, cut to model_length,
+    gain restored and low-passed at the recorded bandwidth → (samples, channels) float32 blocks at the
+    model rate, in order (what :func:`decode_codes` resamples; what the browser player plays)."""
     g = np.float32(audio.db_to_gain(-header.gain_db))
 
     def model_rate():
@@ -271,7 +282,4 @@ def decode_codes(model: "DAC", header: container.Header, codes: np.ndarray, dst:
             yield lowpass.feed(y)
         yield lowpass.feed(np.zeros((0, header.channels), np.float32), last=True)
 
-    blocks = band_limited(model_rate()) if header.bandwidth_hz else model_rate()
-    blocks = audio.resampled(blocks, header.model_sample_rate, header.original_sample_rate, header.channels)
-    audio.write_audio(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,
-                      progress)
+    return band_limited(model_rate()) if header.bandwidth_hz else model_rate()

@@ -1,5 +1,6 @@
 """Where models come from: the bundled model in ``weights/``, the four official releases (downloaded
-into a user cache), or any checkpoint path. ``load_model`` is the one entry point. torch and the model
+into a user cache), any checkpoint path, or a folder of ONNX graphs that ``dacli export`` wrote.
+``load_model`` is the one entry point. torch and the model
 are imported when a model is loaded, so listing models costs no torch start-up."""
 
 import json
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Callable, List, NamedTuple, Optional, Tuple, U
 from . import container, legacy
 from .errors import DacliError
 from .fileio import atomic_output
+from .onnx_model import EXPORT_INFO
 
 if TYPE_CHECKING:
     from .model import DAC
@@ -184,7 +186,8 @@ def download(name: str, base: Optional[str] = None, progress: Optional[Callable[
     return dest
 
 
-def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto", precision: str = "auto") -> "DAC":
+def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto", precision: str = "auto",
+               runtime: str = "torch") -> "DAC":
     """A DAC ready for fast inference: loaded, then prepared by :func:`dacli.runtime.prepare`.
 
     ``name_or_path``: a checkpoint path, the bundled model's name (default), or an official model name
@@ -193,9 +196,35 @@ def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto"
     "fp32"), "fp32", "mixed" (bfloat16 except the decoder's last blocks: fp32's quality, codes may
     differ a little) or "bf16" (fastest, noisier); see :mod:`dacli.runtime.hardware`.
     ``model.precision`` says which one runs. The process is left as it is: :func:`dacli.tune_process`
-    applies the settings inference runs best with (the command line does)."""
+    applies the settings inference runs best with (the command line does).
+    ``runtime="onnx"``: ``name_or_path`` is a folder of ``dacli export``, run by onnxruntime without torch
+    (:class:`dacli.onnx_model.OnnxDAC`: decoding, fp32 on the CPU)."""
+    if runtime == "onnx" or is_export(name_or_path):
+        from .onnx_model import OnnxDAC
+        if runtime != "onnx":
+            raise DacliError(f"{name_or_path}: an exported model (dacli export); decode with it with --runtime onnx")
+        return OnnxDAC(name_or_path or "")  # type: ignore[return-value]
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise DacliError("torch is not installed here: decode with --runtime onnx --model DIR (a folder of "
+                         "'dacli export'), or install torch") from None
     from .model import load_checkpoint
     from .runtime import prepare
+    path, label = checkpoint_path(name_or_path)
+    model = load_checkpoint(path)
+    version = bundled_version(model.weights_hash)  # a bundled model (from weights/ or a file) is named
+    model.name = version.version if version else label  # by its version
+    return prepare(model, device, precision)
+
+
+def is_export(name_or_path: Union[str, Path, None]) -> bool:
+    """Whether ``name_or_path`` is a folder written by ``dacli export`` (ONNX graphs)."""
+    return name_or_path is not None and (Path(name_or_path) / EXPORT_INFO).is_file()
+
+
+def checkpoint_path(name_or_path: Union[str, Path, None] = None) -> Tuple[Path, str]:
+    """The checkpoint file of a model name or path (the bundled model by default) → (path, label)."""
     name = name_or_path or DEFAULT_MODEL
     path: Optional[Path]
     if isinstance(name, Path) or os.path.exists(str(name)) or str(name).endswith(".pth"):
@@ -208,7 +237,4 @@ def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto"
     else:
         raise DacliError(f"unknown model {name!r}: not a file, and not one of "
                          f"{', '.join(list(BUNDLED) + list(OFFICIAL))}")
-    model = load_checkpoint(path)
-    version = bundled_version(model.weights_hash)  # a bundled model (from weights/ or a file) is named
-    model.name = version.version if version else label  # by its version
-    return prepare(model, device, precision)
+    return path, label

@@ -72,8 +72,7 @@ def default_rows(device: Any) -> int:
     """Rows (channel windows) per model call: one on CPU, where more rows do not speed convolutions up
     but multiply activation memory (full-size 44.1 kHz model, stereo: 2 rows peak at 3.2 GB against
     1.4 GB); 16 on CUDA, where one larger call keeps the GPU busy."""
-    import torch
-    return 16 if torch.device(device).type == "cuda" else 1
+    return 16 if str(device).startswith("cuda") else 1
 
 
 def gap_frames(model: "DAC") -> int:
@@ -328,7 +327,6 @@ class WindowDecoder:
     def _decode(self, ready: List[Tuple[np.ndarray, Tuple[int, int]]]) -> List[np.ndarray]:
         """The windows of ``ready``, their channels as rows, up to a call's worth of rows of one shape
         per model call → one (channels, samples) array per window."""
-        import torch
         rows = [(i, ch) for i, (c, _) in enumerate(ready) for ch in range(c.shape[0])]
         outs: List[List[Any]] = [[None] * c.shape[0] for c, _ in ready]
         k = 0
@@ -338,14 +336,12 @@ class WindowDecoder:
             while (j < len(rows) and j - k < self.rows_per_call
                    and (ready[rows[j][0]][0].shape[1:], ready[rows[j][0]][1]) == kind):
                 j += 1
-            batch = torch.from_numpy(np.stack([ready[i][0][ch] for i, ch in rows[k:j]])).long()
-            with torch.inference_mode():
-                y = self.model.decode_batch(batch.to(self.model.device), kind[1])[:, 0].float().cpu()
+            y = self.model.decode_rows(np.stack([ready[i][0][ch] for i, ch in rows[k:j]]), kind[1])
             for (i, ch), yy in zip(rows[k:j], y):
                 outs[i][ch] = yy
             k = j
             release_memory()
-        return [torch.stack(o).numpy() for o in outs]
+        return [np.stack(o) for o in outs]
 
 
 def decode_windows(model: "DAC", codes: Any, window_seconds: Optional[float] = None,

@@ -86,7 +86,9 @@ def _written(tmp_path):
     return p, p.read_bytes()
 
 
-@pytest.mark.parametrize("mangle, message", [
+# Ways to break a written file, and what the refusal says (the browser player's reader is held to the
+# same verdicts: tests/test_web.py)
+CORRUPT = [
     (lambda b: b[:-5], "truncated"),
     (lambda b: b[:50], "truncated"),
     (lambda b: b[:140], "truncated"),
@@ -96,7 +98,10 @@ def _written(tmp_path):
     (lambda b: b[:8] + struct.pack("<H", 7) + b[10:], "version 7 is not supported"),
     (lambda b: b"RIFF" + b[4:], "unknown magic"),
     (lambda b: b"", "unknown magic"),
-])
+]
+
+
+@pytest.mark.parametrize("mangle, message", CORRUPT)
 def test_corrupt_files_are_refused(tmp_path, mangle, message):
     p, raw = _written(tmp_path)
     p.write_bytes(mangle(raw))
@@ -238,7 +243,8 @@ def test_revision_1_0_header_reads_as_full_band(tmp_path):
     np.testing.assert_array_equal(c2, codes)
 
 
-@pytest.mark.parametrize("fields, message", [
+# Headers with a valid CRC whose fields lie
+HOSTILE = [
     (dict(bandwidth_hz=21051), "bandwidth 21051 Hz"),
     (dict(bandwidth_hz=2 ** 32 - 1), "bandwidth 4294967295 Hz"),
     (dict(model_sample_rate=16000, bandwidth_hz=7001, model_length=34014, n_frames=67,
@@ -260,7 +266,10 @@ def test_revision_1_0_header_reads_as_full_band(tmp_path):
     (dict(hop_length=0), "hop length 0"),
     (dict(frames_per_block=0), "frames per block"),
     (dict(channels=1024, frames_per_block=65535), "frames per block"),
-])
+]
+
+
+@pytest.mark.parametrize("fields, message", HOSTILE)
 def test_hostile_headers_are_refused_before_allocating(tmp_path, fields, message):
     """A header with a valid CRC that lies about sizes is refused by read_header and read (with only
     a few KB of blocks behind it) instead of driving memory or output to what it claims."""
@@ -273,9 +282,8 @@ def test_hostile_headers_are_refused_before_allocating(tmp_path, fields, message
         container.read(p)
 
 
-def test_block_sizes_are_checked(tmp_path):
-    """A raw block must be exactly its raw size; a zstd block must declare its content size, and can
-    be neither larger than zstd's bound nor smaller than zstd's largest expansion allows."""
+def block_cases():
+    """A valid file with one zstd block, and files whose block sizes lie, with what the refusal says."""
     h = header(channels=1, n_frames=64, frames_per_block=64)
     codes = np.zeros((1, 9, 64), np.int64)  # compresses to a few bytes
     head = h.to_bytes()
@@ -283,13 +291,20 @@ def test_block_sizes_are_checked(tmp_path):
     z = zstandard.ZstdCompressor().compress(raw)
     nosize = zstandard.ZstdCompressor(write_content_size=False).compress(raw)
     ok = head + struct.pack("<BII", container.ZSTD, len(z), zlib.crc32(raw)) + z
-    assert container.parse(ok)[1].shape == (1, 9, 64)
-    for blob, message in [
+    return ok, [
         (head + struct.pack("<BII", container.RAW, len(raw) - 1, zlib.crc32(raw)) + raw[:-1], "corrupt block"),
         (head + struct.pack("<BII", container.ZSTD, len(nosize), zlib.crc32(raw)) + nosize, "CRC mismatch"),
         (head + struct.pack("<BII", 7, len(raw), zlib.crc32(raw)) + raw, "coding 7"),
         (head + struct.pack("<BII", container.ZSTD, 2 ** 31, zlib.crc32(raw)) + z, "corrupt block"),
-    ]:
+    ]
+
+
+def test_block_sizes_are_checked():
+    """A raw block must be exactly its raw size; a zstd block must declare its content size, and can
+    be neither larger than zstd's bound nor smaller than zstd's largest expansion allows."""
+    ok, bad = block_cases()
+    assert container.parse(ok)[1].shape == (1, 9, 64)
+    for blob, message in bad:
         with pytest.raises(DacliError, match=message):
             container.parse(blob)
 

@@ -172,6 +172,13 @@ class DAC(nn.Module):
         y, start = self.decoder.cropped(z, keep)
         return y[..., keep[0] * self.hop_length - start:keep[1] * self.hop_length - start]
 
+    def decode_rows(self, codes: np.ndarray, keep: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        """:meth:`decode_batch` for the window engine: (B, n, T) integer codes as an array → (B, L')
+        float32 audio as an array."""
+        with torch.inference_mode():
+            y = self.decode_batch(torch.from_numpy(codes).long().to(self.device), keep)
+            return y[:, 0].float().cpu().numpy()
+
     def encode(self, audio: Union[np.ndarray, torch.Tensor], n_codebooks: Optional[int] = None) -> torch.Tensor:
         """Audio at the model rate, (channels, samples) or (samples,), array or tensor →
         int32 codes (channels, n_codebooks, ceil(samples/hop)) on the CPU (:mod:`dacli.codes`).
