@@ -34,6 +34,19 @@ def _exit_now(code):
     os._exit(code)
 
 
+def _interrupt_behind(e: BaseException):
+    """The KeyboardInterrupt (or Terminated) that caused ``e``, if one did: an interrupt that lands
+    while Python runs a class body's ``__set_name__`` (a dataclass field in a module being imported)
+    comes out wrapped in a RuntimeError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _run() -> int:
     """The command line, with one policy for an interrupt wherever it lands: while importing, while
     click parses the arguments (a signal that arrives during the last C call of an import is handled
@@ -62,6 +75,12 @@ def main():
     except KeyboardInterrupt as e:
         print(f"dacli: error: {Terminated.describe(e)}", file=sys.stderr)
         code = Terminated.exit_code_of(e)
+    except Exception as e:
+        interrupt = _interrupt_behind(e)
+        if interrupt is None:
+            raise
+        print(f"dacli: error: {Terminated.describe(interrupt)}", file=sys.stderr)
+        code = Terminated.exit_code_of(interrupt)
     except SystemExit as e:
         if e.code not in INTERRUPTED:
             raise

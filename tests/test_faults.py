@@ -131,6 +131,21 @@ def test_interrupt_while_click_parses_is_reported_like_any_other(where, raised, 
     assert (r.returncode, r.stderr.strip()) == (code, line), r.stderr
 
 
+@pytest.mark.parametrize("raised, code, line", [("KeyboardInterrupt()", 130, "dacli: error: interrupted"),
+                                                ("Terminated(signal.SIGTERM)", 143, "dacli: error: terminated by SIGTERM")])
+def test_interrupt_wrapped_by_an_import_is_reported_like_any_other(raised, code, line):
+    """An interrupt that lands in a dataclass field's __set_name__ while a module is imported (seen in
+    torch's start-up) comes out as a RuntimeError caused by it: still one line and its exit status."""
+    prog = ("import signal, sys\nimport click\nfrom dacli.errors import Terminated\n"
+            "def hit(*a, **k):\n    try:\n"
+            f"        raise {raised}\n"
+            "    except KeyboardInterrupt as e:\n        raise RuntimeError('Error calling __set_name__') from e\n"
+            "setattr(click.Group, 'invoke', hit)\n"
+            "sys.argv = ['dacli', 'models']\nfrom dacli.__main__ import main\nmain()\n")
+    r = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr.strip()) == (code, line), r.stderr
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signals_during_encode_leave_nothing(tmp_path, sig, code):
     """A signal while the model is encoding: the exit status says which, one line, no output file."""

@@ -41,6 +41,14 @@ def _packed(w, conv_args, input_shape):
         return w
 
 
+_MIN_WIDTHS: dict = {}  # FastConv.measure_min_width's results in this process
+
+
+def _pad(x, left, right):
+    """``x`` with zero samples put before and after it (channels-last)."""
+    return F.pad(x, (left, right)).contiguous(memory_format=torch.channels_last) if left or right else x
+
+
 def _fold(x, d):
     """(B, C, 1, L) channels-last, L a multiple of d → (B, C, d, L/d) channels-last: row r holds samples
     r, r + d, r + 2d, …, so a tap of dilation d along the signal is a tap of one along a row."""
@@ -72,6 +80,7 @@ class FastConv(nn.Module):
         self.kernel_size, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
         self.padding, self.default_padding = conv.padding, conv.default_padding
         self.fold = False  # computed so that no output depends on the input's length (see conv): streamable
+        self.min_width = 1  # with fold: outputs per row computed at least (see conv, measure_min_width)
         w, b = self.inference_weight(conv.weight().detach(), conv.bias.detach())
         self.register_buffer("weight", w.to(dtype).contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", b.to(dtype))
@@ -119,21 +128,60 @@ class FastConv(nn.Module):
         """The convolution of a (B, C, 1, L) channels-last tensor, plus ``add`` if given; with the
         module's padding or ``padding`` (0: 'valid', as :mod:`dacli.stream` runs it).
 
-        With ``fold`` set, a dilated one (dilation d) runs as an undilated convolution along the d rows
-        of the signal folded by :func:`_fold` (row r: samples r, r + d, …; zeros complete the last
-        column). The same sum, and oneDNN computes an undilated convolution the same way whatever the
-        length and start of its input, a dilated one not (its blocking depends on them; measured in
-        float32 on AVX2): so a stretch of the signal convolved alone, as :mod:`dacli.stream` does it,
-        gives the very samples of the whole signal convolved at once. It costs the two copies."""
+        With ``fold`` set, every output is computed the same way whatever the length and start of the
+        stretch it is computed in (oneDNN's blocking depends on both otherwise): the padding is zeros
+        put in place, not oneDNN's (which sums the edges differently for some lengths), at least
+        ``min_width`` outputs per row are computed (zeros appended, their outputs dropped), and a
+        dilated convolution (dilation d) runs as an undilated one along the d rows of the signal folded
+        by :func:`_fold` (row r: samples r, r + d, …), since oneDNN computes an undilated convolution
+        the same way for any stretch of at least ``min_width`` outputs, a dilated one not. So a stretch
+        of the signal convolved alone, as :mod:`dacli.stream` does it, gives the very samples of the
+        whole signal convolved at once. It costs the copies."""
         stride, own, dilation = self.conv_args()
         padding = own if padding is None else padding
-        if not self.fold or dilation == 1 or stride != 1 or padding % dilation or add is not None:
+        if not self.fold:
             return self._run(x, self.weight, ((1, stride), (0, padding), (1, dilation)), add)
-        length, d = x.shape[-1], dilation
-        if length % d:
-            x = F.pad(x, (0, -length % d)).contiguous(memory_format=torch.channels_last)
-        y = _unfold(self._run(_fold(x, d), self.weight, ((1, 1), (0, padding // d), (1, 1))))
-        return y[..., :length + 2 * padding - (self.kernel_size - 1) * d]
+        k, total = self.kernel_size, x.shape[-1] + 2 * padding
+        n = (total - (k - 1) * dilation - 1) // stride + 1  # outputs
+        if dilation == 1 or stride != 1 or add is not None:
+            wide = max(0, self.min_width - n)  # outputs more, on zeros appended, then dropped
+            x = _pad(x, padding, padding + wide * stride)
+            add = None if add is None or not wide else _pad(add, 0, wide)
+            return self._run(x, self.weight, ((1, stride), (0, 0), (1, dilation)), add)[..., :n]
+        d = dilation
+        width = max(-(-total // d), self.min_width + k - 1)  # of each folded row
+        y = _unfold(self._run(_fold(_pad(x, padding, width * d - total + padding), d), self.weight,
+                              ((1, 1), (0, 0), (1, 1))))
+        return y[..., :n]
+
+    def measure_min_width(self, widest: int = 16) -> int:
+        """The fewest outputs per row from which this convolution, as :meth:`conv` runs it with ``fold``
+        set, gives each output the same whatever the length of the stretch computed: 1 + the largest
+        number of outputs, up to ``widest``, whose values differ from those of a longer run on random
+        input (one row, undilated: the folded form). The blocking of oneDNN's AVX-512 kernels changes
+        below 14 outputs for the wide layers (768 channels and more with seven taps, the encoder's
+        last strided ones; measured in float32), not for narrow ones, nor on AVX2. Measured once per
+        process for each shape, dtype and stride; stored in ``min_width`` and returned."""
+        stride, k = self.conv_args()[0], self.kernel_size
+        key = (tuple(self.weight.shape), self.weight.dtype, self.weight.device, stride)
+        if k == 1 or self.transposed:  # 1x1 products: the same for any length (see FastConvTranspose1d)
+            _MIN_WIDTHS[key] = 1
+        if key not in _MIN_WIDTHS:
+            args = ((1, stride), (0, 0), (1, 1))
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(1, self.weight.shape[1], 1, (2 * widest - 1) * stride + k, generator=g)
+            x = x.to(device=self.weight.device, dtype=self.weight.dtype).contiguous(memory_format=torch.channels_last)
+            need = 1
+            with torch.no_grad():
+                whole = self._run(x, self.weight, args)
+                for n in range(widest, 0, -1):  # the largest that differs
+                    part = x[..., :(n - 1) * stride + k].contiguous(memory_format=torch.channels_last)
+                    if not torch.equal(self._run(part, self.weight, args), whole[..., :n]):
+                        need = n + 1
+                        break
+            _MIN_WIDTHS[key] = need
+        self.min_width = _MIN_WIDTHS[key]
+        return self.min_width
 
     def extra_repr(self):
         return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, "

@@ -8,6 +8,7 @@ WNConvTranspose1d      FastConvTranspose1d: the same, as an ordinary convolution
 Snake1d                FastSnake1d: the C kernel (CPU) or the formula updated in place; where the
                        precision changes (the "mixed" decoder) it casts its input to its own
 ResidualUnit           SkipInsideResidualUnit: the skip path added inside the last convolution
+Tanh                   Float64Tanh: computed in float64 and rounded, the same in every process
 encoder, decoder       ChannelsLast: (B, C, L) in and out, (B, C, 1, L) channels-last inside, in
                        the working precision
 quantizer              ProductQuantizer: projections folded, float32; codes to latents in one product
@@ -43,6 +44,18 @@ class SkipInsideResidualUnit(nn.Module):
         snake1, conv7, snake2, conv1 = self.block
         y = snake2(conv7(snake1(x)))
         return conv1(y, add=skip(x, y).to(y.dtype))  # x is float32 where the precision changes here
+
+
+class Float64Tanh(nn.Module):
+    """The decoder's output tanh, computed in float64 and rounded to the input's dtype. torch's float32
+    tanh on CPUs gives one of two results, differing in the last bit, in about one process of
+    twenty, half the samples at a time (torch 2.13 with two threads, AVX-512; its exp, sin and
+    sigmoid do not): the same codes then decode to 16-bit samples one step apart, depending on the
+    process. In float64 the result is the same in every process (checked in 100); at one channel
+    of output samples the cost is nil."""
+
+    def forward(self, x):
+        return torch.tanh(x.double()).to(x.dtype)
 
 
 class ChannelsLast(nn.Module):
@@ -114,6 +127,8 @@ def _fast(module, dtype, onednn, use_kernel):
         return FastConvTranspose1d(module, dtype, onednn)
     if isinstance(module, Snake1d):
         return FastSnake1d(module, use_kernel, dtype)
+    if isinstance(module, nn.Tanh):
+        return Float64Tanh()
     _replace(module, dtype, onednn, use_kernel)
     return None
 
@@ -227,6 +242,7 @@ def streamable(model: DAC) -> DAC:
             if isinstance(m, (FastConv1d, FastConvTranspose1d)):
                 m.fold = True
                 m.pack = m.onednn is not None  # pushes repeat their shapes: no weight reorder per call
+                m.measure_min_width()
         model.quantizer.tabulate()  # type: ignore[operator]
         model.streamable = True  # type: ignore[assignment]
     return model
