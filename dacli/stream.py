@@ -14,10 +14,13 @@ a fixed number of inputs. A push costs the same whatever came before and the sta
 
 **Exactness.** Each output is the same sum of the same products as in a one-pass run once the model is
 :func:`dacli.runtime.streamable` (the constructors make it so): oneDNN computes an undilated
-convolution of three taps or more, and a 1x1 one, the same way whatever stretch of input it is
-given, so streamable models run their dilated convolutions undilated on the folded signal, their
-transposed ones as two 1x1 products, and take latents from a table (``tests/test_stream.py`` checks it
-for every split tried, every architecture, on the CPU the tests run on).
+convolution the same way whatever stretch of input it is given once it computes enough outputs (on
+AVX-512, 14 per row for the wide layers; measured per layer shape,
+:meth:`dacli.runtime.convs.FastConv.measure_min_width`) and is given its zero padding as samples,
+and a 1x1 one for any length, so streamable models pad in place and compute at least that many
+outputs, run their dilated convolutions undilated on the folded signal and their transposed ones as
+two 1x1 products, and take latents from a table (``tests/test_stream.py`` checks it for every split
+tried, every architecture, on the CPU the tests run on).
 
 **Latency.** A decoded sample is final once every convolution on its path has its right-hand inputs:
 the decoder's right reach, :func:`latency_frames` (10 frames, 116 ms, for the 44.1 kHz
