@@ -146,7 +146,7 @@ class FastConv(nn.Module):
         if dilation == 1 or stride != 1 or add is not None:
             wide = max(0, self.min_width - n)  # outputs more, on zeros appended, then dropped
             x = _pad(x, padding, padding + wide * stride)
-            add = None if add is None or not wide else _pad(add, 0, wide)
+            add = add if add is None else _pad(add, 0, wide)
             return self._run(x, self.weight, ((1, stride), (0, 0), (1, dilation)), add)[..., :n]
         d = dilation
         width = max(-(-total // d), self.min_width + k - 1)  # of each folded row
