@@ -160,8 +160,9 @@ class FastConv(nn.Module):
         number of outputs, up to ``widest``, whose values differ from those of a longer run on random
         input (one row, undilated: the folded form). The blocking of oneDNN's AVX-512 kernels changes
         below 14 outputs for the wide layers (768 channels and more with seven taps, the encoder's
-        last strided ones; measured in float32), not for narrow ones, nor on AVX2. Measured once per
-        process for each shape, dtype and stride; stored in ``min_width`` and returned."""
+        last strided ones; measured in float32 on an AMX Xeon), not for narrow ones; on AVX2 the streams
+        were exact without it. Measured once per process for each shape, dtype and stride; stored in
+        ``min_width`` and returned."""
         stride, k = self.conv_args()[0], self.kernel_size
         key = (tuple(self.weight.shape), self.weight.dtype, self.weight.device, stride)
         if k == 1 or self.transposed:  # 1x1 products: the same for any length (see FastConvTranspose1d)
