@@ -18,6 +18,16 @@ from .errors import DacliError
 DTYPE = np.int32
 
 
+def codebook_count(n_codebooks: Optional[int], total: int) -> int:
+    """The codebook count to code with, of a model's ``total``: all when None; refused outside
+    1..total."""
+    if n_codebooks is None:
+        return total
+    if not 1 <= int(n_codebooks) <= total:
+        raise DacliError(f"n_codebooks must be 1..{total}, got {n_codebooks}")
+    return int(n_codebooks)
+
+
 def as_array(codes: Any, name: str = "codes") -> np.ndarray:
     """``codes`` (array or tensor, any integer dtype, (channels, codebooks, frames) or (codebooks,
     frames)) as a (channels, codebooks, frames) int32 NumPy array; refuses anything else."""

@@ -33,7 +33,7 @@ from torch import nn
 from . import registry
 from .errors import DacliError
 from .fileio import os_reason
-from .model import DAC, load_checkpoint
+from .model import DAC
 from .model.layers import WeightNormConv
 from .model.receptive import convolutions, decoder_context, encoder_context
 
@@ -161,10 +161,7 @@ def export(name_or_path: Union[str, Path, None], out: Union[str, Path], overwrit
         raise DacliError(f"{out}: exists; give --overwrite to replace it")
     if out.exists() and not out.is_dir():
         raise DacliError(f"{out}: exists and is not a folder")
-    path, label = registry.checkpoint_path(name_or_path)
-    model = load_checkpoint(path)
-    version = registry.bundled_version(model.weights_hash)
-    model.name = version.version if version else label
+    model = registry.load_plain(name_or_path)
     parent = out.absolute().parent
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=parent))

@@ -99,11 +99,7 @@ class OnnxDAC:
 
     def check_n_codebooks(self, n_codebooks: Optional[int] = None) -> int:
         """The codebook count to code with: all when None; refused outside 1..n_codebooks."""
-        if n_codebooks is None:
-            return self.n_codebooks
-        if not 1 <= int(n_codebooks) <= self.n_codebooks:
-            raise DacliError(f"n_codebooks must be 1..{self.n_codebooks}, got {n_codebooks}")
-        return int(n_codebooks)
+        return codes_type.codebook_count(n_codebooks, self.n_codebooks)
 
     def decode_rows(self, codes: np.ndarray, keep: Optional[Tuple[int, int]] = None) -> np.ndarray:
         """(B, K, T) integer codes → (B, L) float32 audio; with ``keep = (lo, hi)`` samples

@@ -209,13 +209,19 @@ def load_model(name_or_path: Union[str, Path, None] = None, device: str = "auto"
     except ImportError:
         raise DacliError("torch is not installed here: decode with --runtime onnx --model DIR (a folder of "
                          "'dacli export'), or install torch") from None
-    from .model import load_checkpoint
     from .runtime import prepare
+    return prepare(load_plain(name_or_path), device, precision)
+
+
+def load_plain(name_or_path: Union[str, Path, None] = None) -> "DAC":
+    """The plain DAC of a model name or checkpoint path (as :func:`load_model` takes it), named, not
+    prepared: what :func:`load_model` prepares and :mod:`dacli.export` exports."""
+    from .model import load_checkpoint
     path, label = checkpoint_path(name_or_path)
     model = load_checkpoint(path)
     version = bundled_version(model.weights_hash)  # a bundled model (from weights/ or a file) is named
     model.name = version.version if version else label  # by its version
-    return prepare(model, device, precision)
+    return model
 
 
 def is_export(name_or_path: Union[str, Path, None]) -> bool:

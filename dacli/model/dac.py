@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import codes as codes_type, rates
-from ..errors import DacliError
 from . import receptive
 from .layers import ResidualUnit, Snake1d, WeightNormConv, WNConv1d, WNConvTranspose1d
 from .quantizer import ResidualVectorQuantize
@@ -150,11 +149,7 @@ class DAC(nn.Module):
     # ---- inference API ----------------------------------------------------------------------------
     def check_n_codebooks(self, n_codebooks: Optional[int] = None) -> int:
         """The codebook count to code with: all when None; refused outside 1..n_codebooks."""
-        if n_codebooks is None:
-            return self.n_codebooks
-        if not 1 <= int(n_codebooks) <= self.n_codebooks:
-            raise DacliError(f"n_codebooks must be 1..{self.n_codebooks}, got {n_codebooks}")
-        return int(n_codebooks)
+        return codes_type.codebook_count(n_codebooks, self.n_codebooks)
 
     def encode_batch(self, audio: torch.Tensor, n_codebooks: Optional[int] = None) -> torch.Tensor:
         """(B, 1, L) audio on the model's device, L a multiple of hop → (B, n, L/hop) int32 codes on that
