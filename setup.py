@@ -10,6 +10,7 @@
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +28,20 @@ class BuildWithWeights(build_py):
             self.copy_file(str(HERE / "weights" / name), str(target / name))
 
 
-setup(cmdclass={"build_py": BuildWithWeights},
+class BuildSnake(build_ext):
+    """The Snake kernel with OpenMP (it then shares torch's OpenMP threads); where the compiler has no
+    OpenMP, again without it (the kernel then starts threads of its own)."""
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception:  # CompileError, LinkError: retried without -fopenmp
+            ext.extra_compile_args = [a for a in ext.extra_compile_args if a != "-fopenmp"] + ["-fopenmp-simd"]
+            ext.extra_link_args = [a for a in ext.extra_link_args if a != "-fopenmp"]
+            super().build_extension(ext)
+
+
+setup(cmdclass={"build_py": BuildWithWeights, "build_ext": BuildSnake},
       ext_modules=[Extension("dacli._snake", ["dacli/_snake.c"], optional=True,
-                             extra_compile_args=["-O3", "-fno-math-errno", "-fopenmp-simd", "-pthread"])])
+                             extra_compile_args=["-O3", "-fno-math-errno", "-fopenmp", "-pthread"],
+                             extra_link_args=["-fopenmp"])])

@@ -11,7 +11,7 @@
 
    The loop has no branches, so gcc vectorises it (x86-64-v4 = AVX-512 with its 16-bit element ops,
    x86-64-v3 = AVX2+FMA, or SSE2, chosen at load time through target_clones). Rows are split over
-   threads; the GIL is released meanwhile.
+   threads (OpenMP's, see run_split); the GIL is released meanwhile.
 
    Layout: x and y are rows × channels values, contiguous (a channels-last (B, C, 1, L) tensor has
    B·L rows of C), float32 or bfloat16; alpha and inv (1/(α + 1e-9), computed by the caller as torch
@@ -253,8 +253,12 @@ static void *run_job(void *arg) {
 
 #define MAX_THREADS 64
 
-/* Splits job's rows over threads (the GIL released); the last share runs on this thread, and so does
-   any share whose thread fails to start. A channels-last backward's share t writes its ∂L/∂α sums at
+/* Splits job's rows over threads (the GIL released). Built with OpenMP (setup.py asks for it), the
+   shares run in OpenMP's own thread team: the one torch's convolutions run in, since the process loads
+   one libgomp (torch's; same soname), so the threads that have just finished a convolution take the
+   Snake after it, with no thread started and none competing for the cores. Without OpenMP, each share
+   but the last gets a thread of its own; the last share runs on this thread, and so does any share
+   whose thread fails to start. A channels-last backward's share t writes its ∂L/∂α sums at
    ga + t·channels (rows of zeros for threads beyond the number of rows). Returns 0, or -1 where a
    share could not get its scratch memory. */
 static int run_split(job_t job, Py_ssize_t threads) {
@@ -262,9 +266,6 @@ static int run_split(job_t job, Py_ssize_t threads) {
     if (threads > job.rows) threads = job.rows;
     if (threads < 1) threads = 1;
     job_t jobs[MAX_THREADS];
-    pthread_t tids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    Py_BEGIN_ALLOW_THREADS
     Py_ssize_t start = job.row0;
     for (Py_ssize_t t = 0; t < threads; t++) {
         jobs[t] = job;
@@ -273,13 +274,28 @@ static int run_split(job_t job, Py_ssize_t threads) {
         if (job.kind == TRAIN_BACKWARD_CL)
             jobs[t].ga = job.ga + t * job.channels;
         start += jobs[t].rows;
-        if (t + 1 < threads && pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0)
-            started[t] = 1;
-        else
-            run_job(&jobs[t]);
     }
-    for (Py_ssize_t t = 0; t < threads; t++)
-        if (started[t]) pthread_join(tids[t], NULL);
+    Py_BEGIN_ALLOW_THREADS
+    if (threads == 1) {
+        run_job(&jobs[0]);
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (Py_ssize_t t = 0; t < threads; t++)
+            run_job(&jobs[t]);
+#else
+        pthread_t tids[MAX_THREADS];
+        int started[MAX_THREADS] = {0};
+        for (Py_ssize_t t = 0; t < threads; t++) {
+            if (t + 1 < threads && pthread_create(&tids[t], NULL, run_job, &jobs[t]) == 0)
+                started[t] = 1;
+            else
+                run_job(&jobs[t]);
+        }
+        for (Py_ssize_t t = 0; t < threads; t++)
+            if (started[t]) pthread_join(tids[t], NULL);
+#endif
+    }
     Py_END_ALLOW_THREADS
     for (Py_ssize_t t = 0; t < threads; t++)
         if (jobs[t].failed) return -1;
@@ -378,4 +394,13 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_snake",
                                     "Fused Snake activation for CPU inference and training (see _snake.c).", -1, methods};
 
-PyMODINIT_FUNC PyInit__snake(void) { return PyModule_Create(&module); }
+/* The module; its OPENMP says how run_split shares the work (1: OpenMP's team, 0: threads of its own). */
+PyMODINIT_FUNC PyInit__snake(void) {
+    PyObject *m = PyModule_Create(&module);
+#ifdef _OPENMP
+    if (m && PyModule_AddIntConstant(m, "OPENMP", 1) < 0) Py_CLEAR(m);
+#else
+    if (m && PyModule_AddIntConstant(m, "OPENMP", 0) < 0) Py_CLEAR(m);
+#endif
+    return m;
+}

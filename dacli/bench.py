@@ -49,11 +49,13 @@ def flops_per_second(model):
     return counts["encode"] * model.sample_rate / n, counts["decode"] * model.sample_rate / n
 
 
-def make_model(name, device, precision):
+def make_model(name, device, precision, tune=True):
     """The model to time: ``name`` as :func:`dacli.load_model` finds it, or for an official preset not
     on this machine, that architecture with random weights (speed does not depend on the weights). The
-    process gets the settings the command line runs with first (:func:`dacli.tune_process`)."""
-    process.tune_process()
+    process gets the settings the command line runs with first (:func:`dacli.tune_process`), unless
+    ``tune`` is false."""
+    if tune:
+        process.tune_process()
     if name in PRESETS and registry.locate(name) is None:
         torch.manual_seed(0)
         model = build(name)
@@ -86,9 +88,7 @@ def run_phase(kind, model_name, src, dst, **kw):
     """Run :func:`phase` in a child process (fresh peak RSS) → its dict."""
     args = [sys.executable, "-m", "dacli.bench", "--phase", kind, "--model", model_name, "--src", str(src),
             "--dst", str(dst), "--json-args", json.dumps(kw)]
-    # the child imports torch first thing: give it the OpenMP spin that the command line runs with
-    env = dict(os.environ, GOMP_SPINCOUNT=os.environ.get("GOMP_SPINCOUNT", process.OPENMP_SPIN))
-    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"benchmark phase {kind} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -215,6 +215,7 @@ def _run(ray, todo: List[Dict], settings: Dict, workers: int, threads: int, gpus
     todo = sorted(todo, key=lambda item: -_size(item["src"]))
     blocks = max(min(len(todo), 2 * workers), math.ceil(len(todo) / FILES_PER_TASK))
     ds = ray.data.from_items(todo, override_num_blocks=blocks)
+    # workers share their node with other workers and with Ray's own processes: threads that wait sleep soon
     env = {"GOMP_SPINCOUNT": "1000", "OMP_NUM_THREADS": str(threads), **RAY_ENV}
     results = ds.map_batches(_worker_for(settings), batch_size=math.ceil(len(todo) / blocks),
                              compute=ActorPoolStrategy(size=workers), num_cpus=threads, num_gpus=gpus or None,

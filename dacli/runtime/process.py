@@ -7,12 +7,6 @@ import ctypes
 import os
 import sys
 
-# torch's OpenMP threads spin for ~300,000 rounds after each parallel region (libgomp's default),
-# which on a small CPU takes the cores from the C Snake kernel's threads that run between two
-# convolutions: measured on 2 cores, it halved Snake's speed. A short spin takes 7-19 % off an
-# encode or decode (with torch's own Snake it changed nothing).
-OPENMP_SPIN = "1000"
-
 # Heap pages kept for reuse, see release_memory (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD of mallopt(3))
 _M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD = -3, -1
 _KEEP_FREED = 1 << 30
@@ -22,19 +16,16 @@ _libc: "ctypes.CDLL | bool | None" = None  # glibc once tune_allocator succeeded
 
 
 def tune_process() -> None:
-    """Apply the process settings inference runs best with, for the whole process:
+    """Apply the process settings inference runs best with, for the whole process: glibc's
+    ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` at 1 GiB (:func:`tune_allocator`): freed activations
+    stay in the heap for the next window instead of going back to the OS; :func:`release_memory` hands
+    free pages back once the resident size passes 1.25 GiB.
 
-    - ``GOMP_SPINCOUNT=1000`` in the environment (torch's OpenMP threads spin 1,000 rounds instead of
-      ~300,000 after each parallel region). Only if torch is not imported yet, since libgomp reads it
-      once; a value already set wins.
-    - glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` at 1 GiB (:func:`tune_allocator`): freed
-      activations stay in the heap for the next window instead of going back to the OS;
-      :func:`release_memory` hands free pages back once the resident size passes 1.25 GiB.
-
-    Worth, measured with ``python benchmarks/process_settings.py`` (docs/PERFORMANCE.md): encode and
-    decode time with and without it, the same codes and audio either way. Idempotent."""
-    if "torch" not in sys.modules:
-        os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN)
+    OpenMP's spin is left at libgomp's default (``GOMP_SPINCOUNT``, yours if set): the C Snake kernel
+    runs in torch's OpenMP team (:mod:`dacli.runtime.snake`), so the threads that spin after a
+    convolution are the ones that take the Snake after it; a short spin made them sleep between
+    layers and wake again, slower for files and twice as slow for streams (measured with
+    ``python benchmarks/process_settings.py``, docs/PERFORMANCE.md). Idempotent."""
     tune_allocator()
 
 
