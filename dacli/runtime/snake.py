@@ -59,10 +59,11 @@ def snake_fused(x, alpha, out=None, threads=None, prepared=None):
 
 class FastSnake1d(nn.Module):
     """Snake1d for inference on (B, C, 1, L) tensors in ``dtype`` (an input in another dtype is cast
-    first: a Snake begins every layer where the "mixed" precision changes). With the kernel (``use_kernel``, CPU): B·L rows
-    of C values in one pass, alone ~4x faster than torch's five passes in float32 and ~2.5x in
-    bfloat16; end to end 10-20 % off an encode or decode (2 cores, measured). Without: the formula in one new tensor, updated in place (3x less
-    memory traffic than the plain module)."""
+    first: a Snake begins every layer where the "mixed" precision changes). With the kernel
+    (``use_kernel``, CPU): B·L rows of C values in one pass, alone ~4x faster than torch's five passes
+    in float32 and ~2.5x in bfloat16; end to end 10-20 % off an encode or decode (2 cores, measured).
+    Without: the formula in one new tensor, updated in place (3x less memory traffic than the plain
+    module)."""
 
     def __init__(self, snake_module: Snake1d, use_kernel: bool, dtype=torch.float32):
         super().__init__()
