@@ -14,12 +14,12 @@ a fixed number of inputs. A push costs the same whatever came before and the sta
 
 **Exactness.** Each output is the same sum of the same products as in a one-pass run once the model is
 :func:`dacli.runtime.streamable` (the constructors make it so): oneDNN computes an undilated
-convolution the same way whatever stretch of input it is given once it computes enough outputs (on
-AVX-512, 14 per row for the wide layers; measured per layer shape,
-:meth:`dacli.runtime.convs.FastConv.measure_min_width`) and is given its zero padding as samples,
-and a 1x1 one for any length, so streamable models pad in place and compute at least that many
-outputs, run their dilated convolutions undilated on the folded signal and their transposed ones as
-two 1x1 products, and take latents from a table (``tests/test_stream.py`` checks it for every split
+convolution the same way whatever stretch of input it is given as long as each row has a number of
+outputs that it computes as it computes long rows (on AVX-512 some numbers below 76 are not; found per
+layer shape and row count, :meth:`dacli.runtime.convs.FastConv.stable_width`) and it is given its zero
+padding as samples, and a 1x1 one for any length, so streamable models pad in place and compute rows of
+such lengths, run their dilated convolutions undilated on the folded signal and their transposed ones
+as one 1x1 product, and take latents from a table (``tests/test_stream.py`` checks it for every split
 tried, every architecture, on the CPU the tests run on).
 
 **Latency.** A decoded sample is final once every convolution on its path has its right-hand inputs:

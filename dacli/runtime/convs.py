@@ -41,7 +41,8 @@ def _packed(w, conv_args, input_shape):
         return w
 
 
-_MIN_WIDTHS: dict = {}  # FastConv.measure_min_width's results in this process
+STABLE_FROM = 128  # outputs per row from which oneDNN is taken to compute every row alike (see FastConv.stable_width)
+_WIDTHS: dict = {}  # FastConv.stable_width's findings in this process, per shape, dtype, stride and rows
 
 
 def _pad(x, left, right):
@@ -80,7 +81,7 @@ class FastConv(nn.Module):
         self.kernel_size, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
         self.padding, self.default_padding = conv.padding, conv.default_padding
         self.fold = False  # computed so that no output depends on the input's length (see conv): streamable
-        self.min_width = 1  # with fold: outputs per row computed at least (see conv, measure_min_width)
+        self._widths: Optional[dict] = None  # with fold: the table of stable_width for this layer's shape
         w, b = self.inference_weight(conv.weight().detach(), conv.bias.detach())
         self.register_buffer("weight", w.to(dtype).contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", b.to(dtype))
@@ -130,13 +131,14 @@ class FastConv(nn.Module):
 
         With ``fold`` set, every output is computed the same way whatever the length and start of the
         stretch it is computed in (oneDNN's blocking depends on both otherwise): the padding is zeros
-        put in place, not oneDNN's (which sums the edges differently for some lengths), at least
-        ``min_width`` outputs per row are computed (zeros appended, their outputs dropped), and a
-        dilated convolution (dilation d) runs as an undilated one along the d rows of the signal folded
-        by :func:`_fold` (row r: samples r, r + d, …), since oneDNN computes an undilated convolution
-        the same way for any stretch of at least ``min_width`` outputs, a dilated one not. So a stretch
-        of the signal convolved alone, as :mod:`dacli.stream` does it, gives the very samples of the
-        whole signal convolved at once. It costs the copies."""
+        put in place, not oneDNN's (which sums the edges differently for some lengths), a dilated
+        convolution (dilation d) runs as an undilated one along the d rows of the signal folded by
+        :func:`_fold` (row r: samples r, r + d, …), since oneDNN computes an undilated convolution the
+        same way for stretches of most lengths, a dilated one not, and a row never computes a number of
+        outputs that oneDNN computes differently (:meth:`stable_width`): zeros are appended up to the
+        next number that it computes alike, their outputs dropped. So a stretch of the signal convolved
+        alone, as :mod:`dacli.stream` does it, gives the very samples of the whole signal convolved at
+        once. It costs the copies."""
         stride, own, dilation = self.conv_args()
         padding = own if padding is None else padding
         if not self.fold:
@@ -144,45 +146,60 @@ class FastConv(nn.Module):
         k, total = self.kernel_size, x.shape[-1] + 2 * padding
         n = (total - (k - 1) * dilation - 1) // stride + 1  # outputs
         if dilation == 1 or stride != 1 or add is not None:
-            wide = max(0, self.min_width - n)  # outputs more, on zeros appended, then dropped
+            wide = self.stable_width(n) - n  # outputs more, on zeros appended, then dropped
             x = _pad(x, padding, padding + wide * stride)
             add = add if add is None else _pad(add, 0, wide)
             return self._run(x, self.weight, ((1, stride), (0, 0), (1, dilation)), add)[..., :n]
         d = dilation
-        width = max(-(-total // d), self.min_width + k - 1)  # of each folded row
+        width = self.stable_width(-(-total // d) - k + 1) + k - 1  # of each folded row
         y = _unfold(self._run(_fold(_pad(x, padding, width * d - total + padding), d), self.weight,
                               ((1, 1), (0, 0), (1, 1))))
         return y[..., :n]
 
-    def measure_min_width(self, widest: int = 16) -> int:
-        """The fewest outputs per row from which this convolution, as :meth:`conv` runs it with ``fold``
-        set, gives each output the same whatever the length of the stretch computed: 1 + the largest
-        number of outputs, up to ``widest``, whose values differ from those of a longer run on random
-        input (one row, undilated: the folded form). The blocking of oneDNN's AVX-512 kernels changes
-        below 14 outputs for the wide layers (768 channels and more with seven taps, the encoder's
-        last strided ones; measured in float32 on an AMX Xeon), not for narrow ones; on AVX2 the streams
-        were exact without it. Measured once per process for each shape, dtype and stride; stored in
-        ``min_width`` and returned."""
+    def folded_rows(self) -> int:
+        """The rows :meth:`conv` convolves with ``fold`` set: the dilation of a dilated convolution of
+        stride 1 (folded), else 1."""
+        return self.dilation if self.dilation > 1 and self.stride == 1 else 1
+
+    def stable_width(self, n: int) -> int:
+        """The fewest outputs per row, at least ``n``, that this convolution, as :meth:`conv` runs it
+        with ``fold`` set, computes as it computes long rows. oneDNN's AVX-512 kernels change their
+        blocking with the number of outputs and of rows, and some blockings sum differently: below 14
+        outputs for the layers of 768 channels and more with seven taps and the encoder's last strided
+        ones (float32, an AMX Xeon and a Zen 4); from 13 to 75 outputs for 384 channels in one row and
+        from 13 to 21 in three (Zen 4); from 76 on alike up to 20,000 (measured); narrow layers and
+        AVX2 not at all. So each number up to :data:`STABLE_FROM` is tried once per process, for each
+        shape, dtype, stride and row count, the first time a row of it is computed: outputs of random
+        input computed in a row of that many against those of a row of ``STABLE_FROM + 1``; where they
+        differ, the next number is tried. 1x1 products (transposed convolutions included, see
+        FastConvTranspose1d) are the same for any length."""
+        if n > STABLE_FROM or self.kernel_size == 1 or self.transposed:
+            return n
+        if self._widths is None:
+            key = (tuple(self.weight.shape), self.weight.dtype, self.weight.device, self.conv_args()[0],
+                   self.folded_rows())
+            self._widths = _WIDTHS.setdefault(key, {})
+        table = self._widths
+        if n not in table:
+            wide = n
+            while wide <= STABLE_FROM and not self._computes_alike(wide, table):
+                wide += 1
+            table.update((j, wide) for j in range(n, wide + 1))
+        return table[n]
+
+    def _computes_alike(self, n: int, table: dict) -> bool:
+        """Whether a row of ``n`` outputs computes them as a row of ``STABLE_FROM + 1`` (see stable_width)."""
         stride, k = self.conv_args()[0], self.kernel_size
-        key = (tuple(self.weight.shape), self.weight.dtype, self.weight.device, stride)
-        if k == 1 or self.transposed:  # 1x1 products: the same for any length (see FastConvTranspose1d)
-            _MIN_WIDTHS[key] = 1
-        if key not in _MIN_WIDTHS:
-            args = ((1, stride), (0, 0), (1, 1))
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(1, self.weight.shape[1], 1, (2 * widest - 1) * stride + k, generator=g)
-            x = x.to(device=self.weight.device, dtype=self.weight.dtype).contiguous(memory_format=torch.channels_last)
-            need = 1
-            with torch.no_grad():
-                whole = self._run(x, self.weight, args)
-                for n in range(widest, 0, -1):  # the largest that differs
-                    part = x[..., :(n - 1) * stride + k].contiguous(memory_format=torch.channels_last)
-                    if not torch.equal(self._run(part, self.weight, args), whole[..., :n]):
-                        need = n + 1
-                        break
-            _MIN_WIDTHS[key] = need
-        self.min_width = _MIN_WIDTHS[key]
-        return self.min_width
+        args, cl = ((1, stride), (0, 0), (1, 1)), torch.channels_last
+        with torch.no_grad():
+            if "reference" not in table:
+                g = torch.Generator().manual_seed(0)
+                x = torch.randn(1, self.weight.shape[1], self.folded_rows(), STABLE_FROM * stride + k, generator=g)
+                x = x.to(device=self.weight.device, dtype=self.weight.dtype).contiguous(memory_format=cl)
+                table["reference"] = x, self._run(x, self.weight, args)
+            x, whole = table["reference"]
+            return torch.equal(self._run(x[..., :(n - 1) * stride + k].contiguous(memory_format=cl), self.weight, args),
+                               whole[..., :n])
 
     def extra_repr(self):
         return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, "
@@ -209,7 +226,7 @@ class FastConvTranspose1d(FastConv):
     transposed one."""
 
     transposed = True
-    _taps: Optional[tuple] = None  # the weight's two taps, each (s·out, in, 1, 1): see conv
+    _pair: Optional[torch.Tensor] = None  # the weight's two taps side by side, (s·out, 2·in, 1, 1): see conv
 
     def inference_weight(self, w, b):
         s = self.stride
@@ -229,18 +246,18 @@ class FastConvTranspose1d(FastConv):
 
     def conv(self, x, add=None, padding=None):
         """The kernel-2 convolution of the input frames, padding 1 (or ``padding``): (N, s·out, 1, L + 1)
-        (L + 2·padding − 1). With ``fold``
-        set (:func:`dacli.runtime.streamable`): as two 1x1 convolutions, of frames m − 1 (bias added)
-        and m, the second adding the first: the same sums, but oneDNN computes a kernel of two taps
-        differently for inputs of different lengths, a 1x1 one not (measured in float32 on AVX2)."""
+        (L + 2·padding − 1). With ``fold`` set (:func:`dacli.runtime.streamable`): as one 1x1
+        convolution of frames m − 1 and m stacked along the channels, the same products in one call,
+        since oneDNN computes a kernel of two taps differently for inputs of different lengths, a 1x1
+        one not (measured in float32 on AVX2)."""
         if not self.fold:
             return super().conv(x, padding=padding)
-        cl, one = torch.channels_last, ((1, 1), (0, 0), (1, 1))
-        if self._taps is None:
-            self._taps = tuple(self.weight[..., i:i + 1].contiguous(memory_format=cl) for i in (0, 1))
+        cl = torch.channels_last
+        if self._pair is None:  # (s·out, 2·in, 1, 1): the tap of frame m − 1, then that of frame m
+            self._pair = torch.cat([self.weight[..., 0:1], self.weight[..., 1:2]], 1).contiguous(memory_format=cl)
         frames = x if padding == 0 else F.pad(x, (1, 1))
-        earlier = self._run(frames[..., :-1].contiguous(memory_format=cl), self._taps[0], one)
-        return self._run(frames[..., 1:].contiguous(memory_format=cl), self._taps[1], one, add=earlier, bias=False)
+        pair = torch.cat([frames[..., :-1], frames[..., 1:]], 1).contiguous(memory_format=cl)
+        return self._run(pair, self._pair, ((1, 1), (0, 0), (1, 1)))
 
     def forward(self, x):
         length = x.shape[-1]

@@ -228,7 +228,7 @@ def prepare(model: DAC, device="auto", precision="auto") -> DAC:
 def streamable(model: DAC) -> DAC:
     """Make a prepared model compute every sample the same way whatever the length of the stretch it is
     computed in, in place (idempotent); returns it. Its dilated convolutions run folded
-    (:meth:`dacli.runtime.convs.FastConv.conv`), its transposed ones as two 1x1 products
+    (:meth:`dacli.runtime.convs.FastConv.conv`), its transposed ones as one 1x1 product of two frames
     (:meth:`dacli.runtime.convs.FastConvTranspose1d.conv`), and its latents come from a table
     (:meth:`ProductQuantizer.tabulate`). Streaming (:mod:`dacli.stream`) needs it: then the streamed
     audio and codes equal this model's own one-pass ``decode`` and ``encode`` bit for bit in float32.
@@ -242,7 +242,6 @@ def streamable(model: DAC) -> DAC:
             if isinstance(m, (FastConv1d, FastConvTranspose1d)):
                 m.fold = True
                 m.pack = m.onednn is not None  # pushes repeat their shapes: no weight reorder per call
-                m.measure_min_width()
         model.quantizer.tabulate()  # type: ignore[operator]
         model.streamable = True  # type: ignore[assignment]
     return model
