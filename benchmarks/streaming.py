@@ -7,7 +7,7 @@ For each model (the bundled one, the full-size 44.1 kHz architecture with random
 precision of this machine and in fp32: real audio (tests/fixtures/music20s.flac) encoded to codes;
 ``model.decode`` of them timed; then StreamDecoder with pushes of 1, 2, 4, 8 and 32 frames: throughput
 as a share of the one-pass decode's, real-time factor, latency per push (p50, p99) against the audio
-a push carries, time to first audio; the same for StreamEncoder (pushes of 1 … 32 frames of samples)
+a push carries, time to first audio (each after a short stream of the same pushes); the same for StreamEncoder (pushes of 1 … 32 frames of samples)
 against ``model.encode``; and for the trained model, for every lookahead 0 … exact, the streamed
 audio's deviation from the offline decode (SNR, max abs, mel distance). Also the one-pass decode and encode of the model before it
 is made streamable, the price of streamability. Run it on an idle machine.
@@ -41,7 +41,13 @@ def best(f, runs=3):
 
 
 def stream_times(make, pieces):
-    """(total seconds, per-push seconds, pushes until the first output) of one streamed run."""
+    """(total seconds, per-push seconds, pushes until the first output) of one streamed run, after a
+    stream of the first 40 pieces (the first push of each length in a process also finds the lengths
+    its rows are computed in, dacli.runtime.convs.FastConv.stable_width)."""
+    warm = make()
+    for piece in pieces[:40]:
+        warm.push(piece)
+    warm.flush()
     stream, lat, first = make(), [], None
     t0 = time.perf_counter()
     for i, piece in enumerate(pieces):

@@ -111,6 +111,28 @@ def test_streamed_encode_is_the_one_pass_encode_for_every_split(models, name):
         assert np.array_equal(codes, ref), f"{split}: {(codes != ref).mean():.4%} of the codes differ"
 
 
+@pytest.mark.parametrize("channels, dilation", [(384, 1), (384, 3), (384, 9), (768, 1)])
+def test_a_streamable_convolution_gives_every_stretch_the_samples_of_the_whole(channels, dilation):
+    """Layer by layer, every row length up to past the widest one oneDNN may compute differently: a
+    stretch of the signal convolved alone ('valid', as a stream runs it) gives the very outputs of the
+    whole signal convolved at once. The widths of the full-size decoder's layers of seven taps."""
+    from dacli.model.layers import WNConv1d
+    from dacli.runtime.convs import STABLE_FROM, FastConv1d, onednn_op
+    torch.manual_seed(channels + dilation)
+    layer = FastConv1d(WNConv1d(channels, channels, 7, padding=3 * dilation, dilation=dilation), torch.float32,
+                       onednn_op(torch.float32))
+    layer.fold = True
+    reach, cl = 6 * dilation, torch.channels_last
+    x = torch.randn(1, channels, 1, 4000).contiguous(memory_format=cl)
+    with torch.no_grad():
+        whole = layer.conv(x, padding=0)
+        rows = list(range(1, 90)) + [100, STABLE_FROM, STABLE_FROM + 1, 200]
+        for n, start in zip(rows, np.random.default_rng(dilation).integers(0, 1000, len(rows))):
+            length = n * dilation + reach  # n outputs in each of the d rows
+            part = layer.conv(x[..., start:start + length].contiguous(memory_format=cl), padding=0)
+            assert torch.equal(part, whole[..., start:start + n * dilation]), (n, start)
+
+
 def test_encoder_gain_is_applied_before_the_encoder(models):
     m = models("tiny44")
     x = (0.05 * np.random.default_rng(2).standard_normal((1, 9000))).astype(np.float32)
