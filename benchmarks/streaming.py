@@ -7,7 +7,8 @@ For each model (the bundled one, the full-size 44.1 kHz architecture with random
 precision of this machine and in fp32: real audio (tests/fixtures/music20s.flac) encoded to codes;
 ``model.decode`` of them timed; then StreamDecoder with pushes of 1, 2, 4, 8 and 32 frames: throughput
 as a share of the one-pass decode's, real-time factor, latency per push (p50, p99) against the audio
-a push carries, time to first audio (each after a short stream of the same pushes); the same for StreamEncoder (pushes of 1 … 32 frames of samples)
+a push carries, time to first audio (each after a short stream of the same pushes); the same for
+StreamEncoder (pushes of 1 … 32 frames of samples)
 against ``model.encode``; and for the trained model, for every lookahead 0 … exact, the streamed
 audio's deviation from the offline decode (SNR, max abs, mel distance). Also the one-pass decode and encode of the model before it
 is made streamable, the price of streamability. Run it on an idle machine.
