@@ -218,6 +218,15 @@ class FastConv1d(FastConv):
         return self.conv(x, add)
 
 
+def pair_view(w):
+    """A (out, in, 1, 2) channels-last weight as the (out, 2·in, 1, 1) weight of a 1x1 convolution of
+    its two taps' inputs stacked along the channels (tap 0's, then tap 1's): in channels-last memory
+    an output's taps already lie one after the other, so this is the same memory, no copy."""
+    out, cin, _, k = w.shape
+    assert k == 2 and w.is_contiguous(memory_format=torch.channels_last)
+    return w.as_strided((out, 2 * cin, 1, 1), (2 * cin, 1, 2 * cin, 2 * cin))
+
+
 class FastConvTranspose1d(FastConv):
     """WNConvTranspose1d (kernel 2·stride) for inference, computed as an ordinary convolution of
     kernel 2 whose ``stride × out`` output channels are the output's phases: output sample
@@ -226,7 +235,7 @@ class FastConvTranspose1d(FastConv):
     transposed one."""
 
     transposed = True
-    _pair: Optional[torch.Tensor] = None  # the weight's two taps side by side, (s·out, 2·in, 1, 1): see conv
+    _pair: Optional[torch.Tensor] = None  # the weight as one 1x1 product's, (s·out, 2·in, 1, 1): see conv
 
     def inference_weight(self, w, b):
         s = self.stride
@@ -254,7 +263,7 @@ class FastConvTranspose1d(FastConv):
             return super().conv(x, padding=padding)
         cl = torch.channels_last
         if self._pair is None:  # (s·out, 2·in, 1, 1): the tap of frame m − 1, then that of frame m
-            self._pair = torch.cat([self.weight[..., 0:1], self.weight[..., 1:2]], 1).contiguous(memory_format=cl)
+            self._pair = pair_view(self.weight)
         frames = x if padding == 0 else F.pad(x, (1, 1))
         pair = torch.cat([frames[..., :-1], frames[..., 1:]], 1).contiguous(memory_format=cl)
         return self._run(pair, self._pair, ((1, 1), (0, 0), (1, 1)))
