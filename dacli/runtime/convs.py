@@ -87,7 +87,7 @@ class FastConv(nn.Module):
         self.register_buffer("bias", b.to(dtype))
         self.onednn = onednn if conv.bias.device.type == "cpu" else None
         self.pack = self.onednn is not None and dtype == torch.bfloat16
-        self._packs: dict = {}  # per weight (its address): [last key, packed weight, its key]
+        self._packs: dict = {}  # per weight (address, shape: a view shares it): [last key, packed weight, its key]
         self.weight: torch.Tensor
         self.bias: torch.Tensor
 
@@ -103,7 +103,7 @@ class FastConv(nn.Module):
         if not self.pack:
             return w
         key = (tuple(x.shape), args)
-        state = self._packs.setdefault(w.data_ptr(), [None, None, None])
+        state = self._packs.setdefault((w.data_ptr(), w.shape), [None, None, None])
         if state[2] == key:
             return state[1]
         if state[0] == key:
