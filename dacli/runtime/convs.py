@@ -218,7 +218,7 @@ class FastConv1d(FastConv):
         return self.conv(x, add)
 
 
-def pair_view(w):
+def _pair_view(w):
     """A (out, in, 1, 2) channels-last weight as the (out, 2·in, 1, 1) weight of a 1x1 convolution of
     its two taps' inputs stacked along the channels (tap 0's, then tap 1's): in channels-last memory
     an output's taps already lie one after the other, so this is the same memory, no copy."""
@@ -235,7 +235,6 @@ class FastConvTranspose1d(FastConv):
     transposed one."""
 
     transposed = True
-    _pair: Optional[torch.Tensor] = None  # the weight as one 1x1 product's, (s·out, 2·in, 1, 1): see conv
 
     def inference_weight(self, w, b):
         s = self.stride
@@ -262,11 +261,9 @@ class FastConvTranspose1d(FastConv):
         if not self.fold:
             return super().conv(x, padding=padding)
         cl = torch.channels_last
-        if self._pair is None:  # (s·out, 2·in, 1, 1): the tap of frame m − 1, then that of frame m
-            self._pair = pair_view(self.weight)
         frames = x if padding == 0 else F.pad(x, (1, 1))
         pair = torch.cat([frames[..., :-1], frames[..., 1:]], 1).contiguous(memory_format=cl)
-        return self._run(pair, self._pair, ((1, 1), (0, 0), (1, 1)))
+        return self._run(pair, _pair_view(self.weight), ((1, 1), (0, 0), (1, 1)))  # taps of frames m − 1, m
 
     def forward(self, x):
         length = x.shape[-1]
