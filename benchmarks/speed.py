@@ -1,6 +1,7 @@
 """Encode and decode speed of dacli against the official implementation, same machine, same run.
 
     python benchmarks/speed.py [--seconds 60] [--precision fp32 mixed bf16] [--official-venv DIR] [--onnx]
+    python benchmarks/speed.py --onnx-gap --seconds 20
 
 Times file-to-file encode and decode of the same real recording (tests/fixtures/music20s.flac looped
 to --seconds) with the full-size 44khz preset (random weights) for dacli and, when the official package
@@ -9,7 +10,8 @@ compress/decompress with its CLI's 5 s window. Prints real-time factors, the dac
 peak RSS and GFLOP/s, and for mixed and bf16 the SNR against the fp32 decode and the share of codes
 equal to fp32's. --onnx: also the graphs of ``dacli export`` run by onnxruntime (``--runtime onnx``)
 against the torch runtime in fp32: decoding the same .dac file to WAV, and a one-pass encode of the
-same audio.
+same audio. --onnx-gap: only how far the ONNX decode of the bundled model is from the torch decode in
+fp32 and in mixed (16-bit steps), for what the README says of it.
 Run it on an idle machine: other load changes the figures.
 """
 
@@ -90,6 +92,25 @@ def onnx_vs_torch(src, tmp, seconds):
     return out
 
 
+def onnx_gap(src, tmp):
+    """How far the ONNX decode of the bundled model is from the torch decode in each precision, in
+    16-bit steps (largest difference over the file): the same .dac file (encoded in fp32), decoded by
+    onnxruntime (always fp32) and by torch in fp32, mixed and the default of this CPU."""
+    from dacli import codec, registry
+    from dacli.export import export
+    from dacli.onnx_model import OnnxDAC
+    from dacli.runtime.hardware import resolve_precision
+    export(registry.DEFAULT_MODEL, tmp / "bundled-onnx", True)
+    codec.encode_file(registry.load_model(None, "cpu", "fp32"), src, tmp / "b.dac")
+    codec.decode_file(OnnxDAC(tmp / "bundled-onnx"), tmp / "b.dac", tmp / "b-onnx.wav")
+    ref = sf.read(str(tmp / "b-onnx.wav"), dtype="int16")[0].astype(int)
+    out = {"default": resolve_precision("auto", "cpu")}
+    for prec in ("fp32", "mixed"):
+        codec.decode_file(registry.load_model(None, "cpu", prec), tmp / "b.dac", tmp / f"b-{prec}.wav")
+        out[prec] = int(np.abs(sf.read(str(tmp / f"b-{prec}.wav"), dtype="int16")[0].astype(int) - ref).max())
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -98,6 +119,8 @@ def main():
     ap.add_argument("--official-venv", default=os.environ.get("DACLI_OFFICIAL_VENV",
                                                               str(Path.home() / ".cache/dacli/official/venv")))
     ap.add_argument("--onnx", action="store_true", help="also onnxruntime against the torch runtime (fp32)")
+    ap.add_argument("--onnx-gap", action="store_true", help="only how far the ONNX decode of the bundled model is "
+                                                                "from the torch decode in fp32 and in mixed")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     results = {"machine": bench.machine()}
@@ -105,7 +128,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         src = bench.test_audio(tmp / "in.wav", args.seconds, 1, args.source)
-        if (Path(args.official_venv) / "bin" / "python").exists():
+        if args.onnx_gap:
+            g = results["onnx_gap"] = onnx_gap(src, tmp)
+            print(f"bundled model, {args.seconds:g} s: the ONNX decode is within {g['fp32']} 16-bit steps of torch in "
+                  f"fp32 and {g['mixed']} of torch in mixed (this CPU's default: {g['default']})", flush=True)
+            args.precision = []
+        elif (Path(args.official_venv) / "bin" / "python").exists():
             off = official(args.official_venv, src, tmp)
             results["official"] = off
             print(f"official 1.0.0 (5 s windows): encode {off['encode']['seconds']:.2f} s "

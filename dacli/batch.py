@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .errors import DacliError
-from .fileio import AUDIO_IN, atomic_output, remove_stale_parts, shard
+from .fileio import AUDIO_IN, atomic_output, os_reason, remove_stale_parts, shard
 from .outcome import FAILED, INPUT_ERRORS, OK, SKIPPED, Outcome
 
 DAC_EXTS = {".dac"}
@@ -26,12 +26,13 @@ Found = Tuple[Path, Path]         # (input, its path relative to the folder it w
 
 
 class PlainProgress:
-    """What a progress bar reports, for a log rather than a terminal: a plain line at most every
-    ``every`` seconds and one at the end, never cursor movements."""
+    """What a progress bar reports, for a log rather than a terminal: a plain line once ``first``
+    seconds have passed (a sign of life early in long work), then at most every ``every`` seconds,
+    and one at the end; never cursor movements."""
 
-    def __init__(self, total=None, desc="", unit="", disable=False, every=10.0, **_):
-        self.total, self.desc, self.unit, self.disable, self.every = total, desc, unit, disable, every
-        self.n, self.last = 0, time.monotonic()
+    def __init__(self, total=None, desc="", unit="", disable=False, every=10.0, first=2.0, **_):
+        self.total, self.desc, self.unit, self.disable = total, desc, unit, disable
+        self.every, self.then, self.n, self.last = first, every, 0, time.monotonic()
 
     def set_description(self, desc):
         self.desc = desc
@@ -42,7 +43,7 @@ class PlainProgress:
             self._line()
 
     def _line(self):
-        self.last = time.monotonic()
+        self.last, self.every = time.monotonic(), self.then
         of = f"/{self.total:.0f}" if self.total else ""
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
         print(f"dacli: {self.desc}: {self.n:.0f}{of} {self.unit}{pct}", file=sys.stderr, flush=True)
@@ -171,6 +172,19 @@ def pipes(inputs: Sequence[Path], output: Optional[Path], in_name: str, out_name
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_input(src: Path) -> None:
+    """Refuse an input that is missing, unreadable or empty, in one line: what :func:`run` checks of
+    every input before any model is loaded."""
+    try:
+        st = os.stat(src)
+    except OSError as e:
+        raise DacliError(f"{src}: {os_reason(e)}") from None
+    if not os.access(src, os.R_OK):
+        raise DacliError(f"{src}: permission denied")
+    if st.st_size == 0:
+        raise DacliError(f"{src}: empty file")
+
+
 def already_done(dst: Path, overwrite: bool) -> bool:
     """Whether ``dst`` exists and stays (no ``overwrite``): an output exists only once complete. The
     temporary files that killed writers left for it are removed (written outputs get this from
@@ -182,24 +196,35 @@ def already_done(dst: Path, overwrite: bool) -> bool:
 
 
 Work = Callable[[Path, Path, "Reporter"], Optional[Iterable[Outcome]]]
+Differs = Callable[[Path, Path], Optional[str]]
 
 
 def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: str,
         finish: Optional[Callable[[], Iterable[Outcome]]] = None,
         report: Optional[Callable[[List[Outcome], float], None]] = None,
-        present: Optional[Callable[[Path], Optional[str]]] = None) -> int:
-    """Run ``work(src, dst, reporter)`` on each pair not already done (skipped unless ``overwrite``;
-    ``present(dst)``, when given, says instead where an output already is, or None); one bad file
-    does not stop the rest. ``work`` returns None when its pair is done, or the outcomes
-    of the files it completed (the others it completes in a later call or in ``finish()``); raising
-    one of :data:`~dacli.outcome.INPUT_ERRORS` fails its pair, anything else (a bug, an interrupt, the
-    reader of stdout gone) stops the run. Ends with a summary, and ``report(outcomes, seconds)`` with
-    one outcome per pair; returns the number of failed files."""
+        present: Optional[Callable[[Path], Optional[str]]] = None,
+        start: Optional[Callable[["Reporter"], None]] = None,
+        check: Optional[Callable[[Path], None]] = check_input,
+        differs: Optional[Differs] = None) -> int:
+    """Run ``work(src, dst, reporter)`` on each pair not already done; one bad file does not stop the
+    rest. First every input is checked (``check``: exists, readable, not empty), then ``start(reporter)``
+    (loading a model) runs once if anything is left to do. An existing output is skipped unless
+    ``overwrite`` when ``differs(src, dst)`` finds it made with the same settings; one made otherwise
+    fails its pair with that reason and stays as it is. ``present(dst)``, when given, says instead where
+    an output already is, or None. ``work`` returns None when its pair is done, or the outcomes of the
+    files it completed (the others it completes in a later call or in ``finish()``); raising one of
+    :data:`~dacli.outcome.INPUT_ERRORS` fails its pair, anything else (a bug, an interrupt, the reader
+    of stdout gone) stops the run. Ends with a summary, and ``report(outcomes, seconds)`` with one
+    outcome per pair; returns the number of failed files."""
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
     rep = Reporter(quiet, len(pairs))
     outcomes: List[Outcome] = []
-    started, audio = time.monotonic(), [0.0]
+    started, audio, current = time.monotonic(), [0.0], [""]
+
+    def describe() -> None:
+        done = f" ({audio[0] / 3600:.2f} h of audio done)" if audio[0] else ""
+        rep.files.set_description(current[0][-30:] + done)
 
     def record(done: Iterable[Outcome]) -> None:
         for o in done:
@@ -209,13 +234,30 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: s
                 rep.info(f"skip {o.reason}")
             elif o.status == FAILED:
                 rep.error(o.reason)
+            describe()  # the hours the file just finished brings, with its count
             rep.files.update(1)
 
     try:
+        todo = []
         for src, dst in pairs:
-            rep.files.set_description(str(src.name)[-30:] + (f" ({audio[0] / 3600:.2f} h of audio done)" if audio[0] else ""))
-            where = present(dst) if present else (f"{dst} (exists; --overwrite to replace)"
-                                                  if already_done(dst, overwrite) else None)
+            try:
+                if check is not None:
+                    check(src)
+                todo.append((src, dst))
+            except INPUT_ERRORS as e:
+                record([Outcome.failed(src, dst, e)])
+        if todo and start is not None:
+            start(rep)
+        for src, dst in todo:
+            current[0] = str(src.name)
+            describe()
+            where = present(dst) if present else None
+            if present is None and already_done(dst, overwrite):
+                why = differs(src, dst) if differs else None
+                if why:
+                    record([Outcome.failed(src, dst, DacliError(f"{dst} {why}: --overwrite to replace"))])
+                    continue
+                where = f"{dst} (exists; --overwrite to replace)"
             if where:
                 record([Outcome.skipped(src, dst, where)])
                 continue
@@ -226,7 +268,7 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: s
             except INPUT_ERRORS as e:
                 done = [Outcome.failed(src, dst, e)]
             record([Outcome.done(src, dst)] if done is None else done)
-        if finish is not None:
+        if finish is not None and todo:
             record(finish())
     finally:
         rep.files.close()
@@ -238,15 +280,31 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: s
     return counts[FAILED]
 
 
+def report_path(output: Path, beside: bool = False) -> Path:
+    """Where a run into the folder ``output`` writes its report: ``dacli-report-DATE-PID.tsv`` inside
+    it, or, for a token dataset (``beside``: a folder that Parquet readers take whole, where any other
+    file breaks them), ``NAME.dacli-report-DATE-PID.tsv`` beside it (in the user cache's ``reports/``
+    when that folder cannot be written)."""
+    stamp = f"{REPORT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.tsv"
+    if not beside:
+        output.mkdir(parents=True, exist_ok=True)
+        return output / stamp
+    full = output.resolve()
+    if os.access(full.parent, os.W_OK):
+        return full.parent / f"{full.name}.{stamp}"
+    from .registry import cache_dir
+    (cache_dir() / "reports").mkdir(parents=True, exist_ok=True)
+    return cache_dir() / "reports" / f"{full.name}.{stamp}"
+
+
 def write_report(outcomes: Sequence[Outcome], output: Path, precision: str, seconds: float,
-                 quiet: bool) -> Dict[str, int]:
-    """Write a run's report into the folder ``output`` (``dacli-report-DATE-PID.tsv``: one row per
-    input with its status, the one-line reason, seconds of audio and the worker) and print the summary
-    (files, hours of audio, hours per hour) → counts per status."""
+                 quiet: bool, beside: bool = False) -> Dict[str, int]:
+    """Write a run's report (:func:`report_path`: one row per input with its status, the one-line
+    reason, seconds of audio and the worker) and print the summary (files, hours of audio, hours per
+    hour, where the report is) → counts per status."""
     counts = {s: sum(o.status == s for o in outcomes) for s in (OK, SKIPPED, FAILED)}
     audio = sum(o.seconds for o in outcomes if o.status == OK)
-    output.mkdir(parents=True, exist_ok=True)
-    name = output / f"{REPORT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.tsv"
+    name = report_path(output, beside)
     with atomic_output(name) as tmp, open(tmp, "w") as f:
         f.write(f"# precision {precision}\ninput\toutput\tstatus\treason\tseconds\tworker\n")
         for o in sorted(outcomes, key=lambda o: o.src):

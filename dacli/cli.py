@@ -1,7 +1,6 @@
 """The ``dacli`` command line: parses options, reports, and loops over files with :mod:`dacli.batch`;
 the work is done by :mod:`dacli.codec`, :mod:`dacli.container` and :mod:`dacli.registry`."""
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ import click
 
 from . import __version__, batch, cli_measure, codec, container, registry
 from .batch import AUDIO_IN, DAC_EXTS, STDIO
-from .cli_options import BATCH, KBPS, MODEL_RUN, N_CODEBOOKS, OVERWRITE, QUIET, positive
+from .cli_options import BATCH, KBPS, MODEL_RUN, N_CODEBOOKS, OVERWRITE, QUIET, positive, strict_json
 from .errors import DacliError, Terminated
 from .fileio import find_inputs
 from .fileio import shard as shard_of
@@ -140,39 +139,61 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
         _exit_on_failures(counts["failed"])
         return
     with batch.pipes(inputs, output, "stdin", "stdout.dac") as (inputs, output):
-        present, sink = None, None
+        found = find_inputs(inputs, AUDIO_IN)
+        run: dict = {}  # what start() makes once the inputs are checked: the model, its bitrate, the tokenizer
         if fmt == "parquet":  # rows named by their paths in the corpus; what a complete shard holds is done
             from . import dataset
-            held = dataset.prepare(output)  # before any input is read
-            pairs = shard_of(dataset.row_paths(find_inputs(inputs, AUDIO_IN)), shard)
-            sink = dataset.ShardWriter(output, dataset.shard_names(dataset.run_tag(shard)),
-                                       rows_per_shard or dataset.ROWS_PER_SHARD)
-
-            def present(rel):
-                return f"{rel} (held by {held[rel.as_posix()]})" if rel.as_posix() in held else None
+            run["held"], made = dataset.prepare(output), dataset.made_with(output)  # before any input is read
+            pairs = shard_of(dataset.row_paths(found), shard)
         else:
-            pairs = batch.sharded(find_inputs(inputs, AUDIO_IN), shard, output, ".dac", DAC_EXTS)
-        model = registry.load_model(model_name, device, precision)
-        n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model.check_n_codebooks(n_codebooks)
-        bandwidth = codec.check_bandwidth(bandwidth, model.sample_rate)
-        tokenizer = codec.Tokenizer(model, n, window_seconds, bandwidth, sink=sink)
-        if not quiet:
-            click.echo(f"model {model.name} ({model.precision}): {n} of {model.n_codebooks} codebooks = "
-                       f"{model.kbps(n):.3f} kbps per channel", err=True)
+            pairs = batch.sharded(found, shard, output, ".dac", DAC_EXTS)
+
+        def start(rep):
+            model = registry.load_model(model_name, device, precision)
+            bitrate = model.bitrate(kbps, n_codebooks, notice=lambda m: batch.message(f"dacli: {m}"))
+            channels = _channels_of(pairs[0][0]) if len(pairs) == 1 else None
+            if not bitrate.fits(channels or 1):
+                raise click.UsageError(bitrate.lowest(channels or 1))
+            sink = None
+            if fmt == "parquet":
+                dataset.made_otherwise(output, made, model, bitrate)
+                sink = dataset.ShardWriter(output, dataset.shard_names(dataset.run_tag(shard)),
+                                           rows_per_shard or dataset.ROWS_PER_SHARD)
+            run.update(model=model, bitrate=bitrate, tokenizer=codec.Tokenizer(
+                model, bitrate, window_seconds, codec.check_bandwidth(bandwidth, model.sample_rate), sink=sink))
+            if not quiet:
+                rates = "; ".join(bitrate.describe(c) for c in ([channels] if channels else [1, 2]))
+                click.echo(f"model {model.name} ({model.precision}): {rates}", err=True)
+
+        def present(rel):
+            held = run["held"]
+            return f"{rel} (held by {held[rel.as_posix()]})" if rel.as_posix() in held else None
 
         def work(src, dst, rep):
             bar, tick = rep.audio_bar(src.name, codec.duration(src))
             try:
-                return tokenizer.submit(src, dst, tick)
+                return run["tokenizer"].submit(src, dst, tick)
             finally:
                 bar.close()
 
-        def report(outcomes, seconds):  # into the output folder, when there is one
-            batch.write_report(outcomes, output, model.precision, seconds, quiet)
+        def report(outcomes, seconds):  # into the output folder, when there is one (beside a dataset's)
+            batch.write_report(outcomes, output, run["model"].precision if run else precision, seconds, quiet,
+                               beside=fmt == "parquet")
 
         into_folder = output not in (None, STDIO) and not (len(pairs) == 1 and pairs[0][1] == output)
-        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "encoded", tokenizer.finish,
-                                    report if into_folder else None, present))
+        _exit_on_failures(batch.run(
+            pairs, overwrite, quiet, work, "encoded", lambda: run["tokenizer"].finish(),
+            report if into_folder else None, present if fmt == "parquet" else None, start,
+            differs=lambda src, dst: codec.made_otherwise(dst, run["model"], run["bitrate"])))
+
+
+def _channels_of(src: Path):
+    """One audio input's channel count for the summary line (None where its own error comes later)."""
+    from . import audio
+    try:
+        return audio.info(src).channels
+    except (DacliError, OSError):
+        return None
 
 
 @cli.command()
@@ -253,7 +274,7 @@ def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, mod
 
         def work(src, dst, rep):
             out = sys.stdout.buffer if dst == STDIO else dst
-            bar, tick = rep.audio_bar(src.name, codec.duration(src))
+            bar, tick = rep.audio_bar(src.name, sources.duration(src) if src in sources.rows else codec.duration(src))
             try:
                 if src in sources.rows or Sources.claims(src):
                     sources.decode(src, out, load, model_name, fmt, window_seconds, tick)
@@ -263,7 +284,11 @@ def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, mod
             finally:
                 bar.close()
 
-        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "decoded") + len(sources.broken))
+        def check(src):  # a row is checked when its shard is read
+            if src not in sources.rows:
+                batch.check_input(src)
+
+        _exit_on_failures(batch.run(pairs, overwrite, quiet, work, "decoded", check=check) + len(sources.broken))
 
 
 @cli.command()
@@ -275,18 +300,30 @@ def decode(inputs, output, fmt, raw_codes, channels, n_codebooks, lookahead, mod
 @OVERWRITE
 @QUIET
 def transcode(inputs, output, kbps, n_codebooks, overwrite, quiet):
-    """Rewrite .dac files at a lower bitrate from their codes alone (no model, no re-encoding)."""
+    """Rewrite .dac files at a lower bitrate from their codes alone (no model, no re-encoding): the
+    first codebooks are kept. --kbps is the file's total rate over its channels; asking for more
+    codebooks than a file has is an error (codes cannot be added without the audio)."""
     if (kbps is None) == (n_codebooks is None):
         raise click.UsageError("give exactly one of --kbps and --n-codebooks")
 
     def work(src, dst, rep):
         header, codes = container.read(src)
-        n = n_codebooks if n_codebooks is not None else container.codebooks_within(header, kbps)
+        try:
+            n = container.codebooks_to_keep(header, n_codebooks, kbps)
+        except DacliError as e:
+            raise DacliError(f"{src}: {e}") from None
         container.write(dst, *container.truncate_codebooks(header, codes, n))
+
+    def differs(src, dst):  # an existing output stays only if it has the codebooks this run would give it
+        try:
+            want = container.codebooks_to_keep(container.read_header(src), n_codebooks, kbps)
+        except DacliError:  # the input fails with its own reason when it is read
+            return None
+        return codec.made_otherwise(dst, None, want)
 
     with batch.pipes(inputs, output, "stdin.dac", "stdout.dac") as (inputs, output):
         _exit_on_failures(batch.run(batch.destinations(find_inputs(inputs, DAC_EXTS), output, ".dac", DAC_EXTS),
-                                    overwrite, quiet, work, "transcoded"))
+                                    overwrite, quiet, work, "transcoded", differs=differs))
 
 
 @cli.command()
@@ -304,7 +341,7 @@ def info(files, as_json):
             click.echo(f"dacli: error: {e}", err=True)
             failed = True
     if as_json:
-        click.echo(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
+        click.echo(strict_json(rows[0] if len(rows) == 1 else rows))
     else:
         for r in rows:
             width = max(len(k) for k in r)

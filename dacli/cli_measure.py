@@ -1,13 +1,12 @@
 """The measuring commands of ``dacli``: ``bench`` (speed and memory of encode and decode) and ``eval``
 (quality with the DAC paper's metrics); :mod:`dacli.cli` adds them to the command line."""
 
-import json
 from pathlib import Path
 
 import click
 
 from . import batch
-from .cli_options import DEVICE, PRECISION, QUIET, WINDOW
+from .cli_options import DEVICE, PRECISION, QUIET, WINDOW, strict_json
 
 
 @click.command("bench")
@@ -25,7 +24,7 @@ def bench_cmd(model_name, seconds, channels, source, device, precision, window_s
     """Time file-to-file encode and decode: real-time factors, peak RSS, GFLOP/s."""
     from . import bench
     res = bench.bench(model_name, source, seconds, channels, device, precision, window_seconds)
-    click.echo(json.dumps(res, indent=2) if as_json else bench.report(res))
+    click.echo(as_json(res) if as_json else bench.report(res))
 
 
 @click.command("eval")
@@ -65,7 +64,7 @@ def eval_cmd(paths, codecs, csv_path, as_json, plot_path, no_visqol, device, qui
     if plot_path:
         evaluate.plot(summary, plot_path)
     if as_json:
-        click.echo(json.dumps({"files": rows, "summary": summary}, indent=2))
+        click.echo(strict_json({"files": rows, "summary": summary}))
     else:
         if not codecs:
             for r in rows:

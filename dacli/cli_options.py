@@ -1,6 +1,9 @@
-"""The options that several ``dacli`` commands share, declared once, and the checks of their values."""
+"""The options that several ``dacli`` commands share, declared once, the checks of their values, and
+the JSON that their ``--json`` prints."""
 
+import json
 import math
+from typing import Any
 
 import click
 
@@ -15,6 +18,20 @@ def positive(name, integer=False):
             raise click.BadParameter(f"must be a {'whole ' if integer else ''}number above zero, not {value}")
         return value
     return check
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as strict JSON for ``--json``: a figure that could not be measured (NaN, infinite) is
+    ``null``, never the ``NaN`` that JSON parsers refuse."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
 def _options(*decorators):
@@ -50,7 +67,10 @@ OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing out
 SHARD = click.option("--shard", metavar="K/N", help="Process only the K-th of N deterministic shares of the "
                                                     "files (for job arrays).")
 KBPS = click.option("--kbps", type=float, callback=positive("--kbps"),
-                    help="Target bitrate: the most codebooks whose exact bitrate fits.")
+                    help="The file's total bitrate over all its channels, as an Opus or MP3 rate is: the most "
+                         "codebooks whose exact total fits (8 on stereo: 4 codebooks, 6.89 kbps, with the bundled "
+                         "model). Below one codebook is refused; above the model's highest, the highest is used "
+                         "with a notice.")
 N_CODEBOOKS = click.option("--n-codebooks", type=int, callback=positive("--n-codebooks", True),
                            help="Number of codebooks to keep (default: all).")
 MODEL_RUN = _options(MODEL, DEVICE, PRECISION)

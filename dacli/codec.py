@@ -23,6 +23,7 @@ from . import audio, container, dataset, legacy, windows
 from .bandwidth import BandwidthMeter, LowPass
 from .errors import DacliError
 from .outcome import INPUT_ERRORS, Outcome
+from .rates import Bitrate
 from .registry import bundled_version, describe_weights
 
 if TYPE_CHECKING:
@@ -70,11 +71,17 @@ def check_bandwidth(bandwidth: Union[str, int], model_rate: int) -> Union[str, i
     return hz
 
 
-def plan_file(model: "DAC", src: container.PathLike, n_codebooks: int,
+def plan_file(model: "DAC", src: container.PathLike, n_codebooks: Union[int, Bitrate],
               bandwidth: Union[str, int] = "auto") -> container.Header:
     """The first pass over an input: the header its .dac file will have (loudness, gain, bandwidth,
-    lengths; ``n_codebooks`` and ``bandwidth`` checked by the caller)."""
+    lengths; the codebooks, or the :class:`~dacli.rates.Bitrate` that gives them for the file's
+    channel count, and ``bandwidth`` checked by the caller)."""
     rate, channels, n_in, n_model, loud, peak, measured = measure(src, model.sample_rate)
+    if isinstance(n_codebooks, Bitrate):
+        try:
+            n_codebooks = n_codebooks.codebooks(channels)
+        except DacliError as e:
+            raise DacliError(f"{src}: {e}") from None
     if bandwidth == "auto":
         bandwidth_hz = measured if measured <= container.max_bandwidth(model.sample_rate) else 0
     else:
@@ -116,14 +123,18 @@ class Tokenizer:
     changed while read, a full disk) fails alone (:data:`~dacli.outcome.INPUT_ERRORS`); anything else,
     a failing model included, propagates and stops the run."""
 
-    def __init__(self, model: "DAC", n_codebooks: Optional[int] = None, window_seconds: Optional[float] = None,
-                 bandwidth: Union[str, int] = "auto", rows: Optional[int] = None, sink: Optional["Sink"] = None) -> None:
+    def __init__(self, model: "DAC", n_codebooks: Union[None, int, Bitrate] = None,
+                 window_seconds: Optional[float] = None, bandwidth: Union[str, int] = "auto",
+                 rows: Optional[int] = None, sink: Optional["Sink"] = None) -> None:
         self.model, self.sink = model, sink or DacFiles()
         audio.LoudnessMeter.load()  # now rather than in the middle of the first file
-        self.n_codebooks = model.check_n_codebooks(n_codebooks)
+        # a Bitrate gives each file its count by its channels: the engine computes the most any file
+        # gets and each file keeps its first ones (RVQ codes of fewer codebooks are a prefix)
+        self.n_codebooks = n_codebooks if isinstance(n_codebooks, Bitrate) else model.check_n_codebooks(n_codebooks)
+        most = self.n_codebooks.most if isinstance(self.n_codebooks, Bitrate) else self.n_codebooks
         self.bandwidth = check_bandwidth(bandwidth, model.sample_rate)
         width = windows.window_frames(model, window_seconds, windows.ENCODE_WINDOW_SECONDS)
-        self.packer = windows.Packer(model, self.n_codebooks, width, rows or windows.default_rows(model.device))
+        self.packer = windows.Packer(model, most, width, rows or windows.default_rows(model.device))
         self._waiting: Dict[int, Tuple[container.PathLike, container.PathLike, container.Header]] = {}
         self._count = 0
 
@@ -158,7 +169,7 @@ class Tokenizer:
         out = []
         for key, codes in done:
             src, dst, header = self._waiting.pop(key)  # type: ignore[call-overload]
-            out += self.sink.put(src, dst, header, codes)
+            out += self.sink.put(src, dst, header, np.ascontiguousarray(codes[:, :header.n_codebooks]))
         return out
 
 
@@ -185,7 +196,8 @@ class DacFiles:
         return []
 
 
-def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, n_codebooks: Optional[int] = None,
+def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike,
+                n_codebooks: Union[None, int, Bitrate] = None,
                 window_seconds: Optional[float] = None, progress: Progress = None,
                 bandwidth: Union[str, int] = "auto") -> container.Header:
     """Encode an audio file into a .dac container (atomically), streaming it window by window.
@@ -199,6 +211,23 @@ def encode_file(model: "DAC", src: container.PathLike, dst: container.PathLike, 
         raise outcome.error
     assert outcome.header is not None
     return outcome.header
+
+
+def made_otherwise(dst: container.PathLike, model: Optional["DAC"], codebooks: Union[int, Bitrate]) -> Optional[str]:
+    """How the existing .dac file ``dst`` differs from what ``model`` (None: any) would write there with
+    ``codebooks`` (a count, or the :class:`~dacli.rates.Bitrate` that gives it for the file's channels):
+    "exists with 9 codebooks, asked 3"; None when it is what this run would make."""
+    try:
+        h = container.read_header(dst)
+    except DacliError:
+        return "exists but is not a .dac file of dacli's"
+    if model is not None and h.model_hash.hex() != model.weights_hash:
+        return (f"exists, made with model {h.model_name!r} ({h.model_hash.hex()[:12]}), asked {model.name!r} "
+                f"({model.weights_hash[:12]})")
+    if isinstance(codebooks, Bitrate) and not codebooks.fits(h.channels):
+        return f"exists with {h.n_codebooks} codebooks; {codebooks.lowest(h.channels)}"
+    want = codebooks.codebooks(h.channels, quiet=True) if isinstance(codebooks, Bitrate) else codebooks
+    return f"exists with {h.n_codebooks} codebooks, asked {want}" if h.n_codebooks != want else None
 
 
 def describe_file(path: container.PathLike) -> dict:
@@ -253,7 +282,7 @@ def decode_codes(model: "DAC", header: container.Header, codes: np.ndarray, dst:
                  fmt: str = "wav", window_seconds: Optional[float] = None, progress: Progress = None) -> None:
     """Decode codes with the header that describes them (checked against ``model`` by the caller) to
     an audio file or stream, as :func:`decode_file` does for a .dac file: a dataset's row, an LM's
-    array with :func:`dacli.dataset.synthetic_header`."""
+    array with :func:`dacli.tokens.synthetic_header`."""
     blocks = model_rate_audio(model, header, codes, window_seconds)
     blocks = audio.resampled(blocks, header.model_sample_rate, header.original_sample_rate, header.channels)
     audio.write_audio(dst, blocks, header.original_sample_rate, header.channels, header.original_length, fmt,

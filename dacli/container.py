@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Tuple, Union
+from typing import BinaryIO, Optional, Tuple, Union
 
 import numpy as np
 import zstandard
@@ -19,7 +19,7 @@ import zstandard
 from .codes import as_array as as_codes
 from .errors import DacliError
 from .fileio import atomic_output, os_reason
-from .rates import codebooks_for_kbps, frame_rate, kbps
+from .rates import Bitrate, frame_rate, kbps
 
 PathLike = Union[str, Path]
 
@@ -327,16 +327,41 @@ def read_codes(path: PathLike) -> Tuple[np.ndarray, Header]:
     return codes, header
 
 
+def codebooks_to_keep(header: Header, n_codebooks: Optional[int] = None, kbps: Optional[float] = None) -> int:
+    """What ``dacli transcode`` keeps of a file: ``n_codebooks``, or the most whose total rate fits
+    ``kbps`` (:func:`codebooks_within`); refuses more than the file has."""
+    n = n_codebooks if n_codebooks is not None else codebooks_within(header, kbps)  # type: ignore[arg-type]
+    check_truncation(header, n)
+    return n
+
+
 def codebooks_within(header: Header, kbps: float) -> int:
-    """The most codebooks of this file whose exact bitrate per channel does not exceed ``kbps``."""
-    return codebooks_for_kbps(kbps, header.kbps / header.n_codebooks, header.n_codebooks)
+    """The most codebooks of this file whose exact total bitrate (over all its channels) does not
+    exceed ``kbps``; refuses a rate below one codebook, and one that would need more codebooks than the
+    file has (codes cannot be added without the audio)."""
+    rate = Bitrate(header.kbps / header.n_codebooks, 1 << 16, kbps)
+    if not rate.fits(header.channels):
+        raise DacliError(rate.lowest(header.channels))
+    n = rate.codebooks(header.channels, quiet=True)
+    if n > header.n_codebooks:
+        raise DacliError(f"--kbps {kbps:g} asks for {n} codebooks, the file has {header.n_codebooks} "
+                         f"({header.kbps * header.channels:.3f} kbps): transcoding only removes codebooks")
+    return n
 
 
 def truncate_codebooks(header: Header, codes: np.ndarray, n_codebooks: int) -> Tuple[Header, np.ndarray]:
     """A lower-bitrate copy: the first ``n_codebooks`` codebooks, no re-encoding."""
-    if not 1 <= n_codebooks <= header.n_codebooks:
-        raise DacliError(f"cannot keep {n_codebooks} codebooks of a file that has {header.n_codebooks}")
+    check_truncation(header, n_codebooks)
     return replace(header, n_codebooks=n_codebooks), codes[:, :n_codebooks]
+
+
+def check_truncation(header: Header, n_codebooks: int) -> None:
+    """Refuse keeping ``n_codebooks`` of a file's codebooks where it has fewer (or none is asked)."""
+    if n_codebooks > header.n_codebooks:
+        raise DacliError(f"{n_codebooks} codebooks asked, the file has {header.n_codebooks}: transcoding only "
+                         "removes codebooks")
+    if not 1 <= n_codebooks:
+        raise DacliError(f"cannot keep {n_codebooks} codebooks of a file that has {header.n_codebooks}")
 
 
 def describe(path: PathLike) -> dict:
@@ -349,7 +374,7 @@ def describe(path: PathLike) -> dict:
             "frame_rate_hz": round(float(h.frame_rate), 4), "original_sample_rate": h.original_sample_rate,
             "channels": h.channels, "duration_s": round(h.duration, 3), "frames": h.n_frames,
             "n_codebooks": h.n_codebooks, "bits_per_code": h.bits_per_code,
-            "kbps": round(h.kbps * h.channels, 3),
+            "kbps": round(h.kbps * h.channels, 3), "kbps_per_channel": round(h.kbps, 3),
             "file_kbps": round(size * 8 / h.duration / 1000, 3) if h.duration else None,
             "file_bytes": size, "compression_ratio_vs_pcm16": round(pcm / size, 1),
             "input_loudness_lufs": round(h.input_loudness, 2), "gain_db": round(h.gain_db, 2),

@@ -11,7 +11,6 @@ summarises a folder of shards for ``dacli info``. pyarrow is imported only here.
 
 import contextlib
 import hashlib
-import math
 import os
 import re
 import time
@@ -26,6 +25,7 @@ from .container import Header
 from .errors import DacliError
 from .fileio import alive, atomic_output, os_reason
 from .outcome import INPUT_ERRORS, Outcome, reason
+from .rates import Bitrate
 
 SCHEMA_VERSION = "1"
 SCHEMA_KEY = b"dacli.schema"     # the shard's key-value metadata: the schema version
@@ -173,11 +173,17 @@ def _open(path: Path):
     """A shard's ParquetFile, or a one-line DacliError naming it (truncated, foreign, unreadable)."""
     _, pq = _pa()
     try:
-        return pq.ParquetFile(container.open_input(path))
+        handle = container.open_input(path)
     except DacliError as e:
         raise ShardError(str(e)) from None
+    try:
+        return pq.ParquetFile(handle)
     except Exception as e:  # pyarrow's errors for files that are not Parquet (ArrowInvalid, OSError)
-        raise ShardError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from None
+        why = str(e).splitlines()[0][:200]
+    # raised here, with the file closed and pyarrow's exception gone: nothing of pyarrow's outlives the
+    # error into the interpreter's exit
+    handle.close()
+    raise ShardError(f"{path}: not a readable Parquet file ({why})")
 
 
 def paths(path: PathLike) -> List[str]:
@@ -191,25 +197,71 @@ def paths(path: PathLike) -> List[str]:
         raise ShardError(f"{path}: cannot read ({str(e).splitlines()[0][:200]})") from None
 
 
-def row_names(path: PathLike) -> List[str]:
-    """The name of each row of one Parquet table: its ``path``, or ``row-N`` for a table of codes alone."""
+def row_names(path: PathLike) -> List[Tuple[str, float]]:
+    """Each row of one Parquet table: its name (its ``path``, or ``row-N`` for a table of codes alone)
+    and its seconds of audio as its header columns record them (0 without them)."""
     f = _open(Path(path))
-    if "codes" not in f.schema_arrow.names:
+    cols = f.schema_arrow.names
+    if "codes" not in cols:
         raise ShardError(f"{path}: a Parquet file without a 'codes' column")
-    return paths(path) if "path" in f.schema_arrow.names else [f"row-{i:06d}" for i in range(f.metadata.num_rows)]
+    names = paths(path) if "path" in cols else [f"row-{i:06d}" for i in range(f.metadata.num_rows)]
+    if not {"original_length", "original_sample_rate"} <= set(cols):
+        return [(n, 0.0) for n in names]
+    try:
+        t = f.read(columns=["original_length", "original_sample_rate"]).to_pydict()
+    except Exception as e:
+        raise ShardError(f"{path}: cannot read ({str(e).splitlines()[0][:200]})") from None
+    return [(n, k / r if r else 0.0) for n, k, r in zip(names, t["original_length"], t["original_sample_rate"])]
 
 
 def prepare(out: PathLike) -> Dict[str, Path]:
     """Before a run writes shards into ``out``: what its complete shards already hold (:func:`held`).
     Refuses an ``out`` that is a file, or that holds a shard it cannot read; removes the temporary
-    shards of writers that died (SIGKILL, a lost node) on this machine."""
+    shards of writers that died (SIGKILL, a lost node) on this machine, and moves the reports that
+    earlier versions left among the shards beside the folder."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DacliError(f"-o {out}: a token dataset is a folder of shards; give a folder")
     if not out.is_dir():
         return {}
     remove_temporaries(out)
+    for old in sorted(out.glob("dacli-report-*.tsv")):
+        with contextlib.suppress(OSError):
+            os.replace(old, out.resolve().parent / f"{out.resolve().name}.{old.name}")
     return held(out)
+
+
+Made = List[Tuple[str, str, str, int, int]]  # (a row's path, model hash, model name, channels, codebooks)
+
+
+def made_with(out: PathLike) -> Made:
+    """The settings the rows of a dataset folder were made with: one row of each distinct (model,
+    channels, codebooks), read before a run loads its model (a shard that is not ours is refused)."""
+    seen: Dict[Tuple[str, int, int], Tuple[str, str, str, int, int]] = {}
+    for s in shards(out) if Path(out).is_dir() else []:
+        f = _open(s)
+        cols = ["path", "model_hash", "model_name", "channels", "n_codebooks"]
+        if not set(cols) <= set(f.schema_arrow.names):
+            raise ShardError(f"{s}: not a shard of dacli's token datasets")
+        t = f.read(columns=cols).to_pydict()
+        for row in zip(*(t[c] for c in cols)):
+            seen.setdefault((row[1], row[3], row[4]), row)
+    return list(seen.values())
+
+
+def made_otherwise(out: PathLike, made: Made, model: Any, bitrate: Bitrate) -> None:
+    """Refuse a run into the dataset folder ``out`` whose rows (``made``: :func:`made_with`) were made
+    with other weights than ``model`` or another codebook count than ``bitrate`` gives them."""
+    for path, h, name, channels, n in made:
+        if h != model.weights_hash:
+            why = f"holds {path} made with model {name!r} ({h[:12]}), asked {model.name!r} ({model.weights_hash[:12]})"
+        elif not bitrate.fits(channels):
+            why = f"holds {path} with {n} codebooks; {bitrate.lowest(channels)}"
+        elif n != bitrate.codebooks(channels, quiet=True):
+            why = f"holds {path} with {n} codebooks, asked {bitrate.codebooks(channels, quiet=True)}"
+        else:
+            continue
+        raise DacliError(f"{out}: {why}; encode into another folder (a dataset holds one model and one bitrate)")
 
 
 def remove_temporaries(out: PathLike) -> None:
@@ -345,14 +397,3 @@ def describe(path: PathLike) -> Dict[str, Any]:
             "rows": n, "hours": round(seconds / 3600, 4), "bytes": size,
             "bytes_per_hour": round(size / (seconds / 3600)) if seconds else None,
             "models": models, "codebooks": books, "channels": chans}
-
-
-def synthetic_header(model: Any, codes: np.ndarray) -> Header:
-    """The header for codes that come without one (an LM's output): the model's rate and length of
-    the frames, no gain, no low-pass, so decoding gives the model-rate audio as it is."""
-    c, k, t = codes.shape
-    return Header(model_sample_rate=model.sample_rate, hop_length=model.hop_length,
-                  original_sample_rate=model.sample_rate, channels=c, n_codebooks=k,
-                  bits_per_code=int(round(math.log2(model.codebook_size))), original_length=max(1, t * model.hop_length),
-                  model_length=max(1, t * model.hop_length), n_frames=t, input_loudness=0.0, gain_db=0.0,
-                  model_hash=bytes.fromhex(model.weights_hash), model_name=model.name or "")

@@ -9,13 +9,14 @@ import itertools
 import struct
 import sys
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Sequence
+from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from . import audio
 from .errors import DacliError
 from .fileio import atomic_output, os_reason
+from .rates import Bitrate
 
 READ = 1 << 16  # bytes asked of the input per read (a read returns what has arrived, up to this)
 
@@ -146,13 +147,13 @@ def wav_format(head: bytes) -> Optional[tuple]:
     raise DacliError("stdin: the WAV header is cut short")
 
 
-def encode(model, src: BinaryIO, dst: BinaryIO, n_codebooks: int, channels: Optional[int] = None,
+def encode(model, src: BinaryIO, dst: BinaryIO, n_codebooks: Union[int, Bitrate], channels: Optional[int] = None,
            gain_db: float = 0.0) -> int:
     """Encode audio at the model rate from ``src`` (WAV, 16-bit PCM or 32-bit float, or raw 16-bit
     little-endian PCM of ``channels`` channels) into raw code frames on ``dst``, written as they become
-    final. Returns the frames written."""
+    final (``n_codebooks`` of them, or what a :class:`~dacli.rates.Bitrate` gives the stream's channel
+    count). Returns the frames written."""
     from .stream import StreamEncoder
-    stream = StreamEncoder(model, n_codebooks, gain_db)
     data = chunks(src)
     head = b""
     for part in data:  # enough to tell WAV from raw, and to read a WAV header
@@ -172,6 +173,8 @@ def encode(model, src: BinaryIO, dst: BinaryIO, n_codebooks: int, channels: Opti
         raise DacliError("raw PCM on stdin needs --channels (or send WAV)")
     else:
         dtype = "<i2"
+    n = n_codebooks.codebooks(channels) if isinstance(n_codebooks, Bitrate) else n_codebooks
+    stream = StreamEncoder(model, n, gain_db)
     size = np.dtype(dtype).itemsize * channels
     scale = np.float32(1 / 32768) if dtype == "<i2" else np.float32(1)
     frames, pending, taken = 0, b"", 0
@@ -210,6 +213,8 @@ def decode_files(inputs: Sequence[Path], output: Optional[Path], model, fmt: str
 def encode_files(inputs: Sequence[Path], output: Optional[Path], model, kbps: Optional[float],
                  n_codebooks: Optional[int], channels: Optional[int], gain_db: float) -> None:
     """``dacli encode --raw-codes``: audio (a file or '-') to one raw token stream (a file or '-')."""
-    n = model.n_codebooks_for_kbps(kbps) if kbps is not None else model.check_n_codebooks(n_codebooks)
+    bitrate = model.bitrate(kbps, n_codebooks, notice=lambda m: print(f"dacli: {m}", file=sys.stderr, flush=True))
+    if channels is not None and not bitrate.fits(channels):
+        raise DacliError(bitrate.lowest(channels))
     with streams(inputs, output) as (src, dst):
-        encode(model, src, dst, n, channels, gain_db)
+        encode(model, src, dst, bitrate, channels, gain_db)

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from . import batch, codec, container, registry
+from . import batch, codec, container, rates, registry
 from .errors import DacliError, first_line
 from .outcome import FAILED, ROW, Outcome
 
@@ -117,7 +117,7 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     """Encode every audio file under ``inputs`` into the folder ``output`` on Ray (a running cluster at
     ``address``, else a local instance started and stopped here), as .dac files or (``fmt``
     "parquet") a token dataset, a shard per call → counts of ok, skipped and failed files. The report
-    is ``output/dacli-report-*.tsv``."""
+    is ``output/dacli-report-*.tsv`` (beside a dataset folder: :func:`dacli.batch.report_path`)."""
     from . import dataset
     from .fileio import find_inputs, shard as shard_of
     if workers is not None and workers < 1:
@@ -131,35 +131,56 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     if fmt == "parquet":
         if overwrite:
             raise DacliError("--overwrite does not apply to --format parquet")
-        held = dataset.prepare(output)  # before any input is read
+        held, made = dataset.prepare(output), dataset.made_with(output)  # before any input is read
         pairs = shard_of(dataset.row_paths(found), shard)
     else:
         pairs = batch.sharded(found, shard, output, ".dac", batch.DAC_EXTS)
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
+    outcomes: List[Outcome] = []
+    checked = []
+    for src, dst in pairs:  # every input exists, is readable and holds something before a model loads
+        try:
+            batch.check_input(src)
+            checked.append((src, dst))
+        except (DacliError, OSError) as e:
+            outcomes.append(Outcome.failed(src, dst, e))
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     from .runtime.hardware import resolve_precision
     resolved = resolve_precision(precision, "cpu") if device == "cpu" else precision  # once, for every worker
     plain = registry.load_model(model, "cpu", "fp32")  # checks the name, and the bitrate, before Ray starts
-    n = plain.n_codebooks_for_kbps(kbps) if kbps is not None else plain.check_n_codebooks(n_codebooks)
+    bitrate = plain.bitrate(kbps, n_codebooks)
+    if not bitrate.fits(1):
+        raise DacliError(bitrate.lowest(1))
+    if kbps is not None and not quiet and bitrate.codebooks(1, quiet=True) < rates.codebooks_fitting(kbps, plain.kbps(1)):
+        batch.message(f"dacli: --kbps {kbps:g} is above the model's highest rate for mono: mono files use "
+                      f"{plain.kbps():.3f} kbps ({plain.n_codebooks} codebooks)")
     bandwidth = codec.check_bandwidth(bandwidth, plain.sample_rate)
+    if fmt == "parquet":
+        dataset.made_otherwise(output, made, plain, bitrate)
+    else:
+        held = {}
     ray = _ray()
-    outcomes: List[Outcome] = []
     todo = []
-    for src, dst in pairs:
+    for src, dst in checked:
         if fmt == "parquet" and dst.as_posix() in held:
             outcomes.append(Outcome.skipped(src, held[dst.as_posix()], f"{dst.as_posix()} (held by {held[dst.as_posix()]})"))
         elif fmt != "parquet" and batch.already_done(dst, overwrite):
-            outcomes.append(Outcome.skipped(src, dst, "exists"))
+            why = codec.made_otherwise(dst, plain, bitrate)
+            outcomes.append(Outcome.failed(src, dst, DacliError(f"{dst} {why}: --overwrite to replace")) if why
+                            else Outcome.skipped(src, dst, "exists"))
         else:
             todo.append({"src": str(src), "dst": str(dst)})
+    for o in outcomes if not quiet else []:
+        if o.status == FAILED:
+            batch.message(f"dacli: error: {o.reason}")
     started = _connect(ray, address) if todo else False  # nothing to do: no cluster
     t0 = time.monotonic()
     try:
         if todo:
             if workers is None:
                 workers = max(1, int(ray.cluster_resources().get("CPU", 1) // threads_per_worker))
-            settings = {"model": model, "device": device, "precision": resolved, "n_codebooks": n,
+            settings = {"model": model, "device": device, "precision": resolved, "n_codebooks": bitrate,
                         "window_seconds": window_seconds, "bandwidth": bandwidth, "overwrite": overwrite,
                         "threads": threads_per_worker, "format": fmt, "out": str(output),
                         "tag": dataset.run_tag(shard)}
@@ -176,7 +197,7 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
                 batch.remove_stale_parts(Path(item["dst"]))
         if fmt == "parquet":
             dataset.remove_temporaries(output)
-    return batch.write_report(outcomes, output, resolved, time.monotonic() - t0, quiet)
+    return batch.write_report(outcomes, output, resolved, time.monotonic() - t0, quiet, beside=fmt == "parquet")
 
 
 def _connect(ray, address: Optional[str]) -> bool:

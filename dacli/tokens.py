@@ -5,6 +5,7 @@ pair with the model its codes need, through :func:`dacli.codec.decode_codes` as 
 decoded. A row's source is named ``SHARD/PATH``, so that what fails says which shard and which row.
 """
 
+import math
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -37,6 +38,17 @@ def array_codes(path: container.PathLike) -> np.ndarray:
     return a.astype(np.int32)
 
 
+def synthetic_header(model: Any, codes: np.ndarray) -> container.Header:
+    """The header for codes that come without one (an LM's output): the model's rate and length of
+    the frames, no gain, no low-pass, so decoding gives the model-rate audio as it is."""
+    c, k, t = codes.shape
+    return container.Header(
+        model_sample_rate=model.sample_rate, hop_length=model.hop_length, original_sample_rate=model.sample_rate,
+        channels=c, n_codebooks=k, bits_per_code=int(round(math.log2(model.codebook_size))),
+        original_length=max(1, t * model.hop_length), model_length=max(1, t * model.hop_length), n_frames=t,
+        input_loudness=0.0, gain_db=0.0, model_hash=bytes.fromhex(model.weights_hash), model_name=model.name or "")
+
+
 def check_codes(model: Any, header: container.Header, codes: np.ndarray, where: Any) -> None:
     """Refuse codes that this model cannot decode with this header (:func:`dacli.codec.check_model`)
     or that exceed its codebooks."""
@@ -59,6 +71,7 @@ class Sources:
         self.broken: List[str] = []
         self._cursor: Dict[Path, Tuple[Iterator[Dict[str, Any]], List[int]]] = {}
         self._dead: Dict[Path, DacliError] = {}
+        self._seconds: Dict[Path, float] = {}
         items = []
         for item in inputs:
             if Path(item).suffix.lower() in ARRAY_EXTS:
@@ -70,10 +83,14 @@ class Sources:
                 except DacliError as e:
                     self.broken.append(str(e))
                     continue
-                for i, rel in enumerate(names):
-                    self.rows[s / rel] = (s, i)
+                for i, (rel, seconds) in enumerate(names):
+                    self.rows[s / rel], self._seconds[s / rel] = (s, i), seconds
                     items.append((s / rel, Path(rel)))
         self.pairs = batch.sharded(items, spec, output, "." + fmt, {".wav", ".flac"}) if items else []
+
+    def duration(self, src: Path) -> float:
+        """Seconds of audio of a row, as its header records them (0 when it has none), for progress."""
+        return self._seconds.get(src, 0.0)
 
     @staticmethod
     def claims(path: Path) -> bool:
@@ -116,7 +133,7 @@ class Sources:
         if header is None:
             if codes.shape[1] > model.n_codebooks:
                 raise DacliError(f"{src}: {codes.shape[1]} codebooks for a model of {model.n_codebooks}")
-            header = dataset.synthetic_header(model, codes)
+            header = synthetic_header(model, codes)
         check_codes(model, header, codes, src)
         codec.decode_codes(model, header, codes, dst, fmt, window_seconds, progress)
 

@@ -39,7 +39,7 @@ def tone(path, rate=44100, seconds=1.0, channels=1, subtype="PCM_16", amp=0.3):
 
 def test_encode_decode_info_single_file(tmp_path):
     tone(tmp_path / "a.wav", rate=48000, seconds=1.3, channels=2, subtype="PCM_24")
-    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--kbps", 6, "--model", TINY, "-q")
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--kbps", 12, "--model", TINY, "-q")  # stereo total
     h = container.read_header(tmp_path / "a.dac")
     assert (h.n_codebooks, h.channels, h.original_sample_rate, h.original_length) == (6, 2, 48000, 62400)
     assert h.model_name == "tiny44.pth"
@@ -51,6 +51,7 @@ def test_encode_decode_info_single_file(tmp_path):
     d = json.loads(res.output)
     assert d["n_codebooks"] == 6 and d["channels"] == 2 and d["duration_s"] == 1.3
     assert d["kbps"] == pytest.approx(2 * 6 * 44100 / 512 * 10 / 1000, abs=1e-3)
+    assert d["kbps_per_channel"] == pytest.approx(6 * 44100 / 512 * 10 / 1000, abs=1e-3)
     assert d["file_bytes"] == (tmp_path / "a.dac").stat().st_size
     assert "compression_ratio_vs_pcm16" in d
     assert "frame_rate_hz" in run("info", tmp_path / "a.dac").output
@@ -423,3 +424,122 @@ def test_ray_options_need_the_ray_engine(tmp_path):
         assert r.exit_code == 2 and "go with --engine ray" in r.output, r.output
     r = CliRunner().invoke(cli, ["encode", str(tmp_path), "-o", str(tmp_path / "x.dac"), "--engine", "ray"])
     assert r.exit_code == 2 and "give -o FOLDER" in r.output, r.output
+
+
+def test_kbps_is_the_total_over_all_channels(tmp_path):
+    """--kbps is what Opus or MP3 mean by a rate: the whole file's, over all its channels (0.861 kbps per
+    codebook and channel at 44.1 kHz)."""
+    tone(tmp_path / "in" / "s.wav", seconds=0.5, channels=2)
+    tone(tmp_path / "in" / "m.wav", seconds=0.5)
+    res = run("encode", tmp_path / "in" / "s.wav", "-o", tmp_path / "s.dac", "--kbps", 8, "--model", TINY)
+    assert "4 of 9 codebooks = 6.891 kbps for stereo (3.445 kbps per channel)" in res.output
+    d = __import__("json").loads(run("info", tmp_path / "s.dac", "--json").output)
+    assert (d["n_codebooks"], d["kbps"], d["kbps_per_channel"]) == (4, 6.891, 3.445)
+    run("encode", tmp_path / "in", "-o", tmp_path / "both", "--kbps", 8, "--model", TINY, "-q")
+    assert [container.read_header(tmp_path / "both" / f).n_codebooks for f in ("m.dac", "s.dac")] == [9, 4]
+    # below one codebook per channel: a usage error naming the lowest rate; above the highest: a notice
+    res = run("encode", tmp_path / "in" / "s.wav", "-o", tmp_path / "low.dac", "--kbps", 1.5, "--model", TINY, ok=False)
+    assert res.exit_code == 2 and "--kbps 1.5 is below the lowest rate for stereo, 1.723 kbps" in res.output
+    assert not (tmp_path / "low.dac").exists()
+    res = run("encode", tmp_path / "in" / "s.wav", "-o", tmp_path / "hi.dac", "--kbps", 20, "--model", TINY)
+    assert "--kbps 20 is above the model's highest rate for stereo: using 15.504 kbps (9 codebooks)" in res.output
+    assert container.read_header(tmp_path / "hi.dac").n_codebooks == 9
+    # in a folder, a file whose channels the rate cannot carry fails alone, the others go on
+    res = run("encode", tmp_path / "in", "-o", tmp_path / "one", "--kbps", 1, "--model", TINY, ok=False)
+    assert res.exit_code == 1 and "s.wav: --kbps 1 is below the lowest rate for stereo, 1.723 kbps" in res.output
+    assert [p.name for p in (tmp_path / "one").glob("*.dac")] == ["m.dac"]
+    res = run("encode", tmp_path / "in" / "m.wav", "-o", tmp_path / "none.dac", "--kbps", 0.5, "--model", TINY, ok=False)
+    assert res.exit_code == 2 and "below the lowest rate for mono, 0.861 kbps" in res.output
+    # the raw-codes pipe counts the same way
+    x = (0.3 * np.sin(np.arange(5000 * 2) / 5)).astype(np.float32).reshape(-1, 2)  # 10 frames
+    pcm = (x * 32767).astype("<i2").tobytes()
+    r = subprocess.run([sys.executable, "-m", "dacli", "encode", "-", "-o", "-", "--raw-codes", "--channels", "2",
+                        "--kbps", "8", "--model", TINY], input=pcm, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) == 10 * 2 * 4 * 2  # frames × channels × codebooks × 2 bytes
+
+
+def test_a_rerun_with_other_settings_fails_alone_and_keeps_the_file(tmp_path):
+    tone(tmp_path / "in" / "a.wav", seconds=0.4)
+    tone(tmp_path / "in" / "b.wav", seconds=0.3)
+    run("encode", tmp_path / "in", "-o", tmp_path / "out", "--kbps", 8, "--model", TINY, "-q")
+    before = {f: (tmp_path / "out" / f).read_bytes() for f in ("a.dac", "b.dac")}
+    tone(tmp_path / "in" / "c.wav", seconds=0.3)
+    res = run("encode", tmp_path / "in", "-o", tmp_path / "out", "--kbps", 3, "--model", TINY, ok=False)
+    assert res.exit_code == 1
+    assert f"{tmp_path / 'out' / 'a.dac'} exists with 9 codebooks, asked 3: --overwrite to replace" in res.output
+    assert "encoded 1 file(s), skipped 0, failed 2" in res.output
+    assert {f: (tmp_path / "out" / f).read_bytes() for f in ("a.dac", "b.dac")} == before
+    assert container.read_header(tmp_path / "out" / "c.dac").n_codebooks == 3
+    newest = sorted((tmp_path / "out").glob("dacli-report-*.tsv"))[-1].read_text().splitlines()[2:]
+    rows = {Path(r[0]).name: (r[2], r[3]) for r in (ln.split("\t") for ln in newest)}
+    assert rows["a.wav"][0] == "failed" and "exists with 9 codebooks, asked 3" in rows["a.wav"][1]
+    # the same settings skip; another model fails; --overwrite replaces
+    res = run("encode", tmp_path / "in" / "c.wav", "-o", tmp_path / "out" / "c.dac", "--kbps", 3, "--model", TINY)
+    assert "skip" in res.output
+    res = run("encode", tmp_path / "in" / "a.wav", "-o", tmp_path / "out" / "a.dac", "--model",
+              str(FIXTURES / "tiny24.pth"), ok=False)
+    assert res.exit_code == 1 and "exists, made with model 'tiny44.pth'" in res.output
+    run("encode", tmp_path / "in", "-o", tmp_path / "out", "--kbps", 3, "--model", TINY, "-q", "--overwrite")
+    assert container.read_header(tmp_path / "out" / "a.dac").n_codebooks == 3
+    # transcode: an existing output of another codebook count fails alone too
+    run("transcode", tmp_path / "out" / "a.dac", "-o", tmp_path / "t.dac", "--n-codebooks", 2)
+    res = run("transcode", tmp_path / "out" / "a.dac", "-o", tmp_path / "t.dac", "--n-codebooks", 1, ok=False)
+    assert res.exit_code == 1 and "t.dac exists with 2 codebooks, asked 1: --overwrite to replace" in res.output
+
+
+def test_transcoding_up_is_an_error_naming_both_counts(tmp_path):
+    tone(tmp_path / "a.wav", seconds=0.4)
+    run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--n-codebooks", 3, "--model", TINY, "-q")
+    res = run("transcode", tmp_path / "a.dac", "-o", tmp_path / "up.dac", "--kbps", 8, ok=False)
+    assert res.exit_code == 1 and "--kbps 8 asks for 9 codebooks, the file has 3 (2.584 kbps)" in res.output
+    res = run("transcode", tmp_path / "a.dac", "-o", tmp_path / "up.dac", "--n-codebooks", 5, ok=False)
+    assert res.exit_code == 1 and "5 codebooks asked, the file has 3" in res.output
+    assert not (tmp_path / "up.dac").exists()
+    run("transcode", tmp_path / "a.dac", "-o", tmp_path / "same.dac", "--kbps", 3)  # 3 codebooks fit: a copy
+    assert (tmp_path / "same.dac").read_bytes() == (tmp_path / "a.dac").read_bytes()
+
+
+def test_inputs_are_checked_before_a_model_loads(tmp_path):
+    """An empty or missing input is one line naming it; no model is loaded for it (a model that does
+    not exist is never reached)."""
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "empty.dac").write_bytes(b"")
+    for cmd, src in (("encode", "empty.wav"), ("decode", "empty.dac")):
+        res = run(cmd, tmp_path / src, "-o", tmp_path / "x", "--model", tmp_path / "nothing.pth", ok=False)
+        assert res.exit_code == 1 and f"{tmp_path / src}: empty file" in res.output, res.output
+        assert "nothing.pth" not in res.output
+
+
+def test_progress_counts_the_file_just_finished(monkeypatch, tmp_path):
+    """The files bar's hours of audio include the file that just finished when its count goes up."""
+    from dacli import batch
+    from dacli.outcome import Outcome
+    seen = []
+
+    class Bar(batch.PlainProgress):
+        def update(self, n=1):
+            seen.append(self.desc)
+
+    monkeypatch.setattr(batch, "progress", lambda **kw: Bar(**kw))
+    pairs = []
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(b"x")
+        pairs.append((tmp_path / name, tmp_path / f"{name}.out"))
+    header = type("H", (), {"duration": 1800.0})
+    batch.run(pairs, False, False, lambda s, d, r: [Outcome.done(s, d, header)], "done")
+    assert seen[:2] == ["a (0.50 h of audio done)", "b (1.00 h of audio done)"]
+    line = batch.PlainProgress(total=10, desc="x", first=0.0)  # in a log, the first line comes at once
+    line.update(1)
+    assert line.every == line.then
+
+
+def test_a_dataset_row_shows_progress_over_its_audio(monkeypatch, tmp_path):
+    from dacli import batch
+    tone(tmp_path / "in" / "long.wav", seconds=21.0)
+    run("encode", tmp_path / "in", "-o", tmp_path / "tok", "--format", "parquet", "--model", TINY, "-q")
+    totals = []
+    real = batch.Reporter.audio_bar
+    monkeypatch.setattr(batch.Reporter, "audio_bar", lambda self, name, total: (totals.append(total), real(self, name, total))[1])
+    run("decode", tmp_path / "tok", "-o", tmp_path / "wav", "--model", TINY, "-q")
+    assert totals == [pytest.approx(21.0)]

@@ -78,8 +78,8 @@ def test_rows_load_as_they_are_and_equal_the_dac_files(encoded):
     tok, dac = encoded / "tok", encoded / "dac"
     assert len(dataset.shards(tok)) == 2 and rows_of(tok) == {f"{'sub/' if i % 2 else ''}c{i:02d}.wav": 1
                                                               for i in range(6)}
-    ds = datasets.load_dataset("parquet", data_files=str(tok / "*.parquet"), split="train",
-                               cache_dir=str(encoded / "hf"))
+    # the folder as it is, as each loader takes a folder: nothing in it but the shards
+    ds = datasets.load_dataset("parquet", data_dir=str(tok), split="train", cache_dir=str(encoded / "hf"))
     assert ds.num_rows == 6
     for row in ds:
         codes, header = dacli.read_codes(dac / Path(row["path"]).with_suffix(".dac"))
@@ -88,8 +88,9 @@ def test_rows_load_as_they_are_and_equal_the_dac_files(encoded):
             want = getattr(header, f)
             want = want.hex() if f == "model_hash" else want
             assert row[f] == pytest.approx(want, rel=1e-6) if isinstance(want, float) else row[f] == want, f
-    frame = polars.read_parquet(str(tok / "*.parquet"))
+    frame = polars.read_parquet(str(tok))
     assert sorted(frame["path"].to_list()) == sorted(ds["path"])
+    assert sorted(pq.read_table(tok).column("path").to_pylist()) == sorted(ds["path"])
     meta = pq.read_schema(dataset.shards(tok)[0]).metadata
     assert meta[b"dacli.schema"] == dataset.SCHEMA_VERSION.encode()
     assert pq.read_metadata(dataset.shards(tok)[0]).row_group(0).column(1).compression == "ZSTD"
@@ -102,7 +103,8 @@ def test_rows_load_as_they_are_and_equal_the_dac_files(encoded):
     r = subprocess.run([sys.executable, "-c", f"import sys, dacli; list(dacli.read_dataset({str(tok)!r})); "
                         "print('torch' in sys.modules)"], capture_output=True, text=True)
     assert r.stdout.strip() == "False", r.stderr
-    report = sorted(tok.glob("dacli-report-*.tsv"))[-1].read_text().splitlines()[2:]
+    assert [p.name for p in tok.rglob("*") if not p.name.startswith("part-")] == []
+    report = sorted(encoded.glob("tok.dacli-report-*.tsv"))[-1].read_text().splitlines()[2:]  # beside it
     assert {Path(ln.split("\t")[1]).parent for ln in report} == {tok}  # each input's shard
     assert all(Path(ln.split("\t")[1]).name.startswith("part-") for ln in report)
 
@@ -263,3 +265,25 @@ def test_two_roots_with_one_path_are_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     r = run("encode", a, "-o", tmp_path / "file", "--format", "parquet", "--model", TINY)
     one_line_error(r, "a token dataset is a folder")
+
+
+def test_a_dataset_made_with_other_settings_is_refused_before_any_input_is_read(tmp_path):
+    inp = corpus(tmp_path / "in", n=2, seconds=(1,))
+    tok = tmp_path / "tok"
+    ok("encode", inp, "-o", tok, "--format", "parquet", "--model", TINY, "--kbps", "8", "-q")
+    before = {p.name: p.read_bytes() for p in tok.iterdir()}
+    (inp / "later.wav").write_bytes(b"RIFF not audio")  # would fail if it were read
+    r = run("encode", inp, "-o", tok, "--format", "parquet", "--model", TINY, "--kbps", "3")
+    one_line_error(r, f"{tok}: holds c00.wav with 9 codebooks, asked 3; encode into another folder")
+    assert len(r.stderr.strip().splitlines()) == 1 and "later.wav" not in r.stderr
+    r = run("encode", inp, "-o", tok, "--format", "parquet", "--model", str(FIXTURES / "tiny24.pth"))
+    one_line_error(r, "holds c00.wav made with model 'tiny44.pth'")
+    assert {p.name: p.read_bytes() for p in tok.iterdir()} == before
+    # the same settings go on; a report an earlier version left among the shards moves beside the folder
+    (tok / "dacli-report-20260101-000000-1.tsv").write_text("# precision fp32\n")
+    (inp / "later.wav").unlink()
+    r = ok("encode", inp, "-o", tok, "--format", "parquet", "--model", TINY, "--kbps", "8")
+    last = r.stderr.strip().splitlines()[-1]
+    assert "skipped 2, failed 0" in last and f"report {tmp_path}/tok.dacli-report-" in last
+    assert sorted(p.name for p in tok.iterdir()) == sorted(before)
+    assert (tmp_path / "tok.dacli-report-20260101-000000-1.tsv").exists()

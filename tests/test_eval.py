@@ -90,6 +90,10 @@ def test_codec_specs():
             evaluate.Codec(bad)
 
 
+def strict(name):
+    raise AssertionError(f"{name} in --json output: not JSON")
+
+
 def test_eval_ref_degraded_folders(tmp_path, signals):
     for d in ("ref", "deg"):
         (tmp_path / d / "sub").mkdir(parents=True)
@@ -97,7 +101,8 @@ def test_eval_ref_degraded_folders(tmp_path, signals):
     sf.write(tmp_path / "deg" / "sub" / "a.flac", signals["noisy"].numpy(), 44100)
     res = CliRunner().invoke(cli, ["eval", str(tmp_path / "ref"), str(tmp_path / "deg"), "--json", "--no-visqol"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    out = json.loads(res.stdout, parse_constant=strict)  # JSON as JSON.parse and jq take it: no NaN
+    assert out["files"][0]["visqol"] is None and out["summary"]["degraded"]["kbps"] is None  # not measured
     assert out["files"][0]["file"] == "sub/a.wav"
     expected = evaluate.compare_files(tmp_path / "ref" / "sub" / "a.wav", tmp_path / "deg" / "sub" / "a.flac",
                                       with_visqol=False)
@@ -118,7 +123,7 @@ def test_eval_codecs_end_to_end(tmp_path):
                                    str(src), "--csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "rd.png"),
                                    "--json", "-q"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    out = json.loads(res.stdout, parse_constant=strict)
     s = out["summary"]
     assert set(s) == {f"dac:{tiny}@6", "opus@8", "mp3@8"}
     # real bitrates from file sizes: opus near its target; ours at most 6 kbps per channel (+ header)

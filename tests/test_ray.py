@@ -67,9 +67,15 @@ def driver(inp, out, *extra, address=None, wait=True):
     return p.returncode, err
 
 
+def reports(out):
+    """A run's reports: in a folder of .dac files, beside a dataset folder."""
+    out = Path(out)
+    return list(out.glob("dacli-report-*.tsv")) + list(out.parent.glob(f"{out.name}.dacli-report-*.tsv"))
+
+
 def report(out):
     """The newest report's rows: {input name: (status, reason, worker)}."""
-    path = sorted(Path(out).glob("dacli-report-*.tsv"), key=lambda p: p.stat().st_mtime)[-1]
+    path = sorted(reports(out), key=lambda p: p.stat().st_mtime)[-1]
     lines = path.read_text().splitlines()
     assert lines[0] == "# precision fp32"
     return {Path(r[0]).name: (r[2], r[3], r[5]) for r in (ln.split("\t") for ln in lines[2:])}
@@ -132,6 +138,11 @@ def test_outputs_match_the_cli_and_bad_files_are_reported(cluster, tmp_path):
     rc, err = driver(inp, tmp_path / "out", address=cluster.address)  # again: nothing to do but the bad ones
     assert rc == 1 and "encoded 0 file(s), skipped 8, failed 2" in err, err
     assert mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.dac")}
+    rc, err = driver(inp, tmp_path / "out", "--n-codebooks", 3, address=cluster.address)  # other settings
+    assert rc == 1 and "encoded 0 file(s), skipped 0, failed 10" in err, err
+    assert f"{tmp_path / 'out' / 'c00.dac'} exists with 9 codebooks, asked 3: --overwrite to replace" in err, err
+    assert report(tmp_path / "out")["c00.wav"][0] == "failed"
+    assert mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.dac")}
 
 
 def test_traffic_stays_on_loopback(cluster):
@@ -167,7 +178,8 @@ def test_a_worker_killed_mid_batch_loses_nothing(cluster, tmp_path, fmt):
             if row["path"] in ("c00.wav", "c05.wav"):
                 assert np.array_equal(row["codes"], dacli.read_codes(local / row["path"].replace(".wav", ".dac"))[0])
         names = {p.name for p in dataset.shards(tmp_path / "out")}
-        lines = sorted(Path(tmp_path / "out").glob("dacli-report-*.tsv"))[-1].read_text().splitlines()[2:]
+        assert not list((tmp_path / "out").glob("dacli-report-*"))  # beside the dataset, not among its shards
+        lines = sorted(reports(tmp_path / "out"))[-1].read_text().splitlines()[2:]
         assert {Path(ln.split("\t")[1]).name for ln in lines} <= names
 
 

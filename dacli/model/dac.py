@@ -4,7 +4,7 @@ module and parameter names and numerics follow it, so its ``.pth`` files load he
 
 import math
 from fractions import Fraction
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -129,9 +129,16 @@ class DAC(nn.Module):
         """Exact bitrate in kbps for ``n_codebooks`` (all by default)."""
         return rates.kbps(self.frame_rate, self.bits_per_code, n_codebooks or self.n_codebooks)
 
-    def n_codebooks_for_kbps(self, kbps: float) -> int:
-        """The largest codebook count whose exact bitrate does not exceed ``kbps`` (at least 1)."""
-        return rates.codebooks_for_kbps(kbps, self.kbps(1), self.n_codebooks)
+    def n_codebooks_for_kbps(self, kbps: float, channels: int = 1) -> int:
+        """The largest codebook count whose exact total bitrate over ``channels`` channels does not
+        exceed ``kbps`` (at least 1)."""
+        return rates.codebooks_for_kbps(kbps, self.kbps(1), self.n_codebooks, channels)
+
+    def bitrate(self, kbps: Optional[float] = None, n_codebooks: Optional[int] = None,
+                notice: Optional[Callable[[str], None]] = None) -> rates.Bitrate:
+        """What ``--kbps`` (a file's total rate) or ``--n-codebooks`` asks of this model, per channel
+        count (:class:`dacli.rates.Bitrate`)."""
+        return rates.Bitrate(self.kbps(1), self.n_codebooks, kbps, n_codebooks, notice)
 
     @property
     def device(self) -> torch.device:
