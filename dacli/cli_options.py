@@ -63,7 +63,9 @@ WINDOW = click.option("--window-seconds", "--chunk-seconds", "window_seconds", t
                            "results do not (docs/PERFORMANCE.md for the other precisions). --chunk-seconds is "
                            "the same option.")
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
-OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them; an "
+                                                           "encoded one made with another model or codebook count "
+                                                           "fails, left as it is).")
 SHARD = click.option("--shard", metavar="K/N", help="Process only the K-th of N deterministic shares of the "
                                                     "files (for job arrays).")
 KBPS = click.option("--kbps", type=float, callback=positive("--kbps"),
@@ -72,6 +74,6 @@ KBPS = click.option("--kbps", type=float, callback=positive("--kbps"),
                          "model). Below one codebook is refused; above the model's highest, the highest is used "
                          "with a notice.")
 N_CODEBOOKS = click.option("--n-codebooks", type=int, callback=positive("--n-codebooks", True),
-                           help="Number of codebooks to keep (default: all).")
+                           help="Codebooks to keep, per channel (default: all).")
 MODEL_RUN = _options(MODEL, DEVICE, PRECISION)
 BATCH = _options(WINDOW, OVERWRITE, SHARD, QUIET)
