@@ -67,8 +67,10 @@ def run(name, precision, seconds, music, lookahead=True):
     frame_ms = 1e3 * m.hop_length / m.sample_rate
     plain_dec, _ = best(lambda: m.decode(m.encode(x[:, :m.hop_length * 8])), 1)  # warm up
     codes = m.encode(x).numpy()
-    plain_dec, _ = best(lambda: m.decode(codes))
+    plain_dec, plain_y = best(lambda: m.decode(codes))
     plain_enc, _ = best(lambda: m.encode(x))
+    stream_times(lambda: StreamDecoder(m), [codes[:, :, t:t + 8] for t in range(0, codes.shape[-1], 8)])
+    after_dec, after_y = best(lambda: m.decode(codes))  # a stream that has ended leaves the model as it was
     runtime.streamable(m)
     off_dec, ref = best(lambda: m.decode(codes))
     off_enc, ref_codes = best(lambda: m.encode(x))
@@ -76,7 +78,9 @@ def run(name, precision, seconds, music, lookahead=True):
     frames = codes.shape[-1]
     row = {"model": name, "precision": m.precision, "seconds": seconds, "frame_ms": frame_ms,
            "latency_frames": latency_frames(m), "decode_s": off_dec, "encode_s": off_enc,
-           "decode_s_not_streamable": plain_dec, "encode_s_not_streamable": plain_enc, "decode": [], "encode": []}
+           "decode_s_not_streamable": plain_dec, "encode_s_not_streamable": plain_enc,
+           "decode_s_after_a_stream": after_dec, "same_after_a_stream": bool(torch.equal(after_y, plain_y)),
+           "decode": [], "encode": []}
     for n in PUSHES:
         total, lat, first = stream_times(lambda: StreamDecoder(m), [codes[:, :, t:t + n] for t in range(0, frames, n)])
         row["decode"].append({"push_frames": n, "share_of_offline": off_dec / total, "realtime": seconds / total,
@@ -106,6 +110,9 @@ def show(row):
           f"exact latency {row['latency_frames']} frames")
     print(f"  one pass: decode {row['decode_s']:.2f} s, encode {row['encode_s']:.2f} s (before streamable: "
           f"{row['decode_s_not_streamable']:.2f} s, {row['encode_s_not_streamable']:.2f} s)")
+    ratio = row['decode_s_after_a_stream'] / row['decode_s_not_streamable']
+    print(f"  one pass before a stream {row['decode_s_not_streamable']:.2f} s, after it "
+          f"{row['decode_s_after_a_stream']:.2f} s (ratio {ratio:.2f}), the same samples: {row['same_after_a_stream']}")
     for kind in ("decode", "encode"):
         for r in row[kind]:
             extra = f", first audio {r['first_audio_ms']:.0f} ms" if "first_audio_ms" in r else ""

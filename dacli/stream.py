@@ -13,7 +13,7 @@ appended at the end, and a push runs it 'valid' on the inputs it has not yet use
 a fixed number of inputs. A push costs the same whatever came before and the state has a fixed size.
 
 **Exactness.** Each output is the same sum of the same products as in a one-pass run once the model is
-:func:`dacli.runtime.streamable` (the constructors make it so): oneDNN computes an undilated
+:func:`dacli.runtime.streamable` (each stream makes it so while it runs): oneDNN computes an undilated
 convolution the same way whatever stretch of input it is given as long as each row has a number of
 outputs that it computes as it computes long rows (on AVX-512 some numbers below 76 are not; found per
 layer shape and row count, :meth:`dacli.runtime.convs.FastConv.stable_width`) and it is given its zero
@@ -209,10 +209,11 @@ def latency_frames(model) -> int:
     return int(-(-reach(convolutions(model.decoder)) // 1))
 
 
-def _streamable(model):
-    from .runtime import streamable
+def _streaming(model):
+    """The scope in which a stream runs the model streamable (:func:`dacli.runtime.streaming`)."""
+    from .runtime import streaming
     try:
-        return streamable(model)
+        return streaming(model)
     except ValueError as e:
         raise DacliError(str(e)) from None
 
@@ -221,19 +222,21 @@ class StreamDecoder:
     """Decode codes as they come. ``push(codes)`` takes n ≥ 0 new frames, (channels, codebooks, n) (any
     integer array or tensor; (codebooks, n) for one channel), and returns the float32 samples
     (channels, m) that are ready; ``flush()``, once, at the end, the rest. ``n_codebooks``: the codebook
-    count of every push (default: that of the first). The model is made
-    :func:`dacli.runtime.streamable` (in place).
+    count of every push (default: that of the first). While the stream runs the model is
+    :func:`dacli.runtime.streamable` (a scope that ``flush()`` ends: the model is then exactly as it
+    was, its one-pass results and speed included).
 
     ``lookahead``: frames the stream waits for before it plays a frame. None (the default) or
     :func:`latency_frames` and more: only final samples are returned, and everything returned, in
-    order, equals ``model.decode`` of all the codes bit for bit in float32, however they were split.
+    order, equals the streamable model's ``decode`` of all the codes bit for bit in float32 (the plain
+    model's within float32 rounding), however they were split.
     Fewer (0 … latency − 1): after N frames the samples up to frame N − lookahead are returned, the
     ones not yet final as the decoder would end them if the stream ended there (its zero padding in
     place of the frames to come): less delay, audio that deviates from the offline decode near every
     push (docs/PERFORMANCE.md, Streaming, tables by how much)."""
 
     def __init__(self, model, n_codebooks: Optional[int] = None, lookahead: Optional[int] = None):
-        self.model = _streamable(model)
+        self.model = model
         self.n_codebooks = None if n_codebooks is None else model.check_n_codebooks(n_codebooks)
         self.latency = latency_frames(model)
         if lookahead is not None and (isinstance(lookahead, bool) or not isinstance(lookahead, (int, np.integer))
@@ -242,6 +245,7 @@ class StreamDecoder:
         if lookahead is not None and lookahead > self.latency:
             raise DacliError(f"lookahead must be 0 … {self.latency} frames (the exact one), got {lookahead}")
         self.lookahead = self.latency if lookahead is None else int(lookahead)
+        self._scope = _streaming(model)  # last: nothing above may fail with the model changed
         self._ops = _ops(model.decoder.inner.model)
         self.channels: Optional[int] = None
         self.frames = 0    # frames pushed
@@ -299,10 +303,13 @@ class StreamDecoder:
         if self.ended:
             raise DacliError("flush: the stream has already ended")
         self.ended = True
-        if self.channels is None:  # nothing was pushed
-            return np.zeros((0, 0), np.float32)
-        empty = np.zeros((self.channels, self.n_codebooks or 1, 0), np.int32)
-        return self._out(self._decode(self._ops, empty, last=True), last=True)
+        try:
+            if self.channels is None:  # nothing was pushed
+                return np.zeros((0, 0), np.float32)
+            empty = np.zeros((self.channels, self.n_codebooks or 1, 0), np.int32)
+            return self._out(self._decode(self._ops, empty, last=True), last=True)
+        finally:
+            self._scope.close()
 
 
 class StreamEncoder:
@@ -311,16 +318,18 @@ class StreamEncoder:
     n_codebooks, m) that are final now; ``flush()``, once, at the end, the rest (the last frame padded
     with zeros, as ``model.encode`` pads). Everything returned, in order, equals ``model.encode`` of all
     the samples times the gain, exactly in float32, however they were split. A live stream cannot be
-    loudness-normalised before it ends: ``gain_db`` is fixed (0: as they come). The model is made
-    :func:`dacli.runtime.streamable` (in place)."""
+    loudness-normalised before it ends: ``gain_db`` is fixed (0: as they come). While the stream runs
+    the model is :func:`dacli.runtime.streamable` (a scope that ``flush()`` ends, as for
+    :class:`StreamDecoder`); the codes are the streamable model's ``encode``."""
 
     def __init__(self, model, n_codebooks: Optional[int] = None, gain_db: float = 0.0):
         from .audio import db_to_gain
-        self.model = _streamable(model)
+        self.model = model
         self.n_codebooks = model.check_n_codebooks(n_codebooks)
         if not np.isfinite(gain_db):
             raise DacliError(f"gain_db must be a finite number of dB, got {gain_db}")
         self.gain = np.float32(db_to_gain(gain_db))
+        self._scope = _streaming(model)
         self._ops = _ops(model.encoder.inner.block)
         self.channels: Optional[int] = None
         self.received = 0
@@ -367,7 +376,10 @@ class StreamEncoder:
         if self.ended:
             raise DacliError("flush: the stream has already ended")
         self.ended = True
-        if self.channels is None:
-            return np.zeros((0, self.n_codebooks, 0), np.int32)
-        pad = -self.received % self.model.hop_length  # model.encode's padding to whole frames
-        return self._encode(np.zeros((self.channels, pad), np.float32), last=True)
+        try:
+            if self.channels is None:
+                return np.zeros((0, self.n_codebooks, 0), np.int32)
+            pad = -self.received % self.model.hop_length  # model.encode's padding to whole frames
+            return self._encode(np.zeros((self.channels, pad), np.float32), last=True)
+        finally:
+            self._scope.close()

@@ -266,3 +266,30 @@ def test_streamed_decode_in_bfloat16_stays_within_its_bound(precision):
     worst = max(float(np.abs(decode_streamed(m, codes.numpy(), sizes) - ref).max())
                 for sizes in (splits(codes.shape[-1], rng)[k] for k in ("one", "random")))
     assert worst <= STREAM_BOUNDS[precision, native_bf16("cpu")], (precision, worst)
+
+
+def test_a_stream_leaves_the_model_exactly_as_it_was():
+    """A stream runs its model streamable only while it runs: after flush() the same codes decode to
+    the same samples, bit for bit, as before it; what it returned is the streamable decode. Scopes of
+    one model nest, and a model made streamable for good stays so."""
+    m = dacli.load_model(FIXTURES / "tiny44.pth", "cpu", "fp32")
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, m.codebook_size, (2, m.n_codebooks, 30))
+    audio = (0.1 * rng.standard_normal((1, 30 * m.hop_length))).astype(np.float32)
+    before, codes_before = m.decode(codes).numpy(), m.encode(audio).numpy()
+    with runtime.streaming(m):
+        ref, ref_codes = m.decode(codes).numpy(), m.encode(audio).numpy()
+    assert not np.array_equal(ref, before)  # the streamable model computes by float32 rounding otherwise
+    outer = StreamDecoder(m)
+    y = decode_streamed(m, codes, [7, 1, 9, 13])  # a second stream while the first is open
+    assert np.array_equal(y, ref) and m.streamable
+    first = np.concatenate([outer.push(codes[:, :, :11]), outer.push(codes[:, :, 11:]), outer.flush()], -1)
+    assert np.array_equal(first, ref)
+    enc = StreamEncoder(m)
+    got = np.concatenate([enc.push(audio[:, :999]), enc.push(audio[:, 999:]), enc.flush()], -1)
+    assert np.array_equal(got, ref_codes)
+    assert not m.streamable and m.quantizer.table is None
+    assert np.array_equal(m.decode(codes).numpy(), before) and np.array_equal(m.encode(audio).numpy(), codes_before)
+    with runtime.streaming(m):
+        runtime.streamable(m)  # for good, inside a scope: leaving it keeps the model streamable
+    assert m.streamable and np.array_equal(m.decode(codes).numpy(), ref)

@@ -2,7 +2,8 @@
 by replacing modules in place, and owns the settings that touch the whole process.
 
 - :mod:`.engine`: :func:`prepare` — what is replaced by what, and the layout it runs in;
-  :func:`streamable` — the same samples whatever the stretch they are computed in (streaming);
+  :func:`streamable` — the same samples whatever the stretch they are computed in (streaming), for
+  good, or for a scope (:func:`streaming`);
 - :mod:`.convs`: convolutions with folded weight norm on channels-last tensors (oneDNN);
 - :mod:`.snake`: Snake by the C kernel (``dacli/_snake.c``), for inference and for training;
 - :mod:`.hardware`: the device, the CPU's features, and which precision runs;
@@ -24,3 +25,10 @@ def streamable(model):
     see :func:`dacli.runtime.engine.streamable`."""
     from .engine import streamable as make_streamable
     return make_streamable(model)
+
+
+def streaming(model):
+    """:func:`streamable` for a scope, after which the model is exactly as it was (``with
+    dacli.runtime.streaming(model): ...``, or ``close()``); see :class:`dacli.runtime.engine.Streaming`."""
+    from .engine import Streaming
+    return Streaming(model)

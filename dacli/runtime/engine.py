@@ -235,8 +235,8 @@ def streamable(model: DAC) -> DAC:
     Its results move from the unfolded model's by float32 rounding only (decoded audio by 3.1e-7 at most,
     codes not at all, measured on 2 s of music with the bundled and full-size models);
     it encodes and decodes a little slower (docs/PERFORMANCE.md, Streaming)."""
-    if not isinstance(model.decoder, ChannelsLast):
-        raise ValueError("only a prepared model (dacli.load_model, dacli.runtime.prepare) can stream")
+    _check_prepared(model)
+    model._streaming_saved = None  # type: ignore[assignment]  # asked for for good: no open scope undoes it
     if not getattr(model, "streamable", False):
         for m in model.modules():
             if isinstance(m, (FastConv1d, FastConvTranspose1d)):
@@ -245,3 +245,50 @@ def streamable(model: DAC) -> DAC:
         model.quantizer.tabulate()  # type: ignore[operator]
         model.streamable = True  # type: ignore[assignment]
     return model
+
+
+def _check_prepared(model: DAC) -> None:
+    if not isinstance(model.decoder, ChannelsLast):
+        raise ValueError("only a prepared model (dacli.load_model, dacli.runtime.prepare) can stream")
+
+
+class Streaming:
+    """A model made :func:`streamable` for as long as this scope is open, then exactly as it was: its
+    convolutions' settings, their packed weights and the quantizer's table put back, so its one-pass
+    results and speed are those it had before (a model made streamable for good stays so). Scopes of
+    one model nest: the last one closed restores it. ``close()`` (or leaving a ``with`` block) ends it;
+    a :class:`dacli.StreamDecoder` opens one when it starts and closes it at ``flush()``."""
+
+    def __init__(self, model: DAC) -> None:
+        _check_prepared(model)
+        self.model, self.open = model, True
+        scopes = getattr(model, "_streaming_scopes", 0)
+        if scopes == 0 and not getattr(model, "streamable", False):
+            convs = [m for m in model.modules() if isinstance(m, (FastConv1d, FastConvTranspose1d))]
+            saved = ([(c, c.fold, c.pack, {k: list(v) for k, v in c._packs.items()}) for c in convs],
+                     model.quantizer.table)
+            streamable(model)
+            model._streaming_saved = saved  # type: ignore[assignment]
+        model._streaming_scopes = scopes + 1  # type: ignore[assignment]
+
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        model = self.model
+        scopes = getattr(model, "_streaming_scopes") - 1
+        model._streaming_scopes = scopes  # type: ignore[assignment]
+        saved = getattr(model, "_streaming_saved", None)
+        if scopes == 0 and saved is not None:
+            convs, table = saved
+            for c, fold, pack, packs in convs:
+                c.fold, c.pack, c._packs = fold, pack, packs
+            model.quantizer.table = table
+            model.streamable = False  # type: ignore[assignment]
+            model._streaming_saved = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Streaming":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
