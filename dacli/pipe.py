@@ -104,7 +104,7 @@ def decode(model, src: BinaryIO, dst: BinaryIO, channels: int, n_codebooks: int,
         for codes in read_frames(src, channels, n_codebooks):
             out(stream.push(codes))
     finally:
-        if not stream.ended and stream.channels is not None:
+        if not stream.ended:
             out(stream.flush())  # the audio of every whole frame, whatever stopped the input
         if fmt == "wav" and _seekable(dst):  # a file: its header can say its length
             dst.seek(0)

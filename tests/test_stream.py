@@ -141,16 +141,6 @@ def test_encoder_gain_is_applied_before_the_encoder(models):
     assert np.array_equal(codes, m.encode(x * np.float32(10 ** (6 / 20))).numpy())
 
 
-def held(stream):
-    """Elements of every tensor a stream's layers keep."""
-    total = 0
-    for op in stream._ops:
-        for part in [op] + getattr(op, "head", []) + ([op.frames] if hasattr(op, "frames") else []):
-            for v in vars(part).values():
-                total += v.numel() if isinstance(v, torch.Tensor) else 0
-    return total
-
-
 def test_a_push_keeps_a_fixed_state_and_returns_as_it_goes(models):
     m = models("bundled")
     codes = np.random.default_rng(3).integers(0, m.codebook_size, (1, m.n_codebooks, 400))
@@ -158,7 +148,7 @@ def test_a_push_keeps_a_fixed_state_and_returns_as_it_goes(models):
     for t in range(400):
         returned += stream.push(codes[:, :, t:t + 1]).shape[-1]
         if t in (99, 199, 399):
-            sizes.append(held(stream))
+            sizes.append(stream.held())
             # what is final lags the frames pushed by at most the latency, whatever came before
             assert (t + 1 - latency_frames(m)) * m.hop_length <= returned <= (t + 1) * m.hop_length
     assert sizes[0] == sizes[1] == sizes[2]
@@ -293,3 +283,79 @@ def test_a_stream_leaves_the_model_exactly_as_it_was():
     with runtime.streaming(m):
         runtime.streamable(m)  # for good, inside a scope: leaving it keeps the model streamable
     assert m.streamable and np.array_equal(m.decode(codes).numpy(), ref)
+
+
+def test_many_streams_each_give_what_they_give_alone(models):
+    """streams=N: any subset pushed at a time, mono and stereo and codebook counts mixed, a stream ended
+    and its slot started again, bad pushes refused without moving any stream: each stream's samples
+    are its own decode, bit for bit."""
+    m = models("tiny44")
+    rng = np.random.default_rng(9)
+
+    def codes(channels, books, frames):
+        return rng.integers(0, m.codebook_size, (channels, books, frames))
+
+    inputs = {0: codes(1, 9, 30), 1: codes(2, 9, 25), 2: codes(1, 4, 20), 3: codes(2, 9, 12)}
+    later = codes(1, 6, 15)  # slot 3 again, once its first stream has ended
+    dec, got, at = StreamDecoder(m, streams=4), {k: [] for k in inputs}, {k: 0 for k in inputs}
+    got["later"] = []
+    while any(at[k] < v.shape[-1] for k, v in inputs.items()):
+        push = {}
+        for k, v in inputs.items():
+            if at[k] < v.shape[-1] and rng.random() < 0.7:
+                n = int(rng.integers(0, 5))
+                push[k], at[k] = v[:, :, at[k]:at[k] + n], at[k] + n
+        for k, y in dec.push(push).items():
+            assert y.shape[-1] > 0
+            got[k].append(y)
+        if at[3] >= 12 and "ended" not in at:
+            at["ended"] = 1
+            got[3].append(dec.end(3))
+            with pytest.raises(DacliError, match="has not started"):
+                dec.end(3)
+            got["later"].append(dec.push({3: later[:, :, :7]}).get(3, np.zeros((1, 0), np.float32)))
+        # bad pushes: one line, and no stream moves (the good part of a bad push is not taken either)
+        for bad, message in (({7: inputs[0][:, :, :1]}, "streams are numbered 0 … 3"),
+                             ({0: inputs[0][:, :, :0], 1: codes(1, 9, 2)}, "stream 1: .*channels"),
+                             ({0: codes(1, 5, 1)}, "stream 0: codes: this push has 5 codebooks, the stream 9")):
+            if at[0] and at[1]:
+                with pytest.raises(DacliError, match=message):
+                    dec.push(bad)
+    rest = dec.push({3: later[:, :, 7:]})
+    got["later"] += [rest[3]] if 3 in rest else []
+    ends = dec.flush()
+    assert set(ends) == {0, 1, 2, 3}
+    for k in (0, 1, 2):
+        y = np.concatenate(got[k] + [ends[k]], -1)
+        assert np.array_equal(y, m.decode(inputs[k]).numpy()), k
+    assert np.array_equal(np.concatenate(got[3], -1), m.decode(inputs[3]).numpy())
+    assert np.array_equal(np.concatenate(got["later"] + [ends[3]], -1), m.decode(later).numpy())
+    for late in (lambda: dec.push({0: inputs[0]}), lambda: dec.end(0)):
+        with pytest.raises(DacliError, match="after flush"):
+            late()
+    with pytest.raises(DacliError, match="push {stream: input}"):
+        StreamDecoder(m, streams=2).push(inputs[0])
+    for streams in (0, 1.5, True):
+        with pytest.raises(DacliError, match="streams must be"):
+            StreamDecoder(m, streams=streams)
+
+
+def test_many_encoder_streams_each_give_what_they_give_alone(models):
+    m = models("tiny44")
+    rng = np.random.default_rng(10)
+    audio = {0: rng.standard_normal((1, 9000)).astype(np.float32) * 0.1,
+             1: rng.standard_normal((2, 7000)).astype(np.float32) * 0.1}
+    enc, got, at = StreamEncoder(m, streams=2), {0: [], 1: []}, {0: 0, 1: 0}
+    while any(at[k] < a.shape[-1] for k, a in audio.items()):
+        push = {}
+        for k, a in audio.items():
+            if at[k] < a.shape[-1] and rng.random() < 0.6:
+                n = int(rng.integers(0, 1500))
+                push[k], at[k] = a[:, at[k]:at[k] + n], at[k] + n
+        for k, c in enc.push(push).items():
+            got[k].append(c)
+    got[1].append(enc.end(1))
+    ends = enc.flush()
+    assert set(ends) == {0}
+    assert np.array_equal(np.concatenate(got[0] + [ends[0]], -1), m.encode(audio[0]).numpy())
+    assert np.array_equal(np.concatenate(got[1], -1), m.encode(audio[1]).numpy())
