@@ -4,6 +4,7 @@ by replacing modules in place, and owns the settings that touch the whole proces
 - :mod:`.engine`: :func:`prepare` — what is replaced by what, and the layout it runs in;
   :func:`streamable` — the same samples whatever the stretch they are computed in (streaming), for
   good, or for a scope (:func:`streaming`);
+- :mod:`.stepping`: :class:`~.stepping.Steps` — an encoder or decoder run a push at a time (streaming);
 - :mod:`.convs`: convolutions with folded weight norm on channels-last tensors (oneDNN);
 - :mod:`.snake`: Snake by the C kernel (``dacli/_snake.c``), for inference and for training;
 - :mod:`.hardware`: the device, the CPU's features, and which precision runs;
