@@ -10,6 +10,7 @@ import math
 from fractions import Fraction
 from typing import Callable, Dict, Optional
 
+from .codes import codebook_count
 from .errors import DacliError
 
 
@@ -51,8 +52,8 @@ class Bitrate:
                  n_codebooks: Optional[int] = None, notice: Optional[Callable[[str], None]] = None) -> None:
         if kbps is not None and n_codebooks is not None:
             raise DacliError("give --kbps or --n-codebooks, not both")
-        if n_codebooks is not None and not 1 <= int(n_codebooks) <= n_max:
-            raise DacliError(f"n_codebooks must be 1..{n_max}, got {n_codebooks}")
+        if n_codebooks is not None:
+            codebook_count(n_codebooks, n_max)  # refused outside 1 … n_max
         if kbps is not None and not (math.isfinite(kbps) and kbps > 0):
             raise DacliError(f"--kbps must be a number above zero, not {kbps}")
         self.per_codebook, self.n_max, self.kbps, self.n_codebooks = kbps_per_codebook, n_max, kbps, n_codebooks
