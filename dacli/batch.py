@@ -185,6 +185,22 @@ def check_input(src: Path) -> None:
         raise DacliError(f"{src}: empty file")
 
 
+def checked(pairs: Sequence[Pair], check: Optional[Callable[[Path], None]] = check_input
+            ) -> Tuple[List[Pair], List[Outcome]]:
+    """The pairs whose input passes ``check`` (:func:`check_input`), and a failed outcome for each
+    other: what a run does before it loads a model."""
+    good: List[Pair] = []
+    failed: List[Outcome] = []
+    for src, dst in pairs:
+        try:
+            if check is not None:
+                check(src)
+            good.append((src, dst))
+        except INPUT_ERRORS as e:
+            failed.append(Outcome.failed(src, dst, e))
+    return good, failed
+
+
 def already_done(dst: Path, overwrite: bool) -> bool:
     """Whether ``dst`` exists and stays (no ``overwrite``): an output exists only once complete. The
     temporary files that killed writers left for it are removed (written outputs get this from
@@ -238,14 +254,8 @@ def run(pairs: Sequence[Pair], overwrite: bool, quiet: bool, work: Work, verb: s
             rep.files.update(1)
 
     try:
-        todo = []
-        for src, dst in pairs:
-            try:
-                if check is not None:
-                    check(src)
-                todo.append((src, dst))
-            except INPUT_ERRORS as e:
-                record([Outcome.failed(src, dst, e)])
+        todo, failed = checked(pairs, check)
+        record(failed)
         if todo and start is not None:
             start(rep)
         for src, dst in todo:
@@ -289,12 +299,17 @@ def report_path(output: Path, beside: bool = False) -> Path:
     if not beside:
         output.mkdir(parents=True, exist_ok=True)
         return output / stamp
-    full = output.resolve()
-    if os.access(full.parent, os.W_OK):
-        return full.parent / f"{full.name}.{stamp}"
+    if os.access(output.resolve().parent, os.W_OK):
+        return next_to(output, stamp)
     from .registry import cache_dir
     (cache_dir() / "reports").mkdir(parents=True, exist_ok=True)
-    return cache_dir() / "reports" / f"{full.name}.{stamp}"
+    return cache_dir() / "reports" / f"{output.resolve().name}.{stamp}"
+
+
+def next_to(folder: Path, name: str) -> Path:
+    """Where a file about ``folder`` that must not be inside it goes: ``FOLDER.NAME`` next to it."""
+    full = Path(folder).resolve()
+    return full.parent / f"{full.name}.{name}"
 
 
 def write_report(outcomes: Sequence[Outcome], output: Path, precision: str, seconds: float,

@@ -143,7 +143,7 @@ def encode(inputs, output, kbps, n_codebooks, bandwidth, model_name, device, pre
         run: dict = {}  # what start() makes once the inputs are checked: the model, its bitrate, the tokenizer
         if fmt == "parquet":  # rows named by their paths in the corpus; what a complete shard holds is done
             from . import dataset
-            run["held"], made = dataset.prepare(output), dataset.made_with(output)  # before any input is read
+            run["held"], made = dataset.prepare(output)  # before any input is read
             pairs = shard_of(dataset.row_paths(found), shard)
         else:
             pairs = batch.sharded(found, shard, output, ".dac", DAC_EXTS)

@@ -224,10 +224,11 @@ def made_otherwise(dst: container.PathLike, model: Optional["DAC"], codebooks: U
     if model is not None and h.model_hash.hex() != model.weights_hash:
         return (f"exists, made with model {h.model_name!r} ({h.model_hash.hex()[:12]}), asked {model.name!r} "
                 f"({model.weights_hash[:12]})")
-    if isinstance(codebooks, Bitrate) and not codebooks.fits(h.channels):
-        return f"exists with {h.n_codebooks} codebooks; {codebooks.lowest(h.channels)}"
-    want = codebooks.codebooks(h.channels, quiet=True) if isinstance(codebooks, Bitrate) else codebooks
-    return f"exists with {h.n_codebooks} codebooks, asked {want}" if h.n_codebooks != want else None
+    if isinstance(codebooks, Bitrate):
+        why = codebooks.mismatch(h.channels, h.n_codebooks)
+    else:
+        why = f"with {h.n_codebooks} codebooks, asked {codebooks}" if h.n_codebooks != codebooks else None
+    return f"exists {why}" if why else None
 
 
 def describe_file(path: container.PathLike) -> dict:

@@ -4,7 +4,7 @@ its path relative to the corpus root, its codes as nested int16 lists (channels 
 frames) and every field of its ``.dac`` header.
 
 :class:`ShardWriter` writes shards whole (temporary name, then rename; a shard exists only once
-complete); :func:`held` lists which inputs the complete shards of a folder hold, which is what makes
+complete); :func:`prepare` lists which inputs the complete shards of a folder hold, which is what makes
 a run resumable; :func:`read_dataset` iterates rows back without torch or a model; :func:`describe`
 summarises a folder of shards for ``dacli info``. pyarrow is imported only here.
 """
@@ -214,54 +214,56 @@ def row_names(path: PathLike) -> List[Tuple[str, float]]:
     return [(n, k / r if r else 0.0) for n, k, r in zip(names, t["original_length"], t["original_sample_rate"])]
 
 
-def prepare(out: PathLike) -> Dict[str, Path]:
-    """Before a run writes shards into ``out``: what its complete shards already hold (:func:`held`).
-    Refuses an ``out`` that is a file, or that holds a shard it cannot read; removes the temporary
-    shards of writers that died (SIGKILL, a lost node) on this machine, and moves the reports that
-    earlier versions left among the shards beside the folder."""
+Made = List[Tuple[str, str, str, int, int]]  # (a row's path, model hash, model name, channels, codebooks)
+_MADE = ["path", "model_hash", "model_name", "channels", "n_codebooks"]
+
+
+def prepare(out: PathLike) -> Tuple[Dict[str, Path], Made]:
+    """Before a run writes shards into ``out``, read before it loads its model: what its complete
+    shards already hold (row path → shard: what makes a run resumable) and the settings their rows were made with
+    (one row of each distinct model, channel count and codebook count, for :func:`made_otherwise`).
+    Refuses an ``out`` that is a file, or that holds a shard it cannot read or that is not ours;
+    removes the temporary shards of writers that died (SIGKILL, a lost node) on this machine, and
+    moves the reports that earlier versions left among the shards beside the folder."""
+    from .batch import next_to
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DacliError(f"-o {out}: a token dataset is a folder of shards; give a folder")
     if not out.is_dir():
-        return {}
+        return {}, []
     remove_temporaries(out)
     for old in sorted(out.glob("dacli-report-*.tsv")):
         with contextlib.suppress(OSError):
-            os.replace(old, out.resolve().parent / f"{out.resolve().name}.{old.name}")
-    return held(out)
-
-
-Made = List[Tuple[str, str, str, int, int]]  # (a row's path, model hash, model name, channels, codebooks)
-
-
-def made_with(out: PathLike) -> Made:
-    """The settings the rows of a dataset folder were made with: one row of each distinct (model,
-    channels, codebooks), read before a run loads its model (a shard that is not ours is refused)."""
+            os.replace(old, next_to(out, old.name))
+    holds: Dict[str, Path] = {}
     seen: Dict[Tuple[str, int, int], Tuple[str, str, str, int, int]] = {}
-    for s in shards(out) if Path(out).is_dir() else []:
+    for s in shards(out):
         f = _open(s)
-        cols = ["path", "model_hash", "model_name", "channels", "n_codebooks"]
-        if not set(cols) <= set(f.schema_arrow.names):
+        if "path" not in f.schema_arrow.names:
+            raise ShardError(f"{s}: a Parquet file without dacli's 'path' column")
+        if not set(_MADE) <= set(f.schema_arrow.names):
             raise ShardError(f"{s}: not a shard of dacli's token datasets")
-        t = f.read(columns=cols).to_pydict()
-        for row in zip(*(t[c] for c in cols)):
+        try:
+            t = f.read(columns=_MADE).to_pydict()
+        except Exception as e:
+            raise ShardError(f"{s}: cannot read ({str(e).splitlines()[0][:200]})") from None
+        for row in zip(*(t[c] for c in _MADE)):
+            holds[str(row[0])] = s
             seen.setdefault((row[1], row[3], row[4]), row)
-    return list(seen.values())
+    return holds, list(seen.values())
 
 
 def made_otherwise(out: PathLike, made: Made, model: Any, bitrate: Bitrate) -> None:
-    """Refuse a run into the dataset folder ``out`` whose rows (``made``: :func:`made_with`) were made
+    """Refuse a run into the dataset folder ``out`` whose rows (``made``: :func:`prepare`) were made
     with other weights than ``model`` or another codebook count than ``bitrate`` gives them."""
     for path, h, name, channels, n in made:
         if h != model.weights_hash:
-            why = f"holds {path} made with model {name!r} ({h[:12]}), asked {model.name!r} ({model.weights_hash[:12]})"
-        elif not bitrate.fits(channels):
-            why = f"holds {path} with {n} codebooks; {bitrate.lowest(channels)}"
-        elif n != bitrate.codebooks(channels, quiet=True):
-            why = f"holds {path} with {n} codebooks, asked {bitrate.codebooks(channels, quiet=True)}"
+            why = f"made with model {name!r} ({h[:12]}), asked {model.name!r} ({model.weights_hash[:12]})"
         else:
-            continue
-        raise DacliError(f"{out}: {why}; encode into another folder (a dataset holds one model and one bitrate)")
+            why = bitrate.mismatch(channels, n)  # type: ignore[assignment]
+        if why:
+            raise DacliError(f"{out}: holds {path} {why}; encode into another folder (a dataset holds one "
+                             "model and one bitrate)")
 
 
 def remove_temporaries(out: PathLike) -> None:
@@ -295,16 +297,6 @@ def stored(shard: PathLike, srcs: Dict[str, str]) -> List[Outcome]:
     t = f.read(columns=["path", "original_length", "original_sample_rate"]).to_pydict()
     return [Outcome(srcs.get(p, p), str(shard), "ok", seconds=n / r)
             for p, n, r in zip(t["path"], t["original_length"], t["original_sample_rate"])]
-
-
-def held(folder: PathLike) -> Dict[str, Path]:
-    """relative path → the complete shard that holds it, over every shard of ``folder`` (refuses a
-    folder with a shard it cannot read: a run must not append to what it cannot check)."""
-    out: Dict[str, Path] = {}
-    for s in shards(folder) if Path(folder).is_dir() else []:
-        for p in paths(s):
-            out[p] = s
-    return out
 
 
 def _row_codes(col, i: int, name: str) -> np.ndarray:

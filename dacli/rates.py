@@ -87,6 +87,14 @@ class Bitrate:
                         f"using {self.total(channels, self.n_max):.3f} kbps ({self.n_max} codebooks)")
         return min(n, self.n_max)
 
+    def mismatch(self, channels: int, n: int) -> Optional[str]:
+        """How ``n`` codebooks on ``channels`` channels (a file made earlier) differ from what this rate
+        gives them ("with 9 codebooks, asked 3"), or None when they are the same."""
+        if not self.fits(channels):
+            return f"with {n} codebooks; {self.lowest(channels)}"
+        want = self.codebooks(channels, quiet=True)
+        return f"with {n} codebooks, asked {want}" if n != want else None
+
     def total(self, channels: int, n: int) -> float:
         """The exact total rate of ``n`` codebooks on ``channels`` channels, in kbps."""
         return self.per_codebook * n * channels

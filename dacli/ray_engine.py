@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from . import batch, codec, container, rates, registry
+from . import batch, codec, container, registry
 from .errors import DacliError, first_line
 from .outcome import FAILED, ROW, Outcome
 
@@ -131,30 +131,20 @@ def encode_corpus(inputs: Sequence[Union[str, Path]], output: Union[str, Path], 
     if fmt == "parquet":
         if overwrite:
             raise DacliError("--overwrite does not apply to --format parquet")
-        held, made = dataset.prepare(output), dataset.made_with(output)  # before any input is read
+        held, made = dataset.prepare(output)  # before any input is read
         pairs = shard_of(dataset.row_paths(found), shard)
     else:
         pairs = batch.sharded(found, shard, output, ".dac", batch.DAC_EXTS)
     if not pairs:
         raise DacliError("no input files found (or none in this --shard)")
-    outcomes: List[Outcome] = []
-    checked = []
-    for src, dst in pairs:  # every input exists, is readable and holds something before a model loads
-        try:
-            batch.check_input(src)
-            checked.append((src, dst))
-        except (DacliError, OSError) as e:
-            outcomes.append(Outcome.failed(src, dst, e))
+    checked, outcomes = batch.checked(pairs)  # every input there, readable, not empty before a model loads
     device = "cuda" if gpus_per_worker > 0 else "cpu"
     from .runtime.hardware import resolve_precision
     resolved = resolve_precision(precision, "cpu") if device == "cpu" else precision  # once, for every worker
     plain = registry.load_model(model, "cpu", "fp32")  # checks the name, and the bitrate, before Ray starts
-    bitrate = plain.bitrate(kbps, n_codebooks)
-    if not bitrate.fits(1):
-        raise DacliError(bitrate.lowest(1))
-    if kbps is not None and not quiet and bitrate.codebooks(1, quiet=True) < rates.codebooks_fitting(kbps, plain.kbps(1)):
-        batch.message(f"dacli: --kbps {kbps:g} is above the model's highest rate for mono: mono files use "
-                      f"{plain.kbps():.3f} kbps ({plain.n_codebooks} codebooks)")
+    # mono files get the most codebooks: refused here if none fit, the notice here if the rate is capped
+    plain.bitrate(kbps, n_codebooks, None if quiet else lambda m: batch.message(f"dacli: {m}")).codebooks(1)
+    bitrate = plain.bitrate(kbps, n_codebooks)  # the workers': they print nothing
     bandwidth = codec.check_bandwidth(bandwidth, plain.sample_rate)
     if fmt == "parquet":
         dataset.made_otherwise(output, made, plain, bitrate)
