@@ -2,6 +2,7 @@
 the same codes and audio in the same run.
 
     python benchmarks/streaming.py [--seconds 10] [--models dacli-44khz 44khz-8kbps] [--out FILE.json]
+                                   [--streams 1 4 8 16 64] [--streams-only]
 
 For each model (the bundled one, the full-size 44.1 kHz architecture with random weights) in the default
 precision of this machine and in fp32: real audio (tests/fixtures/music20s.flac) encoded to codes;
@@ -11,7 +12,11 @@ a push carries, time to first audio (each after a short stream of the same pushe
 StreamEncoder (pushes of 1 … 32 frames of samples)
 against ``model.encode``; and for the trained model, for every lookahead 0 … exact, the streamed
 audio's deviation from the offline decode (SNR, max abs, mel distance). Also the one-pass decode and encode of the model before it
-is made streamable, the price of streamability. Run it on an idle machine.
+is made streamable, the price of streamability. Then the streams axis: N streams (``--streams``) of
+different music decoded by one ``StreamDecoder(m, streams=N)``, every push carrying pushes of 1, 4 or 8
+frames of all N: aggregate real-time factor (stream-seconds per second), push latency p50/p99 against
+the audio a push carries, and the share of the one-pass throughput (``model.decode`` of the model as
+loaded). ``--streams-only`` runs just that axis. Run it on an idle machine.
 """
 
 import argparse
@@ -30,6 +35,7 @@ from dacli.stream import StreamDecoder, StreamEncoder, latency_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 PUSHES = (1, 2, 4, 8, 32)
+AXIS_PUSHES = (1, 4, 8)
 
 
 def best(f, runs=3):
@@ -55,19 +61,38 @@ def stream_times(make, pieces):
         t = time.perf_counter()
         out = stream.push(piece)
         lat.append(time.perf_counter() - t)
-        if first is None and out.shape[-1]:
+        if first is None and (len(out) if isinstance(out, dict) else out.shape[-1]):
             first = i + 1
     stream.flush()
     return time.perf_counter() - t0, np.array(lat), first
 
 
-def run(name, precision, seconds, music, lookahead=True):
+def streams_axis(m, codes, seconds, one_pass, streams):
+    """Each N of ``streams``, each push size of AXIS_PUSHES: N streams (the codes rotated, so each
+    stream plays other music) pushed together through one StreamDecoder."""
+    rows, frame_ms, frames = [], 1e3 * m.hop_length / m.sample_rate, codes.shape[-1]
+    for n_streams in streams:
+        each = [np.roll(codes, 37 * k, -1) for k in range(n_streams)]
+        for n in AXIS_PUSHES:
+            pieces = [{k: c[:, :, t:t + n] for k, c in enumerate(each)} for t in range(0, frames, n)]
+            total, lat, _ = stream_times(lambda: StreamDecoder(m, streams=n_streams), pieces)
+            rows.append({"streams": n_streams, "push_frames": n, "realtime": n_streams * seconds / total,
+                         "share_of_one_pass": n_streams * one_pass / total,
+                         "p50_ms": 1e3 * float(np.percentile(lat, 50)), "p99_ms": 1e3 * float(np.percentile(lat, 99)),
+                         "audio_per_push_ms": n * frame_ms})
+    return rows
+
+
+def run(name, precision, seconds, music, lookahead=True, streams=(), streams_only=False):
     m = bench.make_model(name, "cpu", precision)
     x = music[:int(seconds * m.sample_rate)][None]
     frame_ms = 1e3 * m.hop_length / m.sample_rate
     plain_dec, _ = best(lambda: m.decode(m.encode(x[:, :m.hop_length * 8])), 1)  # warm up
     codes = m.encode(x).numpy()
     plain_dec, plain_y = best(lambda: m.decode(codes))
+    if streams_only:
+        return {"model": name, "precision": m.precision, "seconds": seconds, "frame_ms": frame_ms,
+                "decode_s_not_streamable": plain_dec, "streams": streams_axis(m, codes, seconds, plain_dec, streams)}
     plain_enc, _ = best(lambda: m.encode(x))
     stream_times(lambda: StreamDecoder(m), [codes[:, :, t:t + 8] for t in range(0, codes.shape[-1], 8)])
     after_dec, after_y = best(lambda: m.decode(codes))  # a stream that has ended leaves the model as it was
@@ -102,12 +127,23 @@ def run(name, precision, seconds, music, lookahead=True):
         row["lookahead"].append({"frames": la, "ms": la * frame_ms, "snr_db": float(min(snr, 300.0)),
                                  "max_abs": float(np.abs(err).max()),
                                  "mel_distance": mel, "exact": bool((err == 0).all())})
+    row["streams"] = streams_axis(m, codes, seconds, plain_dec, streams)
     return row
 
 
+def show_streams(row):
+    print(f"  streams (one pass as loaded: {row['decode_s_not_streamable']:.2f} s for {row['seconds']:g} s):")
+    for r in row["streams"]:
+        print(f"  {r['streams']:3d} streams, pushes of {r['push_frames']} frames: {r['realtime']:6.2f}x real time "
+              f"in all, {r['share_of_one_pass']:.2f} of one pass, push p50 {r['p50_ms']:.1f} ms p99 "
+              f"{r['p99_ms']:.1f} ms (audio per push {r['audio_per_push_ms']:.1f} ms)")
+
+
 def show(row):
-    print(f"\n{row['model']} ({row['precision']}), {row['seconds']:g} s of music, frame {row['frame_ms']:.1f} ms, "
-          f"exact latency {row['latency_frames']} frames")
+    print(f"\n{row['model']} ({row['precision']}), {row['seconds']:g} s of music, frame {row['frame_ms']:.1f} ms")
+    if "decode" not in row:
+        return show_streams(row)
+    print(f"  exact latency {row['latency_frames']} frames")
     print(f"  one pass: decode {row['decode_s']:.2f} s, encode {row['encode_s']:.2f} s (before streamable: "
           f"{row['decode_s_not_streamable']:.2f} s, {row['encode_s_not_streamable']:.2f} s)")
     ratio = row['decode_s_after_a_stream'] / row['decode_s_not_streamable']
@@ -122,6 +158,7 @@ def show(row):
     for r in row["lookahead"]:
         print(f"  lookahead {r['frames']:2d} ({r['ms']:5.1f} ms): SNR {r['snr_db']:6.1f} dB, max abs {r['max_abs']:.2e}, "
               f"mel distance {r['mel_distance']:.4f}{' (exact)' if r['exact'] else ''}")
+    show_streams(row)
 
 
 def main():
@@ -131,6 +168,9 @@ def main():
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-lookahead", nargs="*", default=["44khz-8kbps"], metavar="MODEL",
                     help="models without the lookahead table (random weights: their deviation means little)")
+    ap.add_argument("--streams", nargs="*", type=int, default=[1, 4, 8, 16, 64], metavar="N",
+                    help="stream counts of the streams axis (none: skip it)")
+    ap.add_argument("--streams-only", action="store_true", help="only the one pass and the streams axis")
     args = ap.parse_args()
     machine = bench.machine()
     print("machine:", bench.describe_machine(machine))
@@ -140,7 +180,8 @@ def main():
     rows = []
     for name in args.models:
         for precision in dict.fromkeys([default, "fp32"]):
-            rows.append(run(name, precision, args.seconds, music, name not in args.no_lookahead))
+            rows.append(run(name, precision, args.seconds, music, name not in args.no_lookahead,
+                            args.streams, args.streams_only))
             show(rows[-1])
     if args.out:
         args.out.write_text(json.dumps({"machine": machine, "runs": rows}, indent=1))

@@ -4,19 +4,13 @@ Everything returned equals the streamable model's one-pass ``decode`` / ``encode
 float32, however the input was split. One object carries any number of streams (``streams=N``): each
 is pushed, ended and restarted on its own, and gives what it would give alone.
 
-**Per-layer state.** :class:`dacli.runtime.stepping.Steps` runs an encoder or decoder a push at a time,
-each layer keeping only the inputs its next outputs need: a push costs the same whatever came before
-and the state has a fixed size.
+**Per-layer state.** :class:`dacli.runtime.stepping.Steps` runs an encoder or decoder a push at a time
+for all the streams of one object, each layer keeping per stream only the inputs its next outputs need:
+a push costs the same whatever came before, the state has a fixed size, and the streams of a push
+that are in the same state and push as many frames run through each layer in one call.
 
-**Exactness.** Each output is the same sum of the same products as in a one-pass run once the model is
-:func:`dacli.runtime.streamable` (each stream object makes it so while it runs): oneDNN computes an
-undilated convolution the same way whatever stretch of input it is given as long as each row has a
-number of outputs that it computes as it computes long rows (on AVX-512 some numbers below 76 are not;
-found per layer shape and row count, :meth:`dacli.runtime.convs.FastConv.stable_width`) and it is given
-its zero padding as samples, and a 1x1 one for any length, so streamable models pad in place and compute
-rows of such lengths, run their dilated convolutions undilated on the folded signal and their transposed
-ones as one 1x1 product, and take latents from a table (``tests/test_stream.py`` checks it for every
-split tried, every architecture, on the CPU the tests run on).
+**Exactness.** Why the outputs are the one pass's bit for bit, alone or beside other streams, and
+where they are not (``mixed``, ``bf16``): docs/PERFORMANCE.md, "Exactness".
 
 **Latency.** A decoded sample is final once every convolution on its path has its right-hand inputs:
 the decoder's right reach, :func:`latency_frames` (10 frames, 116 ms, for the 44.1 kHz
@@ -44,16 +38,18 @@ class _Streams:
     ``end``; a push of several streams is checked whole before any of them moves (a bad one leaves
     every stream as it was); the model streamable from the start until ``flush()``."""
 
-    def __init__(self, model, streams: int) -> None:
+    def __init__(self, model, streams: int, coder: str) -> None:
         if isinstance(streams, bool) or not isinstance(streams, (int, np.integer)) or streams < 1:
             raise DacliError(f"streams must be a whole number from 1, got {streams!r}")
         from .runtime import streaming
+        from .runtime.stepping import Steps
+        self.model, self.streams, self.ended = model, int(streams), False
+        self._slots: Dict[int, Any] = {}
         try:
+            self.steps = Steps(getattr(model, coder))  # one for all streams: a push runs them together
             self._scope = streaming(model)  # last in a constructor: nothing after it may fail
         except ValueError as e:
             raise DacliError(str(e)) from None
-        self.model, self.streams, self.ended = model, int(streams), False
-        self._slots: Dict[int, Any] = {}
 
     def _key(self, k) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < self.streams:
@@ -70,12 +66,10 @@ class _Streams:
                 checked[k] = self._check(self._slots.get(k), item)
             except DacliError as e:
                 raise DacliError(f"stream {k}: {e}" if self.streams > 1 else str(e)) from None
-        out = {}
         for k, a in checked.items():
             if k not in self._slots:
                 self._slots[k] = self._start(a)
-            out[k] = self._step(self._slots[k], a)
-        return out
+        return self._step(checked)
 
     def end(self, stream: int) -> np.ndarray:
         """That stream's rest; its slot is free, and its next push starts a new stream."""
@@ -84,7 +78,7 @@ class _Streams:
         k = self._key(stream)
         if k not in self._slots:
             raise DacliError(f"end({k}): stream {k} has not started")
-        return self._finish(self._slots.pop(k))
+        return self._finish({k: self._slots.pop(k)})[k]
 
     def held(self, stream: int = 0) -> int:
         """Elements of the tensors a started stream keeps between pushes (the same after any number of
@@ -92,7 +86,7 @@ class _Streams:
         k = self._key(stream)
         if k not in self._slots:
             raise DacliError(f"stream {k} has not started")
-        return self._slots[k].steps.held()
+        return self.steps.held(k)
 
     def flush(self):
         """Ends every stream → the rest of each (``streams=1``: that stream's rest, as an array; more:
@@ -101,25 +95,27 @@ class _Streams:
             raise DacliError("flush: the stream has already ended")
         self.ended = True
         try:
+            slots, self._slots = self._slots, {}
+            rests = self._finish(dict(sorted(slots.items()))) if slots else {}
             if self.streams == 1:
-                slot = self._slots.pop(0, None)
-                return self._finish(slot) if slot is not None else self._nothing()
-            return {k: self._finish(self._slots.pop(k)) for k in sorted(self._slots)}
+                return rests[0] if slots else self._nothing()
+            return rests
         finally:
             self._scope.close()
 
     # what each kind of stream does: check an input against its slot (None: not started), start a slot,
-    # push into it, end it, and what flush() gives when nothing was pushed
+    # push into started slots ({stream: input} → {stream: output}), end slots ({stream: slot} → {stream:
+    # rest}), and what flush() gives when nothing was pushed
     def _check(self, slot: Any, item: Any) -> np.ndarray:
         raise NotImplementedError
 
     def _start(self, a: np.ndarray) -> Any:
         raise NotImplementedError
 
-    def _step(self, slot: Any, a: np.ndarray) -> np.ndarray:
+    def _step(self, items: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
         raise NotImplementedError
 
-    def _finish(self, slot: Any) -> np.ndarray:
+    def _finish(self, slots: Dict[int, Any]) -> Dict[int, np.ndarray]:
         raise NotImplementedError
 
     def _nothing(self) -> np.ndarray:
@@ -134,8 +130,8 @@ class _Streams:
 
 
 class _DecodeSlot:
-    def __init__(self, steps, channels: int, n_codebooks: int) -> None:
-        self.steps, self.channels, self.n_codebooks = steps, channels, n_codebooks
+    def __init__(self, channels: int, n_codebooks: int) -> None:
+        self.channels, self.n_codebooks = channels, n_codebooks
         self.frames = 0    # frames pushed
         self.final = 0     # samples final (computed by the real stream)
         self.returned = 0  # samples returned (ahead of final where lookahead < latency)
@@ -173,7 +169,7 @@ class StreamDecoder(_Streams):
         if lookahead is not None and lookahead > self.latency:
             raise DacliError(f"lookahead must be 0 … {self.latency} frames (the exact one), got {lookahead}")
         self.lookahead = self.latency if lookahead is None else int(lookahead)
-        super().__init__(model, streams)
+        super().__init__(model, streams, "decoder")
 
     def _check(self, slot: Optional[_DecodeSlot], codes) -> np.ndarray:
         c = codes_type.as_array(codes)
@@ -184,43 +180,71 @@ class StreamDecoder(_Streams):
         return c
 
     def _start(self, c: np.ndarray) -> _DecodeSlot:
-        from .runtime.stepping import Steps
-        return _DecodeSlot(Steps(self.model.decoder), c.shape[0], c.shape[1])
+        return _DecodeSlot(c.shape[0], c.shape[1])
 
-    def _decode(self, steps, c: np.ndarray, last: bool) -> np.ndarray:
+    def _decode(self, codes: Dict[int, np.ndarray], last: bool) -> Dict[int, np.ndarray]:
+        """The samples the codes of each slot make final, all slots in one push of the layers (the
+        codes of slots alike turned to latents in one call)."""
         import torch
-        m = self.model
+        m, z = self.model, {}  # type: Any, Dict[int, Any]
+        alike: Dict[tuple, list] = {}
+        for k, c in codes.items():
+            alike.setdefault(c.shape[1:], []).append(k)
         with torch.inference_mode():
-            if c.shape[-1]:
-                z = m.quantizer.from_codes(torch.from_numpy(c).long().to(m.device))
-            else:
-                z = torch.zeros(c.shape[0], steps.in_channels, 0, device=m.device)
-            return steps.push(z, last)[:, 0].cpu().numpy()
+            for (_, n), ks in alike.items():
+                if not n:
+                    z.update((k, torch.zeros(codes[k].shape[0], self.steps.in_channels, 0, device=m.device)) for k in ks)
+                    continue
+                both = np.concatenate([codes[k] for k in ks]) if len(ks) > 1 else codes[ks[0]]
+                latents, start = m.quantizer.from_codes(torch.from_numpy(both).long().to(m.device)), 0
+                for k in ks:
+                    z[k], start = latents[start:start + codes[k].shape[0]], start + codes[k].shape[0]
+            out = self.steps.push(z, last=list(z) if last else ())
+            return {k: y[:, 0].cpu().numpy() for k, y in out.items()}
 
-    def _out(self, s: _DecodeSlot, y: np.ndarray, last: bool) -> np.ndarray:
-        """Of the next final samples ``y``, those not yet returned; with a short lookahead, then the
-        samples up to its point as ending a copy of the stream gives them."""
-        first, s.final = s.final, s.final + y.shape[-1]
-        parts = [y[:, max(0, s.returned - first):]]
-        s.returned = max(s.returned, s.final)
-        ahead = (s.frames - self.lookahead) * self.model.hop_length
-        if not last and ahead > s.returned:
-            end = self._decode(s.steps.copy(), self._empty(s), last=True)  # samples from `final` on
-            parts.append(end[:, s.returned - s.final:ahead - s.final])
-            s.returned += parts[-1].shape[-1]
-        return np.concatenate(parts, -1) if len(parts) > 1 else parts[0]
+    def _emit(self, ys: Dict[int, np.ndarray], last: bool) -> Dict[int, np.ndarray]:
+        """Of each slot's next final samples, those not yet returned; with a short lookahead, then the
+        samples up to its point as ending a copy of the stream gives them (the copies of all slots
+        that need one ended in one push)."""
+        out, ahead = {}, {}
+        for k, y in ys.items():
+            s = self._slots[k]
+            first, s.final = s.final, s.final + y.shape[-1]
+            out[k] = [y[:, max(0, s.returned - first):]]
+            s.returned = max(s.returned, s.final)
+            end = (s.frames - self.lookahead) * self.model.hop_length
+            if not last and end > s.returned:
+                ahead[k] = end
+        if ahead:
+            for k in ahead:
+                self.steps.copy(k, -1 - k)  # slots below 0: copies of stream k
+            tails = self._decode({-1 - k: self._empty(self._slots[k]) for k in ahead}, last=True)
+            for k, end in ahead.items():
+                self.steps.end(-1 - k)
+                s = self._slots[k]
+                out[k].append(tails[-1 - k][:, s.returned - s.final:end - s.final])
+                s.returned += out[k][-1].shape[-1]
+        return {k: np.concatenate(parts, -1) if len(parts) > 1 else parts[0] for k, parts in out.items()}
 
     def _empty(self, s: _DecodeSlot) -> np.ndarray:
         return np.zeros((s.channels, s.n_codebooks, 0), np.int32)
 
-    def _step(self, s: _DecodeSlot, c: np.ndarray) -> np.ndarray:
-        if not c.shape[-1]:
-            return np.zeros((c.shape[0], 0), np.float32)
-        s.frames += c.shape[-1]
-        return self._out(s, self._decode(s.steps, c, last=False), last=False)
+    def _step(self, items: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
+        live = {k: c for k, c in items.items() if c.shape[-1]}
+        for k, c in live.items():
+            self._slots[k].frames += c.shape[-1]
+        out = self._emit(self._decode(live, last=False), last=False) if live else {}
+        return {k: out.get(k, np.zeros((c.shape[0], 0), np.float32)) for k, c in items.items()}
 
-    def _finish(self, s: _DecodeSlot) -> np.ndarray:
-        return self._out(s, self._decode(s.steps, self._empty(s), last=True), last=True)
+    def _finish(self, slots: Dict[int, _DecodeSlot]) -> Dict[int, np.ndarray]:
+        for k, s in slots.items():
+            self._slots[k] = s  # _emit reads them there
+        try:
+            return self._emit(self._decode({k: self._empty(s) for k, s in slots.items()}, last=True), last=True)
+        finally:
+            for k in slots:
+                self._slots.pop(k)
+                self.steps.end(k)
 
     def _nothing(self) -> np.ndarray:
         return np.zeros((0, 0), np.float32)
@@ -232,8 +256,8 @@ class StreamDecoder(_Streams):
 
 
 class _EncodeSlot:
-    def __init__(self, steps, channels: int) -> None:
-        self.steps, self.channels, self.received = steps, channels, 0
+    def __init__(self, channels: int) -> None:
+        self.channels, self.received = channels, 0
 
 
 class StreamEncoder(_Streams):
@@ -251,7 +275,7 @@ class StreamEncoder(_Streams):
         if not np.isfinite(gain_db):
             raise DacliError(f"gain_db must be a finite number of dB, got {gain_db}")
         self.gain = np.float32(db_to_gain(gain_db))
-        super().__init__(model, streams)
+        super().__init__(model, streams, "encoder")
 
     def _check(self, slot: Optional[_EncodeSlot], samples) -> np.ndarray:
         if hasattr(samples, "detach"):
@@ -269,27 +293,45 @@ class StreamEncoder(_Streams):
         return a.astype(np.float32) * self.gain
 
     def _start(self, a: np.ndarray) -> _EncodeSlot:
-        from .runtime.stepping import Steps
-        return _EncodeSlot(Steps(self.model.encoder), a.shape[0])
+        return _EncodeSlot(a.shape[0])
 
-    def _encode(self, s: _EncodeSlot, a: np.ndarray, last: bool) -> np.ndarray:
+    def _encode(self, samples: Dict[int, np.ndarray], last: bool) -> Dict[int, np.ndarray]:
+        """The codes the samples of each slot make final, all slots in one push of the layers (the
+        latents of the same length quantized in one call)."""
         import torch
         m = self.model
         with torch.inference_mode():
-            z = s.steps.push(torch.from_numpy(np.ascontiguousarray(a))[:, None].to(m.device), last)
-            if not z.shape[-1]:
-                return np.zeros((a.shape[0], self.n_codebooks, 0), np.int32)
-            return m.quantizer(z, self.n_codebooks)[1].to(torch.int32).cpu().numpy()
+            z = self.steps.push({k: torch.from_numpy(np.ascontiguousarray(a))[:, None].to(m.device)
+                                 for k, a in samples.items()}, last=list(samples) if last else ())
+            alike: Dict[int, list] = {}
+            for k, latent in z.items():
+                alike.setdefault(latent.shape[-1], []).append(k)
+            out: Dict[int, np.ndarray] = {}
+            for n, ks in alike.items():
+                if not n:
+                    out.update((k, np.zeros((z[k].shape[0], self.n_codebooks, 0), np.int32)) for k in ks)
+                    continue
+                both = torch.cat([z[k] for k in ks]) if len(ks) > 1 else z[ks[0]]
+                codes, start = m.quantizer(both, self.n_codebooks)[1].to(torch.int32).cpu().numpy(), 0
+                for k in ks:
+                    out[k], start = codes[start:start + z[k].shape[0]], start + z[k].shape[0]
+            return out
 
-    def _step(self, s: _EncodeSlot, a: np.ndarray) -> np.ndarray:
-        s.received += a.shape[-1]
-        if not a.shape[-1]:
-            return np.zeros((a.shape[0], self.n_codebooks, 0), np.int32)
-        return self._encode(s, a, last=False)
+    def _step(self, items: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
+        live = {k: a for k, a in items.items() if a.shape[-1]}
+        for k, a in live.items():
+            self._slots[k].received += a.shape[-1]
+        out = self._encode(live, last=False) if live else {}
+        return {k: out.get(k, np.zeros((a.shape[0], self.n_codebooks, 0), np.int32)) for k, a in items.items()}
 
-    def _finish(self, s: _EncodeSlot) -> np.ndarray:
-        pad = -s.received % self.model.hop_length  # model.encode's padding to whole frames
-        return self._encode(s, np.zeros((s.channels, pad), np.float32), last=True)
+    def _finish(self, slots: Dict[int, _EncodeSlot]) -> Dict[int, np.ndarray]:
+        pad = {k: np.zeros((s.channels, -s.received % self.model.hop_length), np.float32)  # encode's padding
+               for k, s in slots.items()}
+        try:
+            return self._encode(pad, last=True)
+        finally:
+            for k in slots:
+                self.steps.end(k)
 
     def _nothing(self) -> np.ndarray:
         return np.zeros((0, self.n_codebooks, 0), np.int32)

@@ -359,3 +359,42 @@ def test_many_encoder_streams_each_give_what_they_give_alone(models):
     assert set(ends) == {0}
     assert np.array_equal(np.concatenate(got[0] + [ends[0]], -1), m.encode(audio[0]).numpy())
     assert np.array_equal(np.concatenate(got[1], -1), m.encode(audio[1]).numpy())
+
+
+def test_streams_that_push_alike_share_each_call_and_give_what_they_give_alone(models, monkeypatch):
+    """Streams of the bundled model joining one push apart, mono and stereo, 9 and 4 codebooks, one
+    frame each push: once every stream is past its first pushes, a push runs each layer once for all
+    of them (as many calls as one stream's push), and each stream's samples are its own decode bit for
+    bit; a short lookahead's copies run together too and give what a stream alone gives."""
+    from dacli.runtime.convs import FastConv
+    m = models("bundled")
+    rng = np.random.default_rng(11)
+    shapes = [(1, 9), (2, 9), (1, 4), (2, 4), (1, 9), (1, 9)]
+    codes = {k: rng.integers(0, m.codebook_size, (c, b, 40)) for k, (c, b) in enumerate(shapes)}
+    calls = []
+    run = FastConv._run
+    monkeypatch.setattr(FastConv, "_run", lambda self, *a, **kw: calls.append(self) or run(self, *a, **kw))
+
+    def stream(lookahead, streams):
+        dec, got = StreamDecoder(m, lookahead=lookahead, streams=len(streams)), {k: [] for k in streams}
+        per_push = []
+        for t in range(40 + len(streams)):
+            push = {k: c[:, :, t - k:t - k + 1] for k, c in streams.items() if 0 <= t - k < 40}
+            del calls[:]
+            for k, y in dec.push(push).items():
+                got[k].append(y)
+            per_push.append((len(push), len(calls)))
+        ends = dec.flush()
+        ends = ends if isinstance(ends, dict) else {0: ends}
+        return {k: np.concatenate(got[k] + [ends[k]], -1) for k in streams}, per_push
+
+    together, per_push = stream(None, codes)
+    alone, one = stream(None, {0: codes[0]})
+    steady = one[30][1]  # calls of one stream's push, past its first
+    assert steady > 0 and per_push[30] == (len(codes), steady), per_push[30]
+    for k, c in codes.items():
+        assert np.array_equal(together[k], m.decode(c).numpy()), k
+    assert np.array_equal(alone[0], together[0])
+    short, _ = stream(2, {k: codes[k] for k in (0, 1, 2)})
+    for k in (0, 1, 2):
+        assert np.array_equal(short[k], stream(2, {0: codes[k]})[0][0]), k

@@ -127,31 +127,27 @@ class FastConv(nn.Module):
 
     def conv(self, x, add=None, padding=None):
         """The convolution of a (B, C, 1, L) channels-last tensor, plus ``add`` if given; with the
-        module's padding or ``padding`` (0: 'valid', as :mod:`dacli.stream` runs it).
+        module's padding or ``padding`` (0: 'valid', as :mod:`dacli.runtime.stepping` runs it).
 
         With ``fold`` set, every output is computed the same way whatever the length and start of the
-        stretch it is computed in (oneDNN's blocking depends on both otherwise): the padding is zeros
-        put in place, not oneDNN's (which sums the edges differently for some lengths), a dilated
-        convolution (dilation d) runs as an undilated one along the d rows of the signal folded by
-        :func:`_fold` (row r: samples r, r + d, …), since oneDNN computes an undilated convolution the
-        same way for stretches of most lengths, a dilated one not, and a row never computes a number of
-        outputs that oneDNN computes differently (:meth:`stable_width`): zeros are appended up to the
-        next number that it computes alike, their outputs dropped. So a stretch of the signal convolved
-        alone, as :mod:`dacli.stream` does it, gives the very samples of the whole signal convolved at
-        once. It costs the copies."""
+        stretch it is computed in and whatever the other rows of the batch: the padding is zeros put in
+        place, a dilated convolution (dilation d) runs undilated along the d rows of the signal folded
+        by :func:`_fold` (row r: samples r, r + d, …), and a row is widened with zeros to a
+        :meth:`stable_width`, the extra outputs dropped (why: docs/PERFORMANCE.md, "Exactness"). It
+        costs the copies."""
         stride, own, dilation = self.conv_args()
         padding = own if padding is None else padding
         if not self.fold:
             return self._run(x, self.weight, ((1, stride), (0, padding), (1, dilation)), add)
-        k, total = self.kernel_size, x.shape[-1] + 2 * padding
+        k, total, batch = self.kernel_size, x.shape[-1] + 2 * padding, x.shape[0]
         n = (total - (k - 1) * dilation - 1) // stride + 1  # outputs
         if dilation == 1 or stride != 1 or add is not None:
-            wide = self.stable_width(n) - n  # outputs more, on zeros appended, then dropped
+            wide = self.stable_width(n, batch) - n  # outputs more, on zeros appended, then dropped
             x = _pad(x, padding, padding + wide * stride)
             add = add if add is None else _pad(add, 0, wide)
             return self._run(x, self.weight, ((1, stride), (0, 0), (1, dilation)), add)[..., :n]
         d = dilation
-        width = self.stable_width(-(-total // d) - k + 1) + k - 1  # of each folded row
+        width = self.stable_width(-(-total // d) - k + 1, batch) + k - 1  # of each folded row
         y = _unfold(self._run(_fold(_pad(x, padding, width * d - total + padding), d), self.weight,
                               ((1, 1), (0, 0), (1, 1))))
         return y[..., :n]
@@ -161,45 +157,47 @@ class FastConv(nn.Module):
         stride 1 (folded), else 1."""
         return self.dilation if self.dilation > 1 and self.stride == 1 else 1
 
-    def stable_width(self, n: int) -> int:
+    def _probe(self):
+        """(weight, input channels, stride, kernel) of the undilated convolution :meth:`conv` runs
+        with ``fold`` set."""
+        return self.weight, self.weight.shape[1], self.conv_args()[0], self.kernel_size
+
+    def stable_width(self, n: int, batch: int = 1) -> int:
         """The fewest outputs per row, at least ``n``, that this convolution, as :meth:`conv` runs it
-        with ``fold`` set, computes as it computes long rows. oneDNN's AVX-512 kernels change their
-        blocking with the number of outputs and of rows, and some blockings sum differently: below 14
-        outputs for the layers of 768 channels and more with seven taps and the encoder's last strided
-        ones (float32, an AMX Xeon and a Zen 4); from 13 to 75 outputs for 384 channels in one row and
-        from 13 to 21 in three (Zen 4); from 76 on alike up to 20,000 (measured); narrow layers and
-        AVX2 not at all. So each number up to :data:`STABLE_FROM` is tried once per process, for each
-        shape, dtype, stride and row count, the first time a row of it is computed: outputs of random
-        input computed in a row of that many against those of a row of ``STABLE_FROM + 1``; where they
-        differ, the next number is tried. 1x1 products (transposed convolutions included, see
-        FastConvTranspose1d) are the same for any length."""
-        if n > STABLE_FROM or self.kernel_size == 1 or self.transposed:
+        with ``fold`` set on ``batch`` rows, computes as it computes long rows of a batch of one. Each
+        number up to :data:`STABLE_FROM` is tried once per process, for each shape, dtype, stride,
+        folded rows and batch, the first time a row of it is computed: outputs of random input computed
+        in rows of that many against those of a row of ``STABLE_FROM + 1`` alone; where they differ,
+        the next number is tried. 1x1 products (transposed convolutions included) in a batch of one are
+        the same for any length. What differs where: docs/PERFORMANCE.md, "Exactness"."""
+        if n > STABLE_FROM or (batch == 1 and self._probe()[3] == 1):
             return n
         if self._widths is None:
-            key = (tuple(self.weight.shape), self.weight.dtype, self.weight.device, self.conv_args()[0],
-                   self.folded_rows())
+            w, _, stride, _ = self._probe()
+            key = (tuple(w.shape), w.dtype, w.device, stride, self.folded_rows())
             self._widths = _WIDTHS.setdefault(key, {})
         table = self._widths
-        if n not in table:
+        if (n, batch) not in table:
             wide = n
-            while wide <= STABLE_FROM and not self._computes_alike(wide, table):
+            while wide <= STABLE_FROM and not self._computes_alike(wide, batch, table):
                 wide += 1
-            table.update((j, wide) for j in range(n, wide + 1))
-        return table[n]
+            table.update(((j, batch), wide) for j in range(n, wide + 1))
+        return table[n, batch]
 
-    def _computes_alike(self, n: int, table: dict) -> bool:
-        """Whether a row of ``n`` outputs computes them as a row of ``STABLE_FROM + 1`` (see stable_width)."""
-        stride, k = self.conv_args()[0], self.kernel_size
+    def _computes_alike(self, n: int, batch: int, table: dict) -> bool:
+        """Whether ``batch`` rows of ``n`` outputs compute them as a row of ``STABLE_FROM + 1`` alone
+        (see stable_width)."""
+        w, channels, stride, k = self._probe()
         args, cl = ((1, stride), (0, 0), (1, 1)), torch.channels_last
         with torch.no_grad():
             if "reference" not in table:
                 g = torch.Generator().manual_seed(0)
-                x = torch.randn(1, self.weight.shape[1], self.folded_rows(), STABLE_FROM * stride + k, generator=g)
-                x = x.to(device=self.weight.device, dtype=self.weight.dtype).contiguous(memory_format=cl)
-                table["reference"] = x, self._run(x, self.weight, args)
+                x = torch.randn(1, channels, self.folded_rows(), STABLE_FROM * stride + k, generator=g)
+                x = x.to(device=w.device, dtype=w.dtype).contiguous(memory_format=cl)
+                table["reference"] = x, self._run(x, w, args)
             x, whole = table["reference"]
-            return torch.equal(self._run(x[..., :(n - 1) * stride + k].contiguous(memory_format=cl), self.weight, args),
-                               whole[..., :n])
+            x = x[..., :(n - 1) * stride + k].expand(batch, -1, -1, -1).contiguous(memory_format=cl)
+            return bool((self._run(x, w, args) == whole[..., :n]).all())
 
     def extra_repr(self):
         return (f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, "
@@ -246,6 +244,9 @@ class FastConvTranspose1d(FastConv):
     def conv_args(self):
         return 1, 1, 1
 
+    def _probe(self):
+        return _pair_view(self.weight), 2 * self.weight.shape[1], 1, 1
+
     def phases(self, y):
         """The (N, s·out, 1, M) output of :meth:`conv` as the (N, out, 1, M·s) signal it interleaves."""
         s, n, m = self.stride, y.shape[0], y.shape[-1]
@@ -257,13 +258,15 @@ class FastConvTranspose1d(FastConv):
         (L + 2·padding − 1). With ``fold`` set (:func:`dacli.runtime.streamable`): as one 1x1
         convolution of frames m − 1 and m stacked along the channels, the same products in one call,
         since oneDNN computes a kernel of two taps differently for inputs of different lengths, a 1x1
-        one not (measured in float32 on AVX2)."""
+        one not, in rows of a :meth:`stable_width`."""
         if not self.fold:
             return super().conv(x, padding=padding)
         cl = torch.channels_last
         frames = x if padding == 0 else F.pad(x, (1, 1))
-        pair = torch.cat([frames[..., :-1], frames[..., 1:]], 1).contiguous(memory_format=cl)
-        return self._run(pair, _pair_view(self.weight), ((1, 1), (0, 0), (1, 1)))  # taps of frames m − 1, m
+        pair = torch.cat([frames[..., :-1], frames[..., 1:]], 1).contiguous(memory_format=cl)  # taps m − 1, m
+        n = pair.shape[-1]
+        pair = _pad(pair, 0, self.stable_width(n, pair.shape[0]) - n)
+        return self._run(pair, _pair_view(self.weight), ((1, 1), (0, 0), (1, 1)))[..., :n]
 
     def forward(self, x):
         length = x.shape[-1]

@@ -1,17 +1,24 @@
 """The streamed form of a prepared encoder or decoder (:class:`Steps`): each layer run on the inputs
 it has not used yet, so that a push computes exactly the outputs its new inputs make final and every
-layer keeps a fixed number of inputs. What streaming knows of the runtime's layers is here, in one
-place (:func:`_ops` says which streamed form each layer takes); :mod:`dacli.stream` builds on it.
+layer keeps a fixed number of inputs, for any number of stream slots at once. What streaming knows of
+the runtime's layers is here, in one place (:func:`_ops` says which streamed form each layer takes);
+:mod:`dacli.stream` builds on it.
 
 Encoder and decoder are chains of layers along time: convolutions (zero padding ``p = (k − 1)·d / 2``
 on each side, stride 1 or s), transposed convolutions (kernel 2s, stride s), Snake and tanh
 (pointwise), residual units (a convolution pair plus the skip path). A convolution's left padding is a
 stretch of zeros at the start of its input, its right padding zeros appended at the end, and a push
-runs it 'valid' on the inputs it has not yet used plus the ``(k − 1)·d`` before them. The outputs equal
-a one-pass run's bit for bit once the model is :func:`dacli.runtime.streamable`.
+runs it 'valid' on the inputs it has not yet used plus the ``(k − 1)·d`` before them.
+
+**Slots.** Each streamed layer keeps what it holds per stream slot (:class:`_State`). The slots of a
+push whose layers hold the same lengths and that bring inputs of the same length run together: their
+rows stacked, one call per layer (streams that push alike, once past their first pushes, are one
+group). What the slots that ran together hold stays one stacked tensor until other slots come, so
+pushes of the same streams cost no copies. The outputs equal a one-pass run's bit for bit, alone or
+stacked, once the model is :func:`dacli.runtime.streamable` (docs/PERFORMANCE.md, Exactness).
 """
 
-from typing import Any, List
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -19,6 +26,62 @@ from torch import nn
 from ..model.dac import DecoderBlock, EncoderBlock
 from ..model.receptive import convolutions
 from .engine import ChannelsLast, SkipInsideResidualUnit
+
+Slots = Tuple[Hashable, ...]
+
+
+class _Group:
+    """The slots run together in one call: their keys and the rows (channels) each has, in order."""
+
+    def __init__(self, slots: Slots, rows: Tuple[int, ...]) -> None:
+        self.slots, self.rows = slots, rows
+
+
+class _State:
+    """One layer's tensor per slot (rows × channels × 1 × length): one stacked tensor for the slots
+    last run together, single views for the others."""
+
+    def __init__(self) -> None:
+        self.alone: Dict[Hashable, torch.Tensor] = {}
+        self.together: Optional[Tuple[_Group, torch.Tensor]] = None
+
+    def _split(self) -> None:
+        if self.together is not None:
+            g, t = self.together
+            self.together, start = None, 0
+            for s, r in zip(g.slots, g.rows):
+                self.alone[s], start = t[start:start + r], start + r
+
+    def get(self, g: _Group) -> Optional[torch.Tensor]:
+        """The stacked tensor of the group's slots, or None for slots not started."""
+        if self.together is not None and self.together[0].slots == g.slots:
+            return self.together[1]
+        self._split()
+        if g.slots[0] not in self.alone:
+            return None
+        parts = [self.alone[s] for s in g.slots]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def set(self, g: _Group, t: torch.Tensor) -> None:
+        if self.together is not None and self.together[0].slots != g.slots:
+            self._split()
+        for s in g.slots:
+            self.alone.pop(s, None)
+        self.together = (g, t)
+
+    def of(self, slot: Hashable) -> Optional[torch.Tensor]:
+        self._split()
+        return self.alone.get(slot)
+
+    def drop(self, slot: Hashable) -> None:
+        self._split()
+        self.alone.pop(slot, None)
+
+    def copy(self, src: Hashable, dst: Hashable) -> None:
+        """``dst`` holds what ``src`` holds (shared: no layer changes a tensor in place)."""
+        self._split()
+        if src in self.alone:
+            self.alone[dst] = self.alone[src]
 
 
 def _cat(parts):
@@ -42,21 +105,21 @@ def _out_channels(layer) -> int:
 class _Pointwise:
     """Snake, tanh: no state."""
 
+    states: List[_State] = []
+
     def __init__(self, layer):
         self.layer = layer
 
-    def push(self, x):
+    def run(self, x, g: _Group, last: bool):
         if not x.shape[-1]:
             return x.to(getattr(self.layer, "dtype", x.dtype))  # the cast of a Snake where precision changes
         return self.layer(x)
-
-    flush = push
 
 
 class _Conv:
     """A convolution of stride s, padding p, reach r = (k − 1)·d, run 'valid' on its input stream:
     p zeros, the signal, p zeros at the end; output t sees inputs t·s … t·s + r of that stream.
-    ``held`` keeps the inputs from the next output's first on: fewer than r + s."""
+    Each slot holds the inputs from its next output's first on: fewer than r + s."""
 
     def __init__(self, layer):
         self.layer = layer
@@ -65,22 +128,18 @@ class _Conv:
         else:
             self.s, self.p = int(layer.stride), int(layer.padding)
             self.r = (layer.kernel_size - 1) * layer.dilation
-        self.held: Any = None
+        self.held = _State()
+        self.states = [self.held]
 
-    def run(self, x, last: bool):
-        parts = [_zeros(x, self.p) if self.held is None else self.held, x]
+    def run(self, x, g: _Group, last: bool):
+        held = self.held.get(g)
+        parts = [_zeros(x, self.p) if held is None else held, x]
         buf = _cat(parts + [_zeros(x, self.p)] if last else parts)
         n = (buf.shape[-1] - self.r - 1) // self.s + 1 if buf.shape[-1] > self.r else 0  # outputs whose inputs are in
-        self.held = buf[..., n * self.s:]
+        self.held.set(g, buf[..., n * self.s:])
         if n == 0:
             return _zeros(x, 0, _out_channels(self.layer)).to(self.layer.bias.dtype)
         return self.layer.conv(buf[..., :(n - 1) * self.s + self.r + 1], padding=0)
-
-    def push(self, x):
-        return self.run(x, False)
-
-    def flush(self, x):
-        return self.run(x, True)
 
 
 class _ConvTranspose:
@@ -91,19 +150,16 @@ class _ConvTranspose:
     def __init__(self, layer):
         self.layer, self.p = layer, int(layer.padding)
         self.frames = _Conv(layer)
-        self.drop = self.p  # samples still to drop at the start
+        self.states = self.frames.states
+        self.drop: Dict[Hashable, int] = {}  # per slot: samples still to drop at the start
 
-    def run(self, x, last: bool):
-        y = self.layer.phases(self.frames.run(x, last))
-        if self.drop:
-            y, self.drop = y[..., self.drop:], max(0, self.drop - y.shape[-1])
+    def run(self, x, g: _Group, last: bool):
+        y = self.layer.phases(self.frames.run(x, g, last))
+        drop = self.drop.get(g.slots[0], self.p)
+        if drop:
+            y, drop = y[..., drop:], max(0, drop - y.shape[-1])
+        self.drop.update((s, drop) for s in g.slots)
         return y[..., :y.shape[-1] - self.p] if last else y
-
-    def push(self, x):
-        return self.run(x, False)
-
-    def flush(self, x):
-        return self.run(x, True)
 
 
 class _Residual:
@@ -113,31 +169,20 @@ class _Residual:
     def __init__(self, unit):
         snake1, conv7, snake2, self.conv1 = unit.block
         self.head: List[Any] = [_Pointwise(snake1), _Conv(conv7), _Pointwise(snake2)]
-        self.pending: Any = None
+        self.pending = _State()
+        self.states = [self.pending] + self.head[1].states
 
-    def _out(self, x, y):
-        pending = x if self.pending is None else _cat([self.pending, x])
+    def run(self, x, g: _Group, last: bool):
+        y = x
+        for op in self.head:
+            y = op.run(y, g, last)
+        pending = self.pending.get(g)
+        pending = x if pending is None else _cat([pending, x])
         n = y.shape[-1]
-        add, self.pending = pending[..., :n], pending[..., n:]
+        self.pending.set(g, pending[..., n:])
         if not n:
             return _zeros(y, 0, _out_channels(self.conv1)).to(y.dtype)
-        return self.conv1(y, add=add.to(y.dtype).contiguous(memory_format=_channels_last()))
-
-    def push(self, x):
-        y = x
-        for op in self.head:
-            y = op.push(y)
-        return self._out(x, y)
-
-    def flush(self, x):
-        y = x
-        for op in self.head:
-            y = op.flush(y)
-        return self._out(x, y)
-
-
-def _channels_last():
-    return torch.channels_last
+        return self.conv1(y, add=pending[..., :n].to(y.dtype).contiguous(memory_format=torch.channels_last))
 
 
 def _ops(layers) -> list:
@@ -160,50 +205,62 @@ def _ops(layers) -> list:
     return ops
 
 
-def _copy(ops) -> list:
-    """Copies of streamed layers that share what they hold (no layer changes a tensor in place)."""
-    import copy
-    out = []
-    for op in ops:
-        c = copy.copy(op)
-        if isinstance(op, _Residual):
-            c.head = _copy(op.head)
-        elif isinstance(op, _ConvTranspose):
-            c.frames = copy.copy(op.frames)
-        out.append(c)
-    return out
-
-
-def _run(ops, x, last: bool):
-    for op in ops:
-        x = op.flush(x) if last else op.push(x)
-    return x
-
-
 class Steps:
-    """A prepared encoder or decoder (``model.encoder``, ``model.decoder``) run a push at a time:
-    :meth:`push` takes the next (B, C, n) float input and returns the (B, C', m) float32 outputs it makes
-    final; ``last=True`` ends the input (the right padding). :meth:`copy` is a stream that shares
-    what this one holds and goes on alone (to end it early without ending this one)."""
+    """A prepared encoder or decoder (``model.encoder``, ``model.decoder``) run a push at a time for
+    any number of stream slots (any hashable keys): :meth:`push` takes each slot's next (rows, C, n)
+    float input and returns the (rows, C', m) float32 outputs it makes final; a slot in ``last`` ends
+    its input there (the right padding). A slot starts with its first push; :meth:`end` forgets it;
+    :meth:`copy` starts a slot holding what another holds (to end it early without ending that one)."""
 
     def __init__(self, coder: ChannelsLast) -> None:
+        if not isinstance(coder, ChannelsLast):
+            raise ValueError("only a prepared model (dacli.load_model, dacli.runtime.prepare) can stream")
         self.coder = coder
         inner = coder.inner
         self.ops = _ops(inner.model if hasattr(inner, "model") else inner.block)
         self.in_channels = int(self.ops[0].layer.weight.shape[1])
+        self.states = [st for op in self.ops for st in op.states]
+        self.drops = [op.drop for op in self.ops if isinstance(op, _ConvTranspose)]
+        self.shapes: Dict[Hashable, tuple] = {}  # per started slot: what its layers hold, in lengths
 
-    def push(self, x: torch.Tensor, last: bool = False) -> torch.Tensor:
-        return _run(self.ops, self.coder._in(x), last)[:, :, 0].float()
+    def push(self, inputs: Dict[Any, torch.Tensor], last: Sequence[Any] = ()) -> Dict[Any, torch.Tensor]:
+        groups: Dict[tuple, List[Hashable]] = {}
+        for s, x in inputs.items():
+            groups.setdefault((self.shapes.get(s), x.shape[-1], s in last), []).append(s)
+        out: Dict[Any, torch.Tensor] = {}
+        for (_, _, end), members in groups.items():
+            slots = tuple(sorted(members, key=_order))
+            g = _Group(slots, tuple(inputs[s].shape[0] for s in slots))
+            x = torch.cat([inputs[s] for s in slots]) if len(slots) > 1 else inputs[slots[0]]
+            y = self.coder._in(x)
+            for op in self.ops:
+                y = op.run(y, g, end)
+            y, start = y[:, :, 0].float(), 0
+            for s, r in zip(slots, g.rows):
+                out[s], start = y[start:start + r], start + r
+            shape = tuple(-1 if st.together is None else st.together[1].shape[-1] for st in self.states)
+            self.shapes.update((s, shape + tuple(d[slots[0]] for d in self.drops)) for s in slots)
+        return out
 
-    def held(self) -> int:
-        """Elements of every tensor the layers keep for the pushes to come (a fixed number)."""
-        total = 0
-        for op in self.ops:
-            for part in [op] + getattr(op, "head", []) + ([op.frames] if hasattr(op, "frames") else []):
-                total += sum(v.numel() for v in vars(part).values() if isinstance(v, torch.Tensor))
-        return total
+    def end(self, slot: Hashable) -> None:
+        for st in self.states:
+            st.drop(slot)
+        for d in self.drops:
+            d.pop(slot, None)
+        self.shapes.pop(slot, None)
 
-    def copy(self) -> "Steps":
-        c = Steps.__new__(Steps)
-        c.coder, c.ops, c.in_channels = self.coder, _copy(self.ops), self.in_channels
-        return c
+    def copy(self, src: Hashable, dst: Hashable) -> None:
+        for st in self.states:
+            st.copy(src, dst)
+        for d in self.drops:
+            if src in d:
+                d[dst] = d[src]
+        self.shapes[dst] = self.shapes[src]
+
+    def held(self, slot: Hashable) -> int:
+        """Elements of every tensor the layers keep for a slot's pushes to come (a fixed number)."""
+        return sum(t.numel() for t in (st.of(slot) for st in self.states) if t is not None)
+
+
+def _order(slot: Hashable) -> Any:
+    return (str(type(slot)), slot)
