@@ -35,7 +35,7 @@ from .errors import DacliError
 from .fileio import os_reason
 from .model import DAC
 from .model.layers import WeightNormConv
-from .model.receptive import convolutions, decoder_context, encoder_context
+from .model.receptive import context_frames, convolutions
 
 OPSET = 17
 FORMAT_VERSION = 1  # of dacli-onnx.json
@@ -143,7 +143,7 @@ def export_graphs(model: DAC, folder: Path) -> Dict[str, Any]:
         "weights_hash": model.weights_hash, "sample_rate": model.sample_rate, "hop_length": hop,
         "n_codebooks": model.n_codebooks, "codebook_size": model.codebook_size,
         "bits_per_code": int(round(model.bits_per_code)),
-        "encoder_context": encoder_context(model), "decoder_context": decoder_context(model),
+        "encoder_context": context_frames(model, "encoder"), "decoder_context": context_frames(model, "decoder"),
         "convolutions": {"encoder": _convs(model.encoder), "decoder": _convs(model.decoder)},
         "graphs": {g: {"file": f"{g}.onnx", "sha256": _sha256(folder / f"{g}.onnx"), "opset": OPSET}
                    for g in ("encoder", "decoder")},

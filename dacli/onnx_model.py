@@ -2,16 +2,15 @@
 engine and the decoder of files need, without torch (``dacli decode --runtime onnx --model DIR``).
 
 It has what :mod:`dacli.windows` and :mod:`dacli.codec` ask of a model — rates, codebooks, the weights'
-hash, the decoder's convolutions (for the receptive field, :mod:`dacli.model.receptive`) and
-:meth:`OnnxDAC.decode_rows` — so a file decodes through the same windows, loudness restore, low-pass and
-resampling as with torch. It computes in float32 on the CPU; it encodes only whole arrays
+hash and :meth:`OnnxDAC.decode_pushes` — so a file decodes through the same loudness restore, low-pass
+and resampling as with torch. It computes in float32 on the CPU; it encodes only whole arrays
 (:meth:`OnnxDAC.encode`), not files.
 """
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -21,23 +20,6 @@ from .errors import DacliError, first_line
 EXPORT_INFO = "dacli-onnx.json"  # what marks a folder of `dacli export` (dacli.export)
 _FIELDS = {"name": str, "weights_hash": str, "sample_rate": int, "hop_length": int, "n_codebooks": int,
            "codebook_size": int, "bits_per_code": int, "encoder_context": int, "decoder_context": int}
-
-
-class _ConvShape:
-    """One convolution's shape, as :func:`dacli.model.receptive.reach` reads it."""
-
-    def __init__(self, kernel_size: int, stride: int, dilation: int, transposed: bool) -> None:
-        self.kernel_size, self.stride, self.dilation, self.transposed = kernel_size, stride, dilation, transposed
-
-
-class _ConvStack:
-    """A stack of convolutions as :func:`dacli.model.receptive.convolutions` walks it."""
-
-    def __init__(self, convs: List[_ConvShape]) -> None:
-        self._convs = convs
-
-    def modules(self) -> List[_ConvShape]:
-        return list(self._convs)
 
 
 class OnnxDAC:
@@ -68,11 +50,6 @@ class OnnxDAC:
         self.n_codebooks: int = info["n_codebooks"]
         self.codebook_size: int = info["codebook_size"]
         self.bits_per_code: float = float(info["bits_per_code"])
-        try:
-            self.encoder = _ConvStack([_ConvShape(*c) for c in info["convolutions"]["encoder"]])
-            self.decoder = _ConvStack([_ConvShape(*c) for c in info["convolutions"]["decoder"]])
-        except (KeyError, TypeError) as e:
-            raise DacliError(f"{info_path}: bad 'convolutions' ({first_line(e)})") from None
         self._sessions: dict = {}
 
     def _session(self, graph: str) -> Any:
@@ -108,6 +85,15 @@ class OnnxDAC:
         if keep is not None:
             y = y[:, keep[0] * self.hop_length:keep[1] * self.hop_length]
         return np.ascontiguousarray(y, np.float32)
+
+    def decode_pushes(self, codes: np.ndarray, width: int) -> Iterator[np.ndarray]:
+        """(channels, K, frames) codes → (channels, n) audio blocks of ``width`` frames each, in order,
+        for :func:`dacli.windows.decode_windows`: the graph decodes whole stretches, so each block is
+        decoded with the decoder's context on both sides and only its own samples kept."""
+        frames, context = codes.shape[2], self.info["decoder_context"]
+        for s in range(0, frames, width):
+            a, b = max(0, s - context), min(frames, s + width + context)
+            yield self.decode_rows(codes[:, :, a:b], (s - a, min(s + width, frames) - a))
 
     def decode(self, codes: Any) -> np.ndarray:
         """Codes (channels, K, frames) or (K, frames) → float32 audio (channels, samples) at the model

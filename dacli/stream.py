@@ -24,13 +24,13 @@ import numpy as np
 
 from . import codes as codes_type
 from .errors import DacliError
-from .model.receptive import convolutions, reach
+from .model.receptive import context_frames
 
 
 def latency_frames(model) -> int:
     """Frames a streamed decode holds back: a frame's samples are all final once this many frames have
-    come after it (the decoder's reach, rounded up)."""
-    return int(-(-reach(convolutions(model.decoder)) // 1))
+    come after it (:func:`dacli.model.receptive.context_frames` of the decoder)."""
+    return context_frames(model, "decoder")
 
 
 class _Streams:

@@ -1,4 +1,5 @@
-"""The window engine: every encode and decode of dacli runs the model through here, window by window.
+"""The window engine: every encode and decode of dacli runs the model through here, window by window
+(encoding) or push by push (decoding).
 
 **Overlap-save windows.** A signal of ``frames`` code frames is cut into windows of ``W`` kept frames
 (:func:`plan`); each is run with up to ``C`` frames of real context on both sides (``C`` covers the
@@ -15,9 +16,9 @@ In float32 a file's codes are those of a one-pass encode, bit for bit, whatever 
 whatever ``W``). bfloat16 kernels round differently at different places of a row, so in the other
 precisions a row holds one window (still one shape): a file's codes never depend on its neighbours.
 
-**Decoding.** :class:`WindowDecoder` takes code frames as they come and returns the audio that is
-final: each window is decoded with ``C`` frames of context, the decoder dropping it layer by layer
-once it no longer reaches the kept samples (``Decoder.cropped``).
+**Decoding: one push loop.** :func:`decode_windows` pushes the codes, a window's worth of frames at a
+time, through the decoder run as a stream runs it (:class:`dacli.runtime.stepping.Steps`): nothing is
+decoded twice and each layer keeps only the inputs its next outputs need.
 
 torch is imported inside the functions that run the model, so the command line reads this module's
 defaults without starting it.
@@ -32,18 +33,20 @@ import numpy as np
 
 from . import codes as codes_type
 from .errors import DacliError
-from .model.receptive import convolutions, decoder_context, encoder_context
+from .model.receptive import context_frames, convolutions
 from .runtime.process import release_memory
 
 if TYPE_CHECKING:
     from .model import DAC
 
-# Window lengths (seconds; in fp32 results do not depend on them). The decoder drops its context early,
-# so short windows cost it nothing: 60 s mono, fp32, 2 CPU cores: decode 22.8 / 22.7 / 23.1 s at 1 / 1.5
-# / 2 s windows, peak RSS 1204 / 1356 / 1464 MiB. The encoder carries its context to the end: encode
-# 13.2 / 12.5 / 12.5 s; stereo 0.22 s per audio second at 1.5, 2 and 3 s, peak RSS 0.99 / 1.03 / 1.34 GB.
+# Window lengths (seconds; in fp32 results do not depend on them). The encoder carries its context to
+# the end: encode 13.2 / 12.5 / 12.5 s; stereo 0.22 s per audio second at 1.5, 2 and 3 s, peak RSS 0.99 /
+# 1.03 / 1.34 GB (60 s mono, fp32, 2 CPU cores). The decoder pushes MIN_PUSH frames (0.19 s) at least.
 ENCODE_WINDOW_SECONDS = 2.0
 DECODE_WINDOW_SECONDS = 1.0
+MIN_PUSH = 16  # frames: the fewest a decode pushes at a time (see pushes): the dilated layers, all after the first
+# upsampling, then compute rows of 128 outputs or more, which oneDNN computes alike (docs/PERFORMANCE.md,
+# "Exactness"); the undilated ones widen their rows (dacli.runtime.convs.FastConv.conv)
 SPARE_ROWS = 8  # rows kept open beyond a call's worth, so that a window finds room in one of them (326 real
 # clips of 1-20 s: rows 93.5 % full with 3, 94.7 % with 8, 95.1 % with 16)
 
@@ -156,7 +159,7 @@ class Packer:
     def __init__(self, model: "DAC", n_codebooks: int, width: int, rows: int) -> None:
         self.model, self.n_codebooks, self.rows_per_call = model, n_codebooks, rows
         self.hop = model.hop_length
-        self.width, self.context = width, encoder_context(model)
+        self.width, self.context = width, context_frames(model, "encoder")
         self.row_frames = width + 2 * self.context
         self.gap = gap_frames(model)
         self.share = model.precision == "fp32"
@@ -295,66 +298,48 @@ def encode_array(model: "DAC", x: np.ndarray, n_codebooks: Optional[int] = None,
 # Decoding
 
 
-class WindowDecoder:
-    """Overlap-save decoding of code frames as they come: ``feed`` (channels, codebooks, n) codes,
-    get the (channels, m) float32 audio at the model rate that is final, in order; the last ``feed``
-    (``last=True``) returns the rest. The concatenation is the windowed decode of all the codes."""
-
-    def __init__(self, model: "DAC", window_seconds: Optional[float] = None, rows: Optional[int] = None) -> None:
-        self.model = model
-        self.width = window_frames(model, window_seconds, DECODE_WINDOW_SECONDS)
-        self.context = decoder_context(model)
-        self.rows_per_call = rows or default_rows(model.device)
-        self._buf: Optional[np.ndarray] = None  # codes from frame _start on
-        self._start = 0
-        self._next = 0  # first frame of the next window
-
-    def feed(self, codes: Any, last: bool = False) -> List[np.ndarray]:
-        c = codes_type.as_array(codes)
-        self._buf = c if self._buf is None else np.concatenate([self._buf, c], axis=2)
-        received = self._start + self._buf.shape[2]
-        ready = []  # (codes of the window with its context, (first kept frame, end) within them)
-        for s, w, a, b in plan(received, self.width, self.context, self._next):
-            if not last and b < s + self.width + self.context:
-                break  # its right context has not all come yet
-            ready.append((self._buf[:, :, a - self._start:b - self._start], (s - a, s - a + w)))
-            self._next = s + w
-        out = self._decode(ready)
-        keep = max(0, self._next - self.context)
-        self._buf, self._start = self._buf[:, :, keep - self._start:], keep
-        return out
-
-    def _decode(self, ready: List[Tuple[np.ndarray, Tuple[int, int]]]) -> List[np.ndarray]:
-        """The windows of ``ready``, their channels as rows, up to a call's worth of rows of one shape
-        per model call → one (channels, samples) array per window."""
-        rows = [(i, ch) for i, (c, _) in enumerate(ready) for ch in range(c.shape[0])]
-        outs: List[List[Any]] = [[None] * c.shape[0] for c, _ in ready]
-        k = 0
-        while k < len(rows):
-            kind = (ready[rows[k][0]][0].shape[1:], ready[rows[k][0]][1])
-            j = k + 1
-            while (j < len(rows) and j - k < self.rows_per_call
-                   and (ready[rows[j][0]][0].shape[1:], ready[rows[j][0]][1]) == kind):
-                j += 1
-            y = self.model.decode_rows(np.stack([ready[i][0][ch] for i, ch in rows[k:j]]), kind[1])
-            for (i, ch), yy in zip(rows[k:j], y):
-                outs[i][ch] = yy
-            k = j
-            release_memory()
-        return [np.stack(o) for o in outs]
+def pushes(frames: int, width: int) -> List[Tuple[int, int]]:
+    """The pushes of a decode of ``frames`` frames, (start, end) each: ``width`` frames, and never fewer
+    than :data:`MIN_PUSH` unless the codes are shorter (the push before the last gives it what it
+    lacks), so that each dilated layer computes rows of a length that oneDNN computes as it computes
+    any longer one: the samples do not depend on the push size (docs/PERFORMANCE.md, "Exactness").
+    No push is longer than ``width`` unless ``width`` is under twice MIN_PUSH."""
+    width, out, t = max(width, MIN_PUSH), [], 0
+    while t < frames:
+        rest = frames - t
+        if rest <= width or rest - width >= MIN_PUSH:
+            n = min(rest, width)
+        else:
+            n = rest - MIN_PUSH if rest >= 2 * MIN_PUSH else rest
+        out.append((t, t + n))
+        t += n
+    return out
 
 
-def decode_windows(model: "DAC", codes: Any, window_seconds: Optional[float] = None,
-                   rows: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Decode (channels, codebooks, frames) codes window by window → (channels, n) float32 audio
-    blocks at the model rate, in order, each as soon as it is final."""
+def decode_windows(model: "DAC", codes: Any, window_seconds: Optional[float] = None) -> Iterator[np.ndarray]:
+    """Decode (channels, codebooks, frames) codes push by push (:func:`pushes` of ``window_seconds`` of
+    frames) → (channels, n) float32 audio blocks at the model rate, in order, each as soon as it is
+    final. The decoder runs as a stream runs it (:class:`dacli.runtime.stepping.Steps`: each layer
+    keeps only what its next outputs need, so memory stays flat in the file's length), on the model as
+    it is; the end is a push of no frames (the decoder's right padding alone)."""
     c = codes_type.as_array(codes)
-    dec = WindowDecoder(model, window_seconds, rows)
-    frames = c.shape[2]
+    frames, width = c.shape[2], window_frames(model, window_seconds, DECODE_WINDOW_SECONDS)
     if frames == 0:
         return
-    for t in range(0, frames, dec.width):
-        yield from dec.feed(c[:, :, t:t + dec.width], last=t + dec.width >= frames)
+    if not hasattr(model, "quantizer"):  # an exported model (dacli.onnx_model) runs its own graph
+        yield from model.decode_pushes(c, width)
+        return
+    import torch
+
+    from .runtime.stepping import Steps
+    steps = Steps(model.decoder)
+    with torch.inference_mode():
+        for t, end in pushes(frames, width):
+            z = model.quantizer.from_codes(torch.from_numpy(c[:, :, t:end]).long().to(model.device))
+            yield steps.push({0: z})[0][:, 0].cpu().numpy()
+            release_memory()
+        nothing = torch.zeros(c.shape[0], steps.in_channels, 0, device=model.device)
+        yield steps.push({0: nothing}, last=[0])[0][:, 0].cpu().numpy()
 
 
 def decode_array(model: "DAC", codes: Any, window_seconds: Optional[float] = None) -> np.ndarray:

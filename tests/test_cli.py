@@ -234,16 +234,17 @@ def test_legacy_decode_through_cli(tmp_path):
 def test_interrupted_decode_leaves_nothing(tmp_path, monkeypatch, tiny44):
     tone(tmp_path / "a.wav", seconds=3.0)
     run("encode", tmp_path / "a.wav", "-o", tmp_path / "a.dac", "--model", TINY, "-q")
+    from dacli.runtime.stepping import Steps
     calls = {"n": 0}
-    real = type(tiny44).decode_batch
+    real = Steps.push
 
-    def flaky(self, codes, keep=None):
+    def flaky(self, inputs, last=()):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(self, codes, keep)
+        return real(self, inputs, last)
 
-    monkeypatch.setattr(type(tiny44), "decode_batch", flaky)
+    monkeypatch.setattr(Steps, "push", flaky)
     res = run("decode", tmp_path / "a.dac", "-o", tmp_path / "out.wav", "--model", TINY, "--chunk-seconds", 1,
               "-q", ok=False)
     assert res.exit_code == 130 and "interrupted" in res.output

@@ -9,7 +9,7 @@ import torch
 from dacli import audio, codec, container, windows
 from dacli.bounds import FP32_CODES_MOVED, FP32_ONE_PASS_AUDIO
 from dacli.errors import DacliError
-from dacli.model.receptive import decoder_context, encoder_context
+from dacli.model.receptive import context_frames
 
 from conftest import FIXTURES
 
@@ -64,7 +64,7 @@ def test_result_independent_of_window_size_through_files(tmp_path, tiny44):
 
 def test_receptive_field_is_measured(tiny44):
     """Perturbing one input sample changes codes no further away than the computed context."""
-    C = encoder_context(tiny44)
+    C = context_frames(tiny44, "encoder")
     hop = tiny44.hop_length
     assert C * hop >= 3900  # half the encoder's span for the 2-4-8-8 strides is ~3989 samples
     rng = np.random.default_rng(0)
@@ -78,7 +78,7 @@ def test_receptive_field_is_measured(tiny44):
     changed = np.nonzero((moved - base).abs().amax(1)[0].numpy() > 0)[0]
     assert changed.min() >= 32 - C and changed.max() <= 32 + C
     assert changed.max() - changed.min() >= 2 * (C - 2)  # and the context is not grossly oversized
-    Cd = decoder_context(tiny44)
+    Cd = context_frames(tiny44, "decoder")
     assert 5 <= Cd <= 16
 
 
@@ -184,3 +184,18 @@ def test_wav_header_of_unbounded_length():
     h = audio.wav_header(44100, 2, 1 << 31)  # 8 GiB of samples: more than a RIFF size holds
     assert len(h) == 44 and h[4:8] == h[40:44] == b"\xff\xff\xff\xff"
     assert audio.wav_header(8000, 1, 10)[40:44] == (20).to_bytes(4, "little")
+
+
+def test_a_file_decodes_to_the_same_samples_whatever_the_push_size(clip):
+    """The decode of files and arrays is one push loop: in fp32 its samples do not depend on the push
+    size (--window-seconds), short last pushes included, and stay within FP32_ONE_PASS_AUDIO of
+    model.decode."""
+    import dacli
+    model = dacli.load_model(None, "cpu", "fp32")
+    codes = model.encode(clip[:, :44100 * 10]).numpy()  # 862 frames: 1 s pushes leave 2 at the end
+    assert [b - a for a, b in windows.pushes(862, 86)][-2:] == [72, 16]  # the last gets MIN_PUSH
+    one = model.decode(codes).numpy()
+    outs = {s: windows.decode_array(model, codes, window_seconds=s) for s in (0.3, 1.0, 2.0, 3.7, 10)}
+    for s, y in outs.items():
+        assert np.array_equal(y, outs[1.0]), s
+    np.testing.assert_allclose(outs[1.0], one, atol=FP32_ONE_PASS_AUDIO, rtol=0)

@@ -70,7 +70,7 @@ def test_bundled_graphs_encode_and_decode_as_dacli_does(bundled_export):
     assert info["weights_hash"] == model.weights_hash and info["name"] == model.name
     assert (info["sample_rate"], info["hop_length"], info["n_codebooks"], info["bits_per_code"]) == \
            (44100, 512, model.n_codebooks, 10)
-    assert (info["decoder_context"], info["encoder_context"]) == (11, 9)  # model.receptive, from the layers
+    assert (info["decoder_context"], info["encoder_context"]) == (10, 8)  # model.receptive, from the layers
     onnx = OnnxDAC(bundled_export)
     check_parity(onnx, model, music(44100, 3.0, 2), 3)
     assert sorted(p.name for p in bundled_export.iterdir()) == ["dacli-onnx.json", "decoder.onnx", "encoder.onnx"]

@@ -4,7 +4,7 @@ module and parameter names and numerics follow it, so its ``.pth`` files load he
 
 import math
 from fractions import Fraction
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Union
 
 import numpy as np
 import torch
@@ -64,30 +64,9 @@ class Decoder(nn.Module):
         out_dim = channels // 2 ** len(rates)
         layers += [Snake1d(out_dim), WNConv1d(out_dim, 1, 7, padding=3), nn.Tanh()]
         self.model = nn.Sequential(*layers)
-        self.margins = receptive.margins(layers)  # what cropped() keeps around the wanted samples
 
     def forward(self, x):
         return self.model(x)
-
-    def cropped(self, x, keep):
-        """Decode (B, latent, T) when only output samples [lo·hop, hi·hop) are wanted, ``keep = (lo, hi)``
-        in frames. After each layer the activations are cropped to the wanted region plus the reach of
-        the layers still to come, so a window's context is carried only as far as it matters (most of
-        the decoder's reach is in its first, low-rate layers). Returns (audio, index of its first sample)."""
-        lo, hi = keep
-        start, rate = 0, 1  # index of x[..., 0], in samples at the current layer's rate; samples per frame
-        for layer, margin in zip(self.model, self.margins):
-            x = layer(x)
-            if isinstance(layer, DecoderBlock):
-                upsample: Any = layer.block[1]  # the transposed convolution (plain or prepared)
-                up = int(upsample.stride)
-                start, rate = start * up, rate * up
-            a = max(start, lo * rate - margin)
-            b = min(start + x.shape[-1], hi * rate + margin)
-            if a > start or b < start + x.shape[-1]:
-                x = x[..., a - start:b - start]
-                start = a
-        return x, start
 
 
 class DAC(nn.Module):
@@ -164,22 +143,9 @@ class DAC(nn.Module):
         z = self.encoder(audio)
         return self.quantizer(z, self.check_n_codebooks(n_codebooks))[1].to(torch.int32)
 
-    def decode_batch(self, codes: torch.Tensor, keep: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-        """(B, n, T) codes on the model's device → (B, 1, L') audio; with ``keep = (lo, hi)`` only
-        samples [lo·hop, hi·hop) of it (fewer at the end for odd-stride models), computed without
-        carrying the unneeded context through the late layers."""
-        z = self.quantizer.from_codes(codes)
-        if keep is None:
-            return self.decoder(z)
-        y, start = self.decoder.cropped(z, keep)
-        return y[..., keep[0] * self.hop_length - start:keep[1] * self.hop_length - start]
-
-    def decode_rows(self, codes: np.ndarray, keep: Optional[Tuple[int, int]] = None) -> np.ndarray:
-        """:meth:`decode_batch` for the window engine: (B, n, T) integer codes as an array → (B, L')
-        float32 audio as an array."""
-        with torch.inference_mode():
-            y = self.decode_batch(torch.from_numpy(codes).long().to(self.device), keep)
-            return y[:, 0].float().cpu().numpy()
+    def decode_batch(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, n, T) codes on the model's device → (B, 1, L) audio, in one pass."""
+        return self.decoder(self.quantizer.from_codes(codes))
 
     def encode(self, audio: Union[np.ndarray, torch.Tensor], n_codebooks: Optional[int] = None) -> torch.Tensor:
         """Audio at the model rate, (channels, samples) or (samples,), array or tensor →

@@ -1,7 +1,6 @@
-"""Receptive fields: how far the output of a stack of convolutions depends on its input. Windowed
-inference (:mod:`dacli.codec`) carries this much context around each window so that every kept
-frame or sample equals a one-pass result, and the decoder drops context it no longer needs layer by
-layer (:meth:`dacli.model.Decoder.cropped`).
+"""Receptive fields: how far the output of a stack of convolutions depends on its input. The window
+encoder (:mod:`dacli.windows`) carries this much context around each window so that every kept frame
+equals a one-pass result; a stream (:mod:`dacli.stream`) holds back this much before a sample is final.
 
 A convolution here is any module with ``kernel_size``, ``stride``, ``dilation`` and ``transposed``:
 the model's weight-normalised convolutions and the runtime's replacements alike."""
@@ -33,20 +32,10 @@ def reach(convs) -> Fraction:
     return total
 
 
-def encoder_context(model) -> int:
-    """Frames of context needed on each side of a window so that the encoder's centre frames equal a
-    one-pass encode."""
-    return math.ceil(reach(convolutions(model.encoder)) / model.hop_length) + 1
-
-
-def decoder_context(model) -> int:
-    """Frames of context needed on each side of a window so that its centre samples equal a one-pass
-    decode."""
-    return math.ceil(reach(convolutions(model.decoder))) + 1
-
-
-def margins(layers) -> list:
-    """For each layer of a sequence: samples (at its output rate) that the layers after it reach on
-    either side, plus one."""
-    return [math.ceil(reach([c for later in layers[i + 1:] for c in convolutions(later)])) + 1
-            for i in range(len(layers))]
+def context_frames(model, coder: str) -> int:
+    """Frames on either side that a frame of ``coder``'s output depends on ("decoder": a frame's
+    samples depend on the codes of this many frames before and after it; "encoder": a frame's code on
+    the samples of this many frames): the reach of its convolutions, rounded up to whole frames. The
+    one figure every caller uses: a stream's latency, a window's context, an export's description."""
+    per_frame = 1 if coder == "decoder" else model.hop_length  # the coder's input positions per frame
+    return math.ceil(reach(convolutions(getattr(model, coder))) / per_frame)

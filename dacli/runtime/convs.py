@@ -134,10 +134,11 @@ class FastConv(nn.Module):
         place, a dilated convolution (dilation d) runs undilated along the d rows of the signal folded
         by :func:`_fold` (row r: samples r, r + d, …), and a row is widened with zeros to a
         :meth:`stable_width`, the extra outputs dropped (why: docs/PERFORMANCE.md, "Exactness"). It
-        costs the copies."""
+        costs the copies. Without ``fold``, an undilated convolution run 'valid' (a push of
+        :mod:`dacli.runtime.stepping`) gets its rows widened alike."""
         stride, own, dilation = self.conv_args()
         padding = own if padding is None else padding
-        if not self.fold:
+        if not self.fold and (padding or dilation > 1):  # a push of an undilated one ('valid') as below
             return self._run(x, self.weight, ((1, stride), (0, padding), (1, dilation)), add)
         k, total, batch = self.kernel_size, x.shape[-1] + 2 * padding, x.shape[0]
         n = (total - (k - 1) * dilation - 1) // stride + 1  # outputs
@@ -255,11 +256,12 @@ class FastConvTranspose1d(FastConv):
 
     def conv(self, x, add=None, padding=None):
         """The kernel-2 convolution of the input frames, padding 1 (or ``padding``): (N, s·out, 1, L + 1)
-        (L + 2·padding − 1). With ``fold`` set (:func:`dacli.runtime.streamable`): as one 1x1
-        convolution of frames m − 1 and m stacked along the channels, the same products in one call,
-        since oneDNN computes a kernel of two taps differently for inputs of different lengths, a 1x1
-        one not, in rows of a :meth:`stable_width`."""
-        if not self.fold:
+        (L + 2·padding − 1). With ``fold`` set (:func:`dacli.runtime.streamable`) or for a push
+        (``padding`` 0, :mod:`dacli.runtime.stepping`): as one 1x1 convolution of frames m − 1 and m
+        stacked along the channels, the same products in one call, since oneDNN computes a kernel of two
+        taps differently for inputs of different lengths, a 1x1 one not, in rows of a
+        :meth:`stable_width`."""
+        if not self.fold and padding != 0:
             return super().conv(x, padding=padding)
         cl = torch.channels_last
         frames = x if padding == 0 else F.pad(x, (1, 1))

@@ -72,11 +72,6 @@ class ChannelsLast(nn.Module):
     def forward(self, x):
         return self.inner(self._in(x))[:, :, 0].float()
 
-    def cropped(self, x, keep):
-        """:meth:`dacli.model.Decoder.cropped` in this layout."""
-        y, start = self.inner.cropped(self._in(x), keep)
-        return y[:, :, 0].float(), start
-
 
 class ProductQuantizer(ResidualVectorQuantize):
     """The quantizer with folded projections. From codes, the K codebook vectors of a frame side by

@@ -91,6 +91,14 @@ def _cat(parts):
     return torch.cat(parts, -1).contiguous(memory_format=torch.channels_last)
 
 
+def _kept(x):
+    """What a layer keeps for the next push: its own copy where it is a small part of a larger tensor,
+    which would otherwise stay alive with it between pushes."""
+    if x.shape[-1] and x.untyped_storage().nbytes() > 2 * x.numel() * x.element_size():
+        return x.clone(memory_format=torch.channels_last)
+    return x
+
+
 def _zeros(x, n, channels=None):
     """n zero samples shaped like ``x`` (``channels`` of them), channels-last."""
     shape = (x.shape[0], x.shape[1] if channels is None else channels, 1, n)
@@ -135,10 +143,11 @@ class _Conv:
         held = self.held.get(g)
         parts = [_zeros(x, self.p) if held is None else held, x]
         buf = _cat(parts + [_zeros(x, self.p)] if last else parts)
+        del x, parts  # freed (when it was copied into buf) before the convolution's output is made
         n = (buf.shape[-1] - self.r - 1) // self.s + 1 if buf.shape[-1] > self.r else 0  # outputs whose inputs are in
-        self.held.set(g, buf[..., n * self.s:])
+        self.held.set(g, _kept(buf[..., n * self.s:]))
         if n == 0:
-            return _zeros(x, 0, _out_channels(self.layer)).to(self.layer.bias.dtype)
+            return _zeros(buf, 0, _out_channels(self.layer)).to(self.layer.bias.dtype)
         return self.layer.conv(buf[..., :(n - 1) * self.s + self.r + 1], padding=0)
 
 
@@ -173,13 +182,14 @@ class _Residual:
         self.states = [self.pending] + self.head[1].states
 
     def run(self, x, g: _Group, last: bool):
-        y = x
+        box = [x]
         for op in self.head:
-            y = op.run(y, g, last)
+            box.append(op.run(box.pop(), g, last))
+        y = box.pop()
         pending = self.pending.get(g)
         pending = x if pending is None else _cat([pending, x])
         n = y.shape[-1]
-        self.pending.set(g, pending[..., n:])
+        self.pending.set(g, _kept(pending[..., n:]))
         if not n:
             return _zeros(y, 0, _out_channels(self.conv1)).to(y.dtype)
         return self.conv1(y, add=pending[..., :n].to(y.dtype).contiguous(memory_format=torch.channels_last))
@@ -232,10 +242,11 @@ class Steps:
             slots = tuple(sorted(members, key=_order))
             g = _Group(slots, tuple(inputs[s].shape[0] for s in slots))
             x = torch.cat([inputs[s] for s in slots]) if len(slots) > 1 else inputs[slots[0]]
-            y = self.coder._in(x)
+            box = [self.coder._in(x)]  # the only reference to a layer's input: it is freed once used
+            del x
             for op in self.ops:
-                y = op.run(y, g, end)
-            y, start = y[:, :, 0].float(), 0
+                box.append(op.run(box.pop(), g, end))
+            y, start = box.pop()[:, :, 0].float(), 0
             for s, r in zip(slots, g.rows):
                 out[s], start = y[start:start + r], start + r
             shape = tuple(-1 if st.together is None else st.together[1].shape[-1] for st in self.states)
