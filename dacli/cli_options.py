@@ -58,9 +58,9 @@ MODEL = click.option("--model", "model_name", metavar="NAME|PATH", default=None,
                           f"official name ({', '.join(registry.OFFICIAL)}) downloaded with 'dacli download'.")
 WINDOW = click.option("--window-seconds", "--chunk-seconds", "window_seconds", type=float, default=None,
                       callback=positive("--window-seconds"),
-                      help=f"Window length for inference (default {windows.ENCODE_WINDOW_SECONDS:g} s to encode; decoding pushes "
-                           f"this much at a time, at least and by default {windows.DECODE_WINDOW_SECONDS:g} s): "
-                           "memory depends on it; in fp32 the "
+                      help=f"Window length for inference (default {windows.ENCODE_WINDOW_SECONDS:g} s to encode, "
+                           f"{windows.DECODE_WINDOW_SECONDS:g} s to decode, pushed that much at a time): memory "
+                           "depends on it; in fp32 the "
                            "results do not (docs/PERFORMANCE.md for the other precisions). --chunk-seconds is "
                            "the same option.")
 QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
