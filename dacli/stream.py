@@ -7,7 +7,8 @@ is pushed, ended and restarted on its own, and gives what it would give alone.
 **Per-layer state.** :class:`dacli.runtime.stepping.Steps` runs an encoder or decoder a push at a time
 for all the streams of one object, each layer keeping per stream only the inputs its next outputs need:
 a push costs the same whatever came before, the state has a fixed size, and the streams of a push
-that are in the same state and push as many frames run through each layer in one call.
+run through each layer in one call (a decoder's streams once past their first pushes, whatever each
+pushes; encoder streams that are in the same state and push as many samples).
 
 **Exactness.** Why the outputs are the one pass's bit for bit, alone or beside other streams, and
 where they are not (``mixed``, ``bf16``): docs/PERFORMANCE.md, "Exactness".

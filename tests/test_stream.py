@@ -365,7 +365,8 @@ def test_streams_that_push_alike_share_each_call_and_give_what_they_give_alone(m
     """Streams of the bundled model joining one push apart, mono and stereo, 9 and 4 codebooks, one
     frame each push: once every stream is past its first pushes, a push runs each layer once for all
     of them (as many calls as one stream's push), and each stream's samples are its own decode bit for
-    bit; a short lookahead's copies run together too and give what a stream alone gives."""
+    bit; a short lookahead's copies run together too and give what a stream alone gives; streams
+    pushing 1, 2 and 3 frames share each call too."""
     from dacli.runtime.convs import FastConv
     m = models("bundled")
     rng = np.random.default_rng(11)
@@ -398,3 +399,17 @@ def test_streams_that_push_alike_share_each_call_and_give_what_they_give_alone(m
     short, _ = stream(2, {k: codes[k] for k in (0, 1, 2)})
     for k in (0, 1, 2):
         assert np.array_equal(short[k], stream(2, {0: codes[k]})[0][0]), k
+    # pushes of 1, 2 and 3 frames: once past their first pushes the streams still share each call
+    dec, got, at = StreamDecoder(m, streams=len(codes)), {k: [] for k in codes}, {k: 0 for k in codes}
+    for t in range(13):  # 39 frames at most: every stream still has input
+        del calls[:]
+        push = {k: c[:, :, at[k]:at[k] + 1 + k % 3] for k, c in codes.items()}
+        for k, y in dec.push(push).items():
+            got[k].append(y)
+        at = {k: at[k] + 1 + k % 3 for k in codes}
+        assert t < 11 or len(calls) == steady, (t, len(calls))  # one-frame streams take 11 pushes to settle
+    rest = {k: dec.push({k: c[:, :, at[k]:]}).get(k) for k, c in codes.items()}
+    ends = dec.flush()
+    for k, c in codes.items():
+        y = np.concatenate(got[k] + ([rest[k]] if rest[k] is not None else []) + [ends[k]], -1)
+        assert np.array_equal(y, m.decode(c).numpy()), k

@@ -12,15 +12,17 @@ runs it 'valid' on the inputs it has not yet used plus the ``(k − 1)·d`` befo
 
 **Slots.** Each streamed layer keeps what it holds per stream slot (:class:`_State`). The slots of a
 push whose layers hold the same lengths and that bring inputs of the same length run together: their
-rows stacked, one call per layer (streams that push alike, once past their first pushes, are one
-group). What the slots that ran together hold stays one stacked tensor until other slots come, so
-pushes of the same streams cost no copies. The outputs equal a one-pass run's bit for bit, alone or
+rows stacked, one call per layer. In a decoder every slot past its first pushes holds the same
+lengths, and those slots run together whatever each pushes (:meth:`Steps.push`). What the slots that
+ran together hold stays one stacked tensor until other slots come, so pushes of the same streams cost
+no copies. The outputs equal a one-pass run's bit for bit, alone or
 stacked, once the model is :func:`dacli.runtime.streamable` (docs/PERFORMANCE.md, Exactness).
 """
 
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..model.dac import DecoderBlock, EncoderBlock
@@ -31,19 +33,37 @@ Slots = Tuple[Hashable, ...]
 
 
 class _Group:
-    """The slots run together in one call: their keys and the rows (channels) each has, in order."""
+    """The slots run together in one call: their keys, the rows (channels) each has, in order, and the
+    frames of zeros after each slot's input where they pushed fewer frames than the longest (``short``;
+    their outputs there are dropped), counted at the current layer's rate (``rate``: samples per frame)."""
 
-    def __init__(self, slots: Slots, rows: Tuple[int, ...]) -> None:
-        self.slots, self.rows = slots, rows
+    def __init__(self, slots: Slots, rows: Tuple[int, ...], short: Tuple[int, ...]) -> None:
+        self.slots, self.rows, self.short, self.rate = slots, rows, short, 1
+
+    def ending(self, t: torch.Tensor, end: int, width: int) -> torch.Tensor:
+        """Each slot's ``width`` samples of ``t`` up to where its own input ends (the longest's at
+        ``end``), stacked: slots of the same length in one slice."""
+        if not any(self.short):
+            return t[..., end - width:end]
+        parts, start, i = [], 0, 0
+        while i < len(self.slots):
+            j, rows = i, 0
+            while j < len(self.slots) and self.short[j] == self.short[i]:
+                rows, j = rows + self.rows[j], j + 1
+            e = end - self.short[i] * self.rate
+            parts.append(t[start:start + rows, ..., e - width:e])
+            start, i = start + rows, j
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 class _State:
     """One layer's tensor per slot (rows × channels × 1 × length): one stacked tensor for the slots
     last run together, single views for the others."""
 
-    def __init__(self) -> None:
+    def __init__(self, steady: Optional[int]) -> None:
         self.alone: Dict[Hashable, torch.Tensor] = {}
         self.together: Optional[Tuple[_Group, torch.Tensor]] = None
+        self.steady = steady  # its length once a stream is past its first pushes (None: it varies)
 
     def _split(self) -> None:
         if self.together is not None:
@@ -136,7 +156,7 @@ class _Conv:
         else:
             self.s, self.p = int(layer.stride), int(layer.padding)
             self.r = (layer.kernel_size - 1) * layer.dilation
-        self.held = _State()
+        self.held = _State(self.r if self.s == 1 else None)
         self.states = [self.held]
 
     def run(self, x, g: _Group, last: bool):
@@ -145,7 +165,7 @@ class _Conv:
         buf = _cat(parts + [_zeros(x, self.p)] if last else parts)
         del x, parts  # freed (when it was copied into buf) before the convolution's output is made
         n = (buf.shape[-1] - self.r - 1) // self.s + 1 if buf.shape[-1] > self.r else 0  # outputs whose inputs are in
-        self.held.set(g, _kept(buf[..., n * self.s:]))
+        self.held.set(g, _kept(g.ending(buf, buf.shape[-1], buf.shape[-1] - n * self.s)))
         if n == 0:
             return _zeros(buf, 0, _out_channels(self.layer)).to(self.layer.bias.dtype)
         return self.layer.conv(buf[..., :(n - 1) * self.s + self.r + 1], padding=0)
@@ -168,6 +188,7 @@ class _ConvTranspose:
         if drop:
             y, drop = y[..., drop:], max(0, drop - y.shape[-1])
         self.drop.update((s, drop) for s in g.slots)
+        g.rate *= int(self.layer.stride)
         return y[..., :y.shape[-1] - self.p] if last else y
 
 
@@ -178,7 +199,7 @@ class _Residual:
     def __init__(self, unit):
         snake1, conv7, snake2, self.conv1 = unit.block
         self.head: List[Any] = [_Pointwise(snake1), _Conv(conv7), _Pointwise(snake2)]
-        self.pending = _State()
+        self.pending = _State(self.head[1].p)
         self.states = [self.pending] + self.head[1].states
 
     def run(self, x, g: _Group, last: bool):
@@ -189,7 +210,7 @@ class _Residual:
         pending = self.pending.get(g)
         pending = x if pending is None else _cat([pending, x])
         n = y.shape[-1]
-        self.pending.set(g, _kept(pending[..., n:]))
+        self.pending.set(g, _kept(g.ending(pending, pending.shape[-1], pending.shape[-1] - n)))
         if not n:
             return _zeros(y, 0, _out_channels(self.conv1)).to(y.dtype)
         return self.conv1(y, add=pending[..., :n].to(y.dtype).contiguous(memory_format=torch.channels_last))
@@ -232,23 +253,32 @@ class Steps:
         self.states = [st for op in self.ops for st in op.states]
         self.drops = [op.drop for op in self.ops if isinstance(op, _ConvTranspose)]
         self.shapes: Dict[Hashable, tuple] = {}  # per started slot: what its layers hold, in lengths
+        steady = tuple(st.steady for st in self.states) + (0,) * len(self.drops)
+        self.steady = None if None in steady else steady  # what every slot holds past its first pushes
 
     def push(self, inputs: Dict[Any, torch.Tensor], last: Sequence[Any] = ()) -> Dict[Any, torch.Tensor]:
+        """Slots that hold the same lengths and push as many frames run together; past their first
+        pushes (in a decoder, whose layers all have stride 1 on frames) slots run together whatever
+        they push, the shorter inputs followed by zeros whose outputs are dropped."""
         groups: Dict[tuple, List[Hashable]] = {}
         for s, x in inputs.items():
-            groups.setdefault((self.shapes.get(s), x.shape[-1], s in last), []).append(s)
+            shape, end = self.shapes.get(s), s in last
+            alike = shape is not None and shape == self.steady and not end
+            groups.setdefault((shape, None if alike else x.shape[-1], end), []).append(s)
         out: Dict[Any, torch.Tensor] = {}
         for (_, _, end), members in groups.items():
-            slots = tuple(sorted(members, key=_order))
-            g = _Group(slots, tuple(inputs[s].shape[0] for s in slots))
-            x = torch.cat([inputs[s] for s in slots]) if len(slots) > 1 else inputs[slots[0]]
+            most = max(inputs[s].shape[-1] for s in members)
+            slots = tuple(sorted(members, key=lambda s: (most - inputs[s].shape[-1], _order(s))))
+            g = _Group(slots, tuple(inputs[s].shape[0] for s in slots), tuple(most - inputs[s].shape[-1] for s in slots))
+            x = torch.cat([F.pad(inputs[s], (0, most - inputs[s].shape[-1])) for s in slots]) if len(slots) > 1 \
+                else inputs[slots[0]]
             box = [self.coder._in(x)]  # the only reference to a layer's input: it is freed once used
             del x
             for op in self.ops:
                 box.append(op.run(box.pop(), g, end))
             y, start = box.pop()[:, :, 0].float(), 0
-            for s, r in zip(slots, g.rows):
-                out[s], start = y[start:start + r], start + r
+            for s, r, short in zip(slots, g.rows, g.short):
+                out[s], start = y[start:start + r, :, :y.shape[-1] - short * g.rate], start + r
             shape = tuple(-1 if st.together is None else st.together[1].shape[-1] for st in self.states)
             self.shapes.update((s, shape + tuple(d[slots[0]] for d in self.drops)) for s in slots)
         return out
