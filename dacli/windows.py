@@ -1,10 +1,10 @@
 """The window engine: every encode and decode of dacli runs the model through here, window by window
 (encoding) or push by push (decoding).
 
-**Overlap-save windows.** A signal of ``frames`` code frames is cut into windows of ``W`` kept frames
-(:func:`plan`); each is run with up to ``C`` frames of real context on both sides (``C`` covers the
-receptive field, computed from the layers: :mod:`dacli.model.receptive`) and only its centre is kept.
-Every kept frame or sample therefore sees what a one-pass run shows it.
+**Overlap-save windows (encoding).** A signal of ``frames`` code frames is cut into windows of ``W``
+kept frames (:func:`plan`); each is run with up to ``C`` frames of real context on both sides (``C``
+covers the receptive field: :func:`dacli.model.receptive.context_frames`) and only its centre is kept.
+Every kept frame therefore sees what a one-pass run shows it.
 
 **Encoding: rows of one shape.** The :class:`Packer` takes any number of audio streams at once (one
 per file, fed block by block, so an hour-long file needs only a window of memory) and lays each
