@@ -90,10 +90,9 @@ class OnnxDAC:
         """(channels, K, frames) codes → (channels, n) audio blocks of ``width`` frames each, in order,
         for :func:`dacli.windows.decode_windows`: the graph decodes whole stretches, so each block is
         decoded with the decoder's context on both sides and only its own samples kept."""
-        frames, context = codes.shape[2], self.info["decoder_context"]
-        for s in range(0, frames, width):
-            a, b = max(0, s - context), min(frames, s + width + context)
-            yield self.decode_rows(codes[:, :, a:b], (s - a, min(s + width, frames) - a))
+        from .windows import plan
+        for s, w, a, b in plan(codes.shape[2], width, self.info["decoder_context"]):
+            yield self.decode_rows(codes[:, :, a:b], (s - a, s - a + w))
 
     def decode(self, codes: Any) -> np.ndarray:
         """Codes (channels, K, frames) or (K, frames) → float32 audio (channels, samples) at the model

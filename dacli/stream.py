@@ -34,6 +34,20 @@ def latency_frames(model) -> int:
     return context_frames(model, "decoder")
 
 
+def _stacked(items: Dict[Any, Any], run, cat) -> Dict[Any, Any]:
+    """``run`` once on the items (arrays or tensors, rows first) of each shape but the rows, stacked
+    along the rows by ``cat`` → {key: its rows of the result}."""
+    alike: Dict[tuple, list] = {}
+    for k, v in items.items():
+        alike.setdefault(tuple(v.shape[1:]), []).append(k)
+    out = {}
+    for ks in alike.values():
+        y, start = run(cat([items[k] for k in ks]) if len(ks) > 1 else items[ks[0]]), 0
+        for k in ks:
+            out[k], start = y[start:start + items[k].shape[0]], start + items[k].shape[0]
+    return out
+
+
 class _Streams:
     """What both stream objects share: N stream slots, each started by its first push and freed by
     ``end``; a push of several streams is checked whole before any of them moves (a bad one leaves
@@ -187,29 +201,24 @@ class StreamDecoder(_Streams):
         """The samples the codes of each slot make final, all slots in one push of the layers (the
         codes of slots alike turned to latents in one call)."""
         import torch
-        m, z = self.model, {}  # type: Any, Dict[int, Any]
-        alike: Dict[tuple, list] = {}
-        for k, c in codes.items():
-            alike.setdefault(c.shape[1:], []).append(k)
+        m = self.model
+
+        def latents(c):
+            if not c.shape[-1]:
+                return torch.zeros(c.shape[0], self.steps.in_channels, 0, device=m.device)
+            return m.quantizer.from_codes(torch.from_numpy(c).long().to(m.device))
         with torch.inference_mode():
-            for (_, n), ks in alike.items():
-                if not n:
-                    z.update((k, torch.zeros(codes[k].shape[0], self.steps.in_channels, 0, device=m.device)) for k in ks)
-                    continue
-                both = np.concatenate([codes[k] for k in ks]) if len(ks) > 1 else codes[ks[0]]
-                latents, start = m.quantizer.from_codes(torch.from_numpy(both).long().to(m.device)), 0
-                for k in ks:
-                    z[k], start = latents[start:start + codes[k].shape[0]], start + codes[k].shape[0]
+            z = _stacked(codes, latents, np.concatenate)
             out = self.steps.push(z, last=list(z) if last else ())
             return {k: y[:, 0].cpu().numpy() for k, y in out.items()}
 
-    def _emit(self, ys: Dict[int, np.ndarray], last: bool) -> Dict[int, np.ndarray]:
+    def _emit(self, ys: Dict[int, np.ndarray], slots: Dict[int, _DecodeSlot], last: bool) -> Dict[int, np.ndarray]:
         """Of each slot's next final samples, those not yet returned; with a short lookahead, then the
         samples up to its point as ending a copy of the stream gives them (the copies of all slots
         that need one ended in one push)."""
         out, ahead = {}, {}
         for k, y in ys.items():
-            s = self._slots[k]
+            s = slots[k]
             first, s.final = s.final, s.final + y.shape[-1]
             out[k] = [y[:, max(0, s.returned - first):]]
             s.returned = max(s.returned, s.final)
@@ -219,10 +228,10 @@ class StreamDecoder(_Streams):
         if ahead:
             for k in ahead:
                 self.steps.copy(k, -1 - k)  # slots below 0: copies of stream k
-            tails = self._decode({-1 - k: self._empty(self._slots[k]) for k in ahead}, last=True)
+            tails = self._decode({-1 - k: self._empty(slots[k]) for k in ahead}, last=True)
             for k, end in ahead.items():
                 self.steps.end(-1 - k)
-                s = self._slots[k]
+                s = slots[k]
                 out[k].append(tails[-1 - k][:, s.returned - s.final:end - s.final])
                 s.returned += out[k][-1].shape[-1]
         return {k: np.concatenate(parts, -1) if len(parts) > 1 else parts[0] for k, parts in out.items()}
@@ -234,17 +243,14 @@ class StreamDecoder(_Streams):
         live = {k: c for k, c in items.items() if c.shape[-1]}
         for k, c in live.items():
             self._slots[k].frames += c.shape[-1]
-        out = self._emit(self._decode(live, last=False), last=False) if live else {}
+        out = self._emit(self._decode(live, last=False), self._slots, last=False) if live else {}
         return {k: out.get(k, np.zeros((c.shape[0], 0), np.float32)) for k, c in items.items()}
 
     def _finish(self, slots: Dict[int, _DecodeSlot]) -> Dict[int, np.ndarray]:
-        for k, s in slots.items():
-            self._slots[k] = s  # _emit reads them there
         try:
-            return self._emit(self._decode({k: self._empty(s) for k, s in slots.items()}, last=True), last=True)
+            return self._emit(self._decode({k: self._empty(s) for k, s in slots.items()}, last=True), slots, last=True)
         finally:
             for k in slots:
-                self._slots.pop(k)
                 self.steps.end(k)
 
     def _nothing(self) -> np.ndarray:
@@ -304,19 +310,12 @@ class StreamEncoder(_Streams):
         with torch.inference_mode():
             z = self.steps.push({k: torch.from_numpy(np.ascontiguousarray(a))[:, None].to(m.device)
                                  for k, a in samples.items()}, last=list(samples) if last else ())
-            alike: Dict[int, list] = {}
-            for k, latent in z.items():
-                alike.setdefault(latent.shape[-1], []).append(k)
-            out: Dict[int, np.ndarray] = {}
-            for n, ks in alike.items():
-                if not n:
-                    out.update((k, np.zeros((z[k].shape[0], self.n_codebooks, 0), np.int32)) for k in ks)
-                    continue
-                both = torch.cat([z[k] for k in ks]) if len(ks) > 1 else z[ks[0]]
-                codes, start = m.quantizer(both, self.n_codebooks)[1].to(torch.int32).cpu().numpy(), 0
-                for k in ks:
-                    out[k], start = codes[start:start + z[k].shape[0]], start + z[k].shape[0]
-            return out
+
+            def codes(latent):
+                if not latent.shape[-1]:
+                    return np.zeros((latent.shape[0], self.n_codebooks, 0), np.int32)
+                return m.quantizer(latent, self.n_codebooks)[1].to(torch.int32).cpu().numpy()
+            return _stacked(z, codes, torch.cat)
 
     def _step(self, items: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
         live = {k: a for k, a in items.items() if a.shape[-1]}

@@ -230,7 +230,7 @@ def streamable(model: DAC) -> DAC:
     Its results move from the unfolded model's by float32 rounding only (decoded audio by 3.1e-7 at most,
     codes not at all, measured on 2 s of music with the bundled and full-size models);
     it encodes and decodes a little slower (docs/PERFORMANCE.md, Streaming)."""
-    _check_prepared(model)
+    check_prepared(model.decoder)
     model._streaming_saved = None  # type: ignore[assignment]  # asked for for good: no open scope undoes it
     if not getattr(model, "streamable", False):
         for m in model.modules():
@@ -242,8 +242,9 @@ def streamable(model: DAC) -> DAC:
     return model
 
 
-def _check_prepared(model: DAC) -> None:
-    if not isinstance(model.decoder, ChannelsLast):
+def check_prepared(coder: Any) -> None:
+    """Refuses an encoder or decoder that :func:`prepare` has not made (streaming needs its layers)."""
+    if not isinstance(coder, ChannelsLast):
         raise ValueError("only a prepared model (dacli.load_model, dacli.runtime.prepare) can stream")
 
 
@@ -255,7 +256,7 @@ class Streaming:
     a :class:`dacli.StreamDecoder` opens one when it starts and closes it at ``flush()``."""
 
     def __init__(self, model: DAC) -> None:
-        _check_prepared(model)
+        check_prepared(model.decoder)
         self.model, self.open = model, True
         scopes = getattr(model, "_streaming_scopes", 0)
         if scopes == 0 and not getattr(model, "streamable", False):

@@ -27,7 +27,7 @@ from torch import nn
 
 from ..model.dac import DecoderBlock, EncoderBlock
 from ..model.receptive import convolutions
-from .engine import ChannelsLast, SkipInsideResidualUnit
+from .engine import ChannelsLast, SkipInsideResidualUnit, check_prepared
 
 Slots = Tuple[Hashable, ...]
 
@@ -244,8 +244,7 @@ class Steps:
     :meth:`copy` starts a slot holding what another holds (to end it early without ending that one)."""
 
     def __init__(self, coder: ChannelsLast) -> None:
-        if not isinstance(coder, ChannelsLast):
-            raise ValueError("only a prepared model (dacli.load_model, dacli.runtime.prepare) can stream")
+        check_prepared(coder)
         self.coder = coder
         inner = coder.inner
         self.ops = _ops(inner.model if hasattr(inner, "model") else inner.block)
