@@ -10,8 +10,9 @@ them) and 60 s of real music (tests/fixtures/music20s.flac looped):
 3. peak CUDA memory of a file-to-file encode and decode of 1 and of 10 minutes (it must not grow
    with the length);
 4. hours of audio per hour of encoding for several numbers of rows per call (windows per forward
-   pass), and of decoding (the push loop, one file); and for 60 short clips (1-10 s) packed into shared rows (``dacli.windows.Packer``),
-   with the share of their fp32 codes equal to each clip encoded alone (one pass) on the same GPU;
+   pass), and of decoding (the push loop, one file); and for 60 short clips (1-10 s) packed into
+   shared rows (``dacli.windows.Packer``), with the share of their fp32 codes equal to each clip
+   encoded alone (one pass) on the same GPU;
 5. the official descript-audio-codec on the same GPU in the same run, where it is installed
    (``pip install descript-audio-codec``): its compress and decompress of the same 60 s.
 
