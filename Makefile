@@ -40,12 +40,12 @@ web/vendor/.built: web/package.json web/package-lock.json
 	cp web/node_modules/fzstd/esm/index.mjs web/vendor/fzstd.mjs
 	touch $@
 
-web/model/dacli-onnx.json: weights/dacli_44khz_7.75kbps.pth dacli/export.py $(STAMP)
+web/model/dacli-onnx.json: weights/dacli_44khz_7.75kbps.pth dacli/export.py dacli/graphs.py $(STAMP)
 	$(BIN)/dacli export dacli-44khz -o web/model --overwrite
 
-# the player on http://127.0.0.1:8000/ (static files only)
+# the player on http://127.0.0.1:8000/ (static files, cross-origin isolated: decoding on several threads)
 web-serve: web
-	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 --directory web
+	$(BIN)/python web/serve.py 8000
 
 # every test; none is skipped
 test: install eval-deps web-deps web

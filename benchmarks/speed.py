@@ -58,7 +58,7 @@ def quality_vs_fp32(source, precision, seconds=10.0):
 
 
 def onnx_vs_torch(src, tmp, seconds):
-    """Seconds to decode one .dac file to WAV (windows, file to file) and to encode the audio in one
+    """Seconds to decode one .dac file to WAV (the push loop, file to file) and to encode the audio in one
     pass, with onnxruntime and with the torch runtime in fp32, the same random full-size weights."""
     import time
 

@@ -356,7 +356,8 @@ def info(files, as_json):
 @OVERWRITE
 def export_cmd(model_name, output, overwrite):
     """Write MODEL (a name or checkpoint, as --model takes it) as ONNX graphs: encoder.onnx (audio ->
-    codes), decoder.onnx (codes -> audio) and dacli-onnx.json (docs/FORMAT.md, ONNX graphs), for
+    codes), decoder_step.onnx (a push of codes and the decoder's state -> the audio they make final and
+    the next state) and dacli-onnx.json (docs/FORMAT.md, ONNX graphs), for
     'dacli decode --runtime onnx --model DIR' without torch, the browser player (web/) or any ONNX runtime.
     """
     from .export import export

@@ -2,15 +2,16 @@
 engine and the decoder of files need, without torch (``dacli decode --runtime onnx --model DIR``).
 
 It has what :mod:`dacli.windows` and :mod:`dacli.codec` ask of a model — rates, codebooks, the weights'
-hash and :meth:`OnnxDAC.decode_pushes` — so a file decodes through the same loudness restore, low-pass
-and resampling as with torch. It computes in float32 on the CPU; it encodes only whole arrays
-(:meth:`OnnxDAC.encode`), not files.
+hash and :meth:`OnnxDAC.steps`, the decoder's step graph run push by push (:class:`OnnxSteps`) — so a
+file decodes through the same push loop, loudness restore, low-pass and resampling as with torch. It
+computes in float32 on the CPU; it encodes only whole arrays (:meth:`OnnxDAC.encode`), not files.
 """
 
 import hashlib
 import json
+import math
 from pathlib import Path
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from . import codes as codes_type
 from .errors import DacliError, first_line
 
 EXPORT_INFO = "dacli-onnx.json"  # what marks a folder of `dacli export` (dacli.export)
+VERSION = 2  # of dacli-onnx.json that this reads
+UNKNOWN_LENGTH = 1 << 40  # a step graph's ``frames`` while a stream's length is not known (times samples per
+# frame, it stays within int64)
 _FIELDS = {"name": str, "weights_hash": str, "sample_rate": int, "hop_length": int, "n_codebooks": int,
            "codebook_size": int, "bits_per_code": int, "encoder_context": int, "decoder_context": int}
 
@@ -37,11 +41,18 @@ class OnnxDAC:
             raise DacliError(f"{folder}: not a folder of 'dacli export' (no {EXPORT_INFO})") from None
         except (OSError, ValueError) as e:
             raise DacliError(f"{info_path}: unreadable ({first_line(e)})") from None
-        if not isinstance(info, dict) or info.get("format") != "dacli-onnx" or info.get("version") != 1:
-            raise DacliError(f"{info_path}: not a dacli-onnx description of version 1")
+        if not isinstance(info, dict) or info.get("format") != "dacli-onnx":
+            raise DacliError(f"{info_path}: not a dacli-onnx description")
+        if info.get("version") != VERSION:
+            raise DacliError(f"{info_path}: version {info.get('version')!r} of dacli-onnx, this dacli reads "
+                             f"version {VERSION}: run dacli export again")
         for key, kind in _FIELDS.items():
             if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
                 raise DacliError(f"{info_path}: field {key!r} missing or not {kind.__name__}")
+        step = info.get("decoder_step")
+        if not (isinstance(step, dict) and isinstance(step.get("delay"), int) and _ints(step.get("length"), 2)
+                and isinstance(step.get("states"), list) and all(_ints(t, 2) for t in step["states"])):
+            raise DacliError(f"{info_path}: field 'decoder_step' missing or malformed")
         self.info = info
         self.name: str = info["name"]
         self.weights_hash: str = info["weights_hash"]
@@ -78,28 +89,17 @@ class OnnxDAC:
         """The codebook count to code with: all when None; refused outside 1..n_codebooks."""
         return codes_type.codebook_count(n_codebooks, self.n_codebooks)
 
-    def decode_rows(self, codes: np.ndarray, keep: Optional[Tuple[int, int]] = None) -> np.ndarray:
-        """(B, K, T) integer codes → (B, L) float32 audio; with ``keep = (lo, hi)`` samples
-        [lo·hop, hi·hop) of it, as :meth:`dacli.model.DAC.decode_batch` gives them."""
-        y = self._session("decoder").run(["audio"], {"codes": np.ascontiguousarray(codes, np.int64)})[0][:, 0]
-        if keep is not None:
-            y = y[:, keep[0] * self.hop_length:keep[1] * self.hop_length]
-        return np.ascontiguousarray(y, np.float32)
-
-    def decode_pushes(self, codes: np.ndarray, width: int) -> Iterator[np.ndarray]:
-        """(channels, K, frames) codes → (channels, n) audio blocks of ``width`` frames each, in order,
-        for :func:`dacli.windows.decode_windows`: the graph decodes whole stretches, so each block is
-        decoded with the decoder's context on both sides and only its own samples kept."""
-        from .windows import plan
-        for s, w, a, b in plan(codes.shape[2], width, self.info["decoder_context"]):
-            yield self.decode_rows(codes[:, :, a:b], (s - a, s - a + w))
+    def steps(self, rows: int) -> "OnnxSteps":
+        """A decode of ``rows`` rows (channels) of one stream, push by push."""
+        return OnnxSteps(self, rows)
 
     def decode(self, codes: Any) -> np.ndarray:
         """Codes (channels, K, frames) or (K, frames) → float32 audio (channels, samples) at the model
         rate, in one pass."""
         c = codes_type.as_array(codes)
         codes_type.check(c, self.n_codebooks, self.codebook_size)
-        return self.decode_rows(c)
+        steps = self.steps(c.shape[0])
+        return np.concatenate([steps.push(c), steps.push(c[:, :, :0], last=True)], 1)
 
     def encode(self, audio: Any, n_codebooks: Optional[int] = None) -> np.ndarray:
         """Audio at the model rate, (channels, samples) or (samples,) → int32 codes (channels,
@@ -110,3 +110,44 @@ class OnnxDAC:
         x = np.pad(x, ((0, 0), (0, -x.shape[-1] % self.hop_length)))[:, None, :]
         codes = self._session("encoder").run(["codes"], {"audio": np.ascontiguousarray(x)})[0]
         return codes[:, :n].astype(np.int32)
+
+
+def _ints(x: Any, n: int) -> bool:
+    return isinstance(x, list) and len(x) == n and all(isinstance(v, int) and not isinstance(v, bool) for v in x)
+
+
+class OnnxSteps:
+    """The decoder's step graph (docs/FORMAT.md, "ONNX graphs") run push by push for one stream of
+    ``rows`` rows: :meth:`push` takes (rows, K, n) codes and returns the (rows, m) float32 samples
+    they make final; the last push (``last``, any number of frames) ends the stream with the frames of
+    zeros that carry its last samples out. As :class:`dacli.runtime.stepping.Steps` is for torch."""
+
+    def __init__(self, model: OnnxDAC, rows: int) -> None:
+        self.model, self.rows = model, rows
+        step = model.info["decoder_step"]
+        self.delay, self.length = step["delay"], step["length"]
+        self.states: List[np.ndarray] = [np.zeros((rows, c, n), np.float32) for c, n in step["states"]]
+        self.position = 0  # frames pushed
+        self.emitted = 0   # output samples given out (those of positions below 0 included)
+
+    def _run(self, codes: np.ndarray, frames: int) -> np.ndarray:
+        feeds = {"codes": np.ascontiguousarray(codes, np.int64), "position": np.full(self.rows, self.position, np.int64),
+                 "frames": np.full(self.rows, frames, np.int64)}
+        feeds.update((f"state{i}", s) for i, s in enumerate(self.states))
+        y, *self.states = self.model._session("decoder_step").run(None, feeds)
+        self.position += codes.shape[-1]
+        return y[:, 0]
+
+    def push(self, codes: np.ndarray, last: bool = False) -> np.ndarray:
+        frames = self.position + codes.shape[-1] if last else UNKNOWN_LENGTH
+        if last:  # the frames that carry the stream's last samples out: their codes are zeroed in the graph
+            samples = self.length[0] * frames + self.length[1]
+            tail = max(0, math.ceil((samples + self.delay) / self.model.hop_length) - frames)
+            codes = np.concatenate([codes, np.zeros((*codes.shape[:2], tail), np.int64)], -1)
+        y = self._run(codes, frames) if codes.shape[-1] else np.zeros((self.rows, 0), np.float32)
+        start = self.emitted - self.delay  # the position of y's first sample
+        self.emitted += y.shape[-1]
+        y = y[:, max(0, -start):]
+        if last:
+            y = y[:, :max(0, samples - max(0, start))]
+        return np.ascontiguousarray(y, np.float32)

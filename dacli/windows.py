@@ -321,25 +321,38 @@ def decode_windows(model: "DAC", codes: Any, window_seconds: Optional[float] = N
     frames) → (channels, n) float32 audio blocks at the model rate, in order, each as soon as it is
     final. The decoder runs as a stream runs it (:class:`dacli.runtime.stepping.Steps`: each layer
     keeps only what its next outputs need, so memory stays flat in the file's length), on the model as
-    it is; the end is a push of no frames (the decoder's right padding alone)."""
+    it is; an exported model runs its step graph the same way (:class:`dacli.onnx_model.OnnxSteps`).
+    The end is a push of no frames (the decoder's right padding alone)."""
     c = codes_type.as_array(codes)
     frames, width = c.shape[2], window_frames(model, window_seconds, DECODE_WINDOW_SECONDS)
     if frames == 0:
         return
-    if not hasattr(model, "quantizer"):  # an exported model (dacli.onnx_model) runs its own graph
-        yield from model.decode_pushes(c, width)
-        return
+    with contextlib.ExitStack() as scope:
+        push = _pusher(model, c.shape[0], scope)
+        for t, end in pushes(frames, width):
+            yield push(c[:, :, t:end], False)
+            release_memory()
+        yield push(c[:, :, :0], True)
+
+
+def _pusher(model: Any, rows: int, scope: contextlib.ExitStack) -> Any:
+    """``push(codes, last) → samples`` of one stream of ``rows`` rows: the torch decoder's Steps after
+    the quantizer's lookup, or an exported model's step graph (which holds the lookup)."""
+    if not hasattr(model, "quantizer"):
+        return model.steps(rows).push
     import torch
 
     from .runtime.stepping import Steps
     steps = Steps(model.decoder)
-    with torch.inference_mode():
-        for t, end in pushes(frames, width):
-            z = model.quantizer.from_codes(torch.from_numpy(c[:, :, t:end]).long().to(model.device))
-            yield steps.push({0: z})[0][:, 0].cpu().numpy()
-            release_memory()
-        nothing = torch.zeros(c.shape[0], steps.in_channels, 0, device=model.device)
-        yield steps.push({0: nothing}, last=[0])[0][:, 0].cpu().numpy()
+    scope.enter_context(torch.inference_mode())
+
+    def push(c: np.ndarray, last: bool) -> np.ndarray:
+        if c.shape[-1]:
+            z = model.quantizer.from_codes(torch.from_numpy(c).long().to(model.device))
+        else:
+            z = torch.zeros(rows, steps.in_channels, 0, device=model.device)
+        return steps.push({0: z}, last=[0] if last else ())[0][:, 0].cpu().numpy()
+    return push
 
 
 def decode_array(model: "DAC", codes: Any, window_seconds: Optional[float] = None) -> np.ndarray:

@@ -14,6 +14,7 @@ import soxr
 import torch
 
 import dacli
+import dacli.windows
 from conftest import FIXTURES
 from dacli import registry
 from dacli.export import export
@@ -73,14 +74,44 @@ def test_bundled_graphs_encode_and_decode_as_dacli_does(bundled_export):
     assert (info["decoder_context"], info["encoder_context"]) == (10, 8)  # model.receptive, from the layers
     onnx = OnnxDAC(bundled_export)
     check_parity(onnx, model, music(44100, 3.0, 2), 3)
-    assert sorted(p.name for p in bundled_export.iterdir()) == ["dacli-onnx.json", "decoder.onnx", "encoder.onnx"]
+    assert sorted(p.name for p in bundled_export.iterdir()) == ["dacli-onnx.json", "decoder_step.onnx", "encoder.onnx"]
+    assert info["decoder_step"]["delay"] == 4757 and info["decoder_step"]["length"] == [512, 0]  # 9.3 frames late
+    assert len(info["decoder_step"]["states"]) == 30  # 2 per residual unit, 1 per other convolution
+
+
+@pytest.mark.parametrize("architecture", [None, FIXTURES / "tiny24.pth"])
+def test_the_step_graph_decodes_alike_however_the_codes_are_split(tmp_path_factory, bundled_export, architecture):
+    """The decoder's step graph pushed 1, 2, 3, … frames at a time, in one push, or in pushes of random
+    sizes, rows at different positions in one call: every split within 1e-5 of the torch model's fp32
+    one-pass decode (the bundled model, and tiny24, whose odd stride makes its audio shorter than the
+    frames' hops)."""
+    folder = bundled_export if architecture is None else tmp_path_factory.mktemp("tiny24") / "x"
+    if architecture is not None:
+        export(architecture, folder)
+    onnx, model = OnnxDAC(folder), dacli.load_model(architecture, "cpu", "fp32")
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, model.codebook_size, (2, 3, 70)).astype(np.int32)
+    ref = model.decode(codes).numpy()
+    sizes = [[70], [1] * 70, list(range(1, 12)) + [4], list(rng.integers(1, 20, 12))]
+    for split in sizes:
+        steps, parts, t = onnx.steps(2), [], 0
+        for n in split:
+            parts.append(steps.push(codes[:, :, t:t + n]))
+            t += n
+        parts.append(steps.push(codes[:, :, t:], last=True))
+        y = np.concatenate(parts, 1)
+        assert y.shape == ref.shape, split
+        assert float(np.abs(y - ref).max()) <= 1e-5, split
+    for width in (0.05, 0.5, 3.0):  # the push loop of files, through decode_windows
+        y = dacli.windows.decode_array(onnx, codes, width)
+        assert y.shape == ref.shape and float(np.abs(y - ref).max()) <= 1e-5, width
 
 
 def test_graphs_hold_the_folded_weights_not_weight_norm(bundled_export):
     """Weight norm is folded before export: the graphs hold plain convolutions whose weights are the
     model's g·v/‖v‖, with no normalisation of weights computed inside."""
     import onnx
-    graph = onnx.load(str(bundled_export / "decoder.onnx")).graph
+    graph = onnx.load(str(bundled_export / "decoder_step.onnx")).graph
     ops = {n.op_type for n in graph.node}
     assert "ConvTranspose" in ops and "Conv" in ops and not ops & {"ReduceL2", "LpNormalization"}
     model = dacli.model.load_checkpoint(registry.checkpoint_path(None)[0])
@@ -155,11 +186,20 @@ def test_bad_export_and_onnx_use_is_one_line(tmp_path, bundled_export, args, mes
 def test_a_changed_graph_is_refused(tmp_path, bundled_export):
     import shutil
     shutil.copytree(bundled_export, tmp_path / "m")
-    with open(tmp_path / "m" / "decoder.onnx", "r+b") as f:
+    with open(tmp_path / "m" / "decoder_step.onnx", "r+b") as f:
         f.seek(-10, 2)
         f.write(b"0123456789")
     with pytest.raises(dacli.DacliError, match="does not match the sha256"):
         OnnxDAC(tmp_path / "m").decode(np.zeros((1, 9, 4), np.int32))
+
+
+def test_an_export_of_an_older_dacli_is_refused_with_what_to_do(tmp_path, bundled_export):
+    import shutil
+    shutil.copytree(bundled_export, tmp_path / "m")
+    info = json.loads((tmp_path / "m" / registry.EXPORT_INFO).read_text())
+    (tmp_path / "m" / registry.EXPORT_INFO).write_text(json.dumps({**info, "version": 1}))
+    with pytest.raises(dacli.DacliError, match="version 1 of dacli-onnx, this dacli reads version 2: run dacli export again"):
+        OnnxDAC(tmp_path / "m")
 
 
 @pytest.mark.slow

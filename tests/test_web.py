@@ -1,10 +1,12 @@
 """The .dac player (web/) in a real browser: Debian's Chromium, headless, driven by Playwright, the page
-served from 127.0.0.1 by a server this test starts and stops. The page's decode equals dacli's at the
-model rate; its JavaScript reader gives the Python reader's verdict on every test vector of the container;
-refused files show their reason. Needs `make web` (make test runs it)."""
+served from 127.0.0.1 by web/serve.py's handler (cross-origin isolated, as make web-serve serves it:
+decoding on threads), started and stopped here. The page's decode equals dacli's at the model rate; it
+plays a file while it decodes it; its JavaScript reader gives the Python reader's verdict on every test
+vector of the container; refused files show their reason. Needs `make web` (make test runs it)."""
 
 import base64
 import http.server
+import importlib.util
 import json
 import os
 import struct
@@ -32,12 +34,11 @@ WEB = ROOT / "web"
 CHROMIUM = "/usr/bin/chromium"
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
-                      ".js": "text/javascript", ".wasm": "application/wasm"}
-
-    def log_message(self, *args):
-        pass
+def _handler():
+    spec = importlib.util.spec_from_file_location("serve", WEB / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    return serve.Handler
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +48,13 @@ def page():
     assert not missing, f"the player is not built ({', '.join(missing)} missing): run make web"
     assert Path(CHROMIUM).exists(), "Debian's chromium is not installed: make web-deps"
     from playwright.sync_api import sync_playwright
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(WEB)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_handler(), directory=str(WEB)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
             try:
                 pg = browser.new_page(viewport={"width": 1000, "height": 760})
                 errors = []
@@ -60,6 +62,7 @@ def page():
                 pg.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
                 info = pg.evaluate("window.dacli.ready")
                 assert info["name"] == dacli.load_model(None, "cpu", "fp32").name, errors
+                assert pg.evaluate("crossOriginIsolated") and pg.evaluate("window.dacli.threads") > 1
                 yield pg
             finally:
                 browser.close()
@@ -154,6 +157,42 @@ def test_the_page_decodes_what_dacli_decodes_at_the_model_rate(page, tmp_path):
     assert "Decoded 3.00 s" in page.inner_text("#status") and page.is_enabled("#play")
     if os.environ.get("DACLI_PLAYER_SCREENSHOT"):  # the README's picture: the page after decoding
         page.screenshot(path=os.environ["DACLI_PLAYER_SCREENSHOT"])
+
+
+def test_the_page_plays_a_file_while_it_decodes_it(page, tmp_path):
+    """30 s of stereo at 3 codebooks, opened as a user opens it: audio plays (the AudioContext running past
+    the first stretch's start) before half of the file is decoded; every stretch is handed on in order.
+    Prints how fast the page decoded it against real time (the README's figure)."""
+    x = music(30.0)
+    sf.write(tmp_path / "in.wav", x, 44100)
+    r = subprocess.run([sys.executable, "-m", "dacli", "encode", tmp_path / "in.wav", "-o", tmp_path / "x.dac",
+                        "--n-codebooks", "3", "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    page.set_input_files("#file", str(tmp_path / "x.dac"))
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Decoded')", timeout=600000)
+    log = page.evaluate("window.dacli.playback.log")
+    assert all(e["contextState"] == "running" for e in log), log[:3]
+    fractions = [e["fraction"] for e in log]
+    assert fractions == sorted(fractions) and fractions[-1] == 1 and len(log) > 20
+    playing = next(e for e in log if e["playing"])
+    assert playing["fraction"] < 0.5, playing
+    status = page.inner_text("#status")
+    print(f"\n{hardware_line()}; the page: {status} {log[-1]['gaps']} gaps in playback; audio playing at "
+          f"{playing['fraction']:.0%} decoded, {playing['ms'] / 1000:.2f} s after opening")
+
+
+def music(seconds):
+    """``seconds`` of music20s.flac (looped) in stereo, (samples, 2) at 44.1 kHz."""
+    x, sr = sf.read(FIXTURES / "music20s.flac", dtype="float32", always_2d=True)
+    import soxr
+    x = soxr.resample(x[:, :1], sr, 44100)
+    x = np.tile(x, (int(np.ceil(seconds * 44100 / len(x))), 1))[:int(seconds * 44100)]
+    return np.concatenate([x, 0.8 * np.roll(x, 4410, axis=0)], axis=1)
+
+
+def hardware_line():
+    from dacli.bench import describe_machine, machine
+    return describe_machine(machine())
 
 
 @pytest.mark.parametrize("make, message", [

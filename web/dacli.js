@@ -1,7 +1,8 @@
 // The player's reader and decoder: the .dac container read as docs/FORMAT.md specifies it (every check of
-// dacli/container.py, with the same reasons), and its codes decoded by the ONNX decoder of `dacli export`
-// in onnxruntime-web, window by window as dacli.windows does, gain restored and low-passed at the recorded
-// bandwidth (FORMAT.md, "Decoding", steps 1-3: the audio at the model rate, before resampling).
+// dacli/container.py, with the same reasons), and its codes decoded by the decoder's step graph of
+// `dacli export` in onnxruntime-web, push by push as dacli.windows.decode_windows does (all channels in one
+// call), gain restored and low-passed at the recorded bandwidth (FORMAT.md, "Decoding", steps 1-3: the
+// audio at the model rate, before resampling), each stretch handed on as soon as it is final.
 
 import { decompress } from "./vendor/fzstd.mjs";
 
@@ -256,19 +257,20 @@ export function lowpassTaps(bandwidth, rate) {
   return h.map((t) => t / total);
 }
 
-function lowpass(x, taps) {
-  const half = (taps.length - 1) / 2, n = x.length, y = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
+// Samples [from, upto) of x low-passed (257 taps, zeros beyond x's ends) into y; each needs x up to 128
+// samples ahead.
+function lowpass(x, taps, y, from, upto) {
+  const half = (taps.length - 1) / 2, n = x.length;
+  for (let i = from; i < upto; i++) {
     let acc = 0;
     const lo = Math.max(0, i - half), hi = Math.min(n - 1, i + half);
     for (let j = lo; j <= hi; j++) acc += taps[i + half - j] * x[j];
     y[i] = acc;
   }
-  return y;
 }
 
 export class Model {
-  // info: the export's dacli-onnx.json; session: an onnxruntime-web InferenceSession of decoder.onnx.
+  // info: the export's dacli-onnx.json; session: an onnxruntime-web InferenceSession of decoder_step.onnx.
   constructor(info, session, ort) {
     Object.assign(this, { info, session, ort });
   }
@@ -289,40 +291,56 @@ export class Model {
                          `minutes of audio (it plays up to ${MAX_SECONDS / 60} minutes; use dacli decode)`);
   }
 
-  // One window's codes (K, frames) of one channel → its audio, (frames · hop) float32 samples.
-  async run(codes, k, frames) {
-    const data = new BigInt64Array(k * frames);
-    for (let i = 0; i < k; i++) for (let t = 0; t < frames; t++) data[i * frames + t] = BigInt(codes[i][t]);
-    const out = await this.session.run({ codes: new this.ort.Tensor("int64", data, [1, k, frames]) });
-    return out.audio.data;
+  // One push of the step graph: codes[c][k] of frames t … t + n − 1 (zeros past the stream's `frames`),
+  // every channel a row, and the decoder's state → [the rows' samples, (channels · n · hop) float32, the
+  // next state].
+  async push(codes, k, t, n, frames, states) {
+    const rows = codes.length, data = new BigInt64Array(rows * k * n), ort = this.ort;
+    for (let c = 0; c < rows; c++)
+      for (let i = 0; i < k; i++)
+        for (let j = 0; j < n && t + j < frames; j++) data[(c * k + i) * n + j] = BigInt(codes[c][i][t + j]);
+    const feeds = {
+      codes: new ort.Tensor("int64", data, [rows, k, n]),
+      position: new ort.Tensor("int64", new BigInt64Array(rows).fill(BigInt(t)), [rows]),
+      frames: new ort.Tensor("int64", new BigInt64Array(rows).fill(BigInt(frames)), [rows]),
+    };
+    states.forEach((s, i) => { feeds[`state${i}`] = s; });
+    const out = await this.session.run(feeds);
+    return [out.audio.data, states.map((_, i) => out[`next${i}`])];
   }
 
-  // A .dac file's bytes → {sampleRate, channels: [Float32Array…]}: the model-rate audio of FORMAT.md's
-  // "Decoding" steps 1-3. Windows of `width` frames with the decoder's context on each side, their
-  // centres kept (dacli.windows.plan). onWindow(channel, start, samples, done, total) as each is final.
-  async decode(buf, onWindow = () => {}, width = 86) {
+  // A .dac file's bytes → {sampleRate, channels: [Float32Array…], header}: the model-rate audio of
+  // FORMAT.md's "Decoding" steps 1-3, by pushes of `width` frames through the step graph (FORMAT.md, "ONNX
+  // graphs"), then the frames that carry the last samples out. onReady(channels, from, upto, fraction) each
+  // time samples [from, upto) are final (low-passed where the file asks: 128 samples later).
+  async decode(buf, onReady = () => {}, width = 32) {
     const { header: h, codes } = read(buf);
     this.check(h);
-    const hop = h.hop_length, frames = Number(h.n_frames), length = Number(h.model_length);
-    const context = this.info.decoder_context, k = h.n_codebooks;
+    const ort = this.ort, hop = h.hop_length, frames = Number(h.n_frames), length = Number(h.model_length);
+    const { delay, length: [a, b], states } = this.info.decoder_step;
+    const rows = h.channels, k = h.n_codebooks, samples = a * frames + b;
+    const total = Math.ceil((samples + delay) / hop); // frames pushed: the codes and those after them
     const gain = Math.fround(10 ** (-h.gain_db / 20));
     const taps = h.bandwidth_hz ? lowpassTaps(h.bandwidth_hz, h.model_sample_rate) : null;
-    const total = h.channels * Math.ceil(frames / width);
-    let done = 0;
-    const channels = [];
-    for (let c = 0; c < h.channels; c++) {
-      const y = new Float32Array(length);
-      for (let s = 0; s < frames; s += width) {
-        const w = Math.min(width, frames - s), a = Math.max(0, s - context), b = Math.min(frames, s + w + context);
-        const audio = await this.run(codes[c].map((row) => row.subarray(a, b)), k, b - a);
-        const from = (s - a) * hop, upto = Math.min(audio.length, (s - a + w) * hop);
-        const piece = audio.subarray(from, upto);
-        const room = Math.max(0, Math.min(piece.length, length - s * hop));
-        for (let i = 0; i < room; i++) y[s * hop + i] = Math.fround(piece[i] * gain);
-        done += 1;
-        onWindow(c, s * hop, y.subarray(s * hop, s * hop + room), done, total);
+    const raw = Array.from({ length: rows }, () => new Float32Array(length));
+    const channels = taps ? Array.from({ length: rows }, () => new Float32Array(length)) : raw;
+    let state = states.map(([c, n]) => new ort.Tensor("float32", new Float32Array(rows * c * n), [rows, c, n]));
+    let emitted = 0, ready = 0, audio;
+    for (let t = 0; t < total; t += width) {
+      const n = Math.min(width, total - t), per = n * hop;
+      [audio, state] = await this.push(codes, k, t, n, frames, state);
+      const start = emitted - delay; // the position of this push's first sample
+      emitted += per;
+      for (let c = 0; c < rows; c++)
+        for (let i = Math.max(0, -start); i < per && start + i < length; i++)
+          raw[c][start + i] = Math.fround(audio[c * per + i] * gain);
+      const decoded = Math.max(0, Math.min(length, emitted - delay));
+      const upto = !taps || decoded === length ? decoded : Math.max(0, decoded - (taps.length - 1) / 2);
+      if (upto > ready) {
+        if (taps) for (let c = 0; c < rows; c++) lowpass(raw[c], taps, channels[c], ready, upto);
+        onReady(channels, ready, upto, Math.min(1, (t + n) / total));
+        ready = upto;
       }
-      channels.push(taps ? lowpass(y, taps) : y);
     }
     return { sampleRate: h.model_sample_rate, channels, header: h };
   }
@@ -332,7 +350,7 @@ export class Model {
 // where the browser has it, else WASM.
 export async function loadModel(ort, base) {
   const info = await (await fetch(new URL("dacli-onnx.json", base))).json();
-  const graph = new Uint8Array(await (await fetch(new URL(info.graphs.decoder.file, base))).arrayBuffer());
+  const graph = new Uint8Array(await (await fetch(new URL(info.graphs.decoder_step.file, base))).arrayBuffer());
   const providers = typeof navigator !== "undefined" && navigator.gpu ? ["webgpu", "wasm"] : ["wasm"];
   let session;
   try {
