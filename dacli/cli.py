@@ -355,9 +355,9 @@ def info(files, as_json):
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Folder to write.")
 @OVERWRITE
 def export_cmd(model_name, output, overwrite):
-    """Write MODEL (a name or checkpoint, as --model takes it) as ONNX graphs: encoder.onnx (audio ->
-    codes), decoder_step.onnx (a push of codes and the decoder's state -> the audio they make final and
-    the next state) and dacli-onnx.json (docs/FORMAT.md, ONNX graphs), for
+    """Write MODEL (a name or checkpoint, as --model takes it) as ONNX step graphs: encoder_step.onnx (a
+    push of audio and the encoder's state -> the codes it makes final and the next state),
+    decoder_step.onnx (codes -> audio, likewise) and dacli-onnx.json (docs/FORMAT.md, ONNX graphs), for
     'dacli decode --runtime onnx --model DIR' without torch, the browser player (web/) or any ONNX runtime.
     """
     from .export import export

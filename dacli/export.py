@@ -2,14 +2,16 @@
 read by :mod:`dacli.onnx_model` and by the browser player in ``web/``. docs/FORMAT.md ("ONNX graphs")
 names the graphs' inputs and outputs:
 
-- ``encoder.onnx``: ``audio`` (batch, 1, samples) float32 at the model rate, samples a multiple of the
-  hop → ``codes`` (batch, n_codebooks, samples / hop) int64, every codebook (a file keeps the first K);
-- ``decoder_step.onnx``: a push of ``codes`` (batch, K, frames) int64, 1 ≤ K ≤ n_codebooks, each row's
-  ``position`` and stream length ``frames`` and the decoder's state → the ``audio`` samples the push
-  makes final and the next state (:class:`dacli.graphs.DecoderStep`);
+- ``encoder_step.onnx``: a push of ``audio`` (batch, 1, samples) float32 at the model rate, samples a
+  multiple of the hop, each row's ``position`` and stream length ``frames`` and the encoder's state →
+  the ``codes`` (batch, n_codebooks, samples / hop) int64 the push makes final, every codebook (a file
+  keeps the first K), and the next state (:class:`dacli.graphs.EncoderStep`);
+- ``decoder_step.onnx``: a push of ``codes`` (batch, K, frames) int64, 1 ≤ K ≤ n_codebooks, ``position``,
+  ``frames`` and the decoder's state → the ``audio`` samples the push makes final and the next state
+  (:class:`dacli.graphs.DecoderStep`);
 - ``dacli-onnx.json`` (:data:`dacli.onnx_model.EXPORT_INFO`): rates, codebooks, the weights' hash, the
-  receptive-field contexts and the convolutions they come from, the step graph's delay, output length
-  and state shapes, the graphs' sha256.
+  receptive-field contexts and the convolutions they come from, each step graph's delay, output
+  length and state shapes, the graphs' sha256.
 
 Weight norm is folded first (:func:`dacli.graphs.fold_weight_norm`), so the graphs hold ordinary Conv
 and ConvTranspose nodes. Exported with torch's TorchScript exporter (``dynamo=False``), dynamic in
@@ -31,12 +33,12 @@ from torch import nn
 from . import registry
 from .errors import DacliError
 from .fileio import os_reason
-from .graphs import DecoderStep, EncoderGraph, fold_weight_norm
+from .graphs import DecoderStep, EncoderStep, fold_weight_norm
 from .model import DAC
 from .model.receptive import context_frames, convolutions
 
 OPSET = 17
-FORMAT_VERSION = 2  # of dacli-onnx.json (2: the decoder as a step graph)
+FORMAT_VERSION = 2  # of dacli-onnx.json (2: step graphs)
 
 
 def _convs(module: nn.Module) -> list:
@@ -54,39 +56,40 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _export_step(step: Any, first: torch.Tensor, name: str, folder: Path) -> None:
+    """Trace a step graph (:class:`dacli.graphs.DecoderStep`, :class:`dacli.graphs.EncoderStep`) on a
+    push of ``first`` (two rows) into ``folder/{name}.onnx``."""
+    rows, n = first.shape[0], len(step.states)
+    position, frames = torch.zeros(rows, dtype=torch.long), torch.full((rows,), 100, dtype=torch.long)
+    states, nexts = [f"state{i}" for i in range(n)], [f"next{i}" for i in range(n)]
+    given, made = ("codes", "audio") if name == "decoder_step" else ("audio", "codes")
+    axes = {"batch": {0: "batch"}, "codes": {0: "batch", 1: "codebooks", 2: "frames"}, "audio": {0: "batch", 2: "samples"}}
+    torch.onnx.export(step, (first, position, frames, *step.initial(rows)), str(folder / f"{name}.onnx"), dynamo=False,
+                      opset_version=OPSET, input_names=[given, "position", "frames", *states], output_names=[made, *nexts],
+                      dynamic_axes={given: axes[given], made: axes[made], "position": axes["batch"],
+                                    "frames": axes["batch"], **{s: axes["batch"] for s in states + nexts}})
+
+
 def export_graphs(model: DAC, folder: Path) -> Dict[str, Any]:
-    """Write ``encoder.onnx``, ``decoder_step.onnx`` and ``dacli-onnx.json`` of a plain DAC into
+    """Write ``encoder_step.onnx``, ``decoder_step.onnx`` and ``dacli-onnx.json`` of a plain DAC into
     ``folder`` (existing, empty) → the JSON's content."""
     plain = fold_weight_norm(model).eval()
-    hop = plain.hop_length
-    step = DecoderStep(plain)
-    audio = torch.zeros(1, 1, 12 * hop)
-    rows = 2
-    codes = torch.zeros(rows, plain.n_codebooks, 12, dtype=torch.long)
-    position, frames = torch.zeros(rows, dtype=torch.long), torch.full((rows,), 100, dtype=torch.long)
-    n = len(step.states)
-    states, nexts = [f"state{i}" for i in range(n)], [f"next{i}" for i in range(n)]
+    steps = {"encoder": EncoderStep(plain), "decoder": DecoderStep(plain)}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on shapes it records as constants
-        torch.onnx.export(EncoderGraph(plain), (audio,), str(folder / "encoder.onnx"), dynamo=False,
-                          opset_version=OPSET, input_names=["audio"], output_names=["codes"],
-                          dynamic_axes={"audio": {0: "batch", 2: "samples"}, "codes": {0: "batch", 2: "frames"}})
-        torch.onnx.export(step, (codes, position, frames, *step.initial(rows)), str(folder / "decoder_step.onnx"),
-                          dynamo=False, opset_version=OPSET, input_names=["codes", "position", "frames", *states],
-                          output_names=["audio", *nexts],
-                          dynamic_axes={"codes": {0: "batch", 1: "codebooks", 2: "frames"}, "position": {0: "batch"},
-                                        "frames": {0: "batch"}, "audio": {0: "batch", 2: "samples"},
-                                        **{name: {0: "batch"} for name in states + nexts}})
+        _export_step(steps["encoder"], torch.zeros(2, 1, 12 * plain.hop_length), "encoder_step", folder)
+        _export_step(steps["decoder"], torch.zeros(2, plain.n_codebooks, 12, dtype=torch.long), "decoder_step", folder)
     info = {
         "format": "dacli-onnx", "version": FORMAT_VERSION, "name": model.name or "",
-        "weights_hash": model.weights_hash, "sample_rate": model.sample_rate, "hop_length": hop,
+        "weights_hash": model.weights_hash, "sample_rate": model.sample_rate, "hop_length": plain.hop_length,
         "n_codebooks": model.n_codebooks, "codebook_size": model.codebook_size,
         "bits_per_code": int(round(model.bits_per_code)),
         "encoder_context": context_frames(model, "encoder"), "decoder_context": context_frames(model, "decoder"),
         "convolutions": {"encoder": _convs(model.encoder), "decoder": _convs(model.decoder)},
-        "decoder_step": {"delay": step.delay, "length": list(step.length), "states": [list(s) for s in step.states]},
+        **{f"{c}_step": {"delay": s.delay, "length": list(s.length), "states": [list(t) for t in s.states]}
+           for c, s in steps.items()},
         "graphs": {g: {"file": f"{g}.onnx", "sha256": _sha256(folder / f"{g}.onnx"), "opset": OPSET}
-                   for g in ("encoder", "decoder_step")},
+                   for g in ("encoder_step", "decoder_step")},
     }
     (folder / registry.EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return info

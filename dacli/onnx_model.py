@@ -2,9 +2,9 @@
 engine and the decoder of files need, without torch (``dacli decode --runtime onnx --model DIR``).
 
 It has what :mod:`dacli.windows` and :mod:`dacli.codec` ask of a model — rates, codebooks, the weights'
-hash and :meth:`OnnxDAC.steps`, the decoder's step graph run push by push (:class:`OnnxSteps`) — so a
-file decodes through the same push loop, loudness restore, low-pass and resampling as with torch. It
-computes in float32 on the CPU; it encodes only whole arrays (:meth:`OnnxDAC.encode`), not files.
+hash and :meth:`OnnxDAC.steps`, the step graphs run push by push (:class:`OnnxSteps`) — so a file
+decodes through the same push loop, loudness restore, low-pass and resampling as with torch. It
+computes in float32 on the CPU; it encodes only arrays (:meth:`OnnxDAC.encode`), not files.
 """
 
 import hashlib
@@ -49,10 +49,12 @@ class OnnxDAC:
         for key, kind in _FIELDS.items():
             if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
                 raise DacliError(f"{info_path}: field {key!r} missing or not {kind.__name__}")
-        step = info.get("decoder_step")
-        if not (isinstance(step, dict) and isinstance(step.get("delay"), int) and _ints(step.get("length"), 2)
-                and isinstance(step.get("states"), list) and all(_ints(t, 2) for t in step["states"])):
-            raise DacliError(f"{info_path}: field 'decoder_step' missing or malformed")
+        for coder in ("encoder", "decoder"):
+            step = info.get(f"{coder}_step")
+            if not (isinstance(step, dict) and isinstance(step.get("delay"), int) and _ints(step.get("length"), 2)
+                    and step["length"][0] > 0 and isinstance(step.get("states"), list)
+                    and all(_ints(t, 2) for t in step["states"])):
+                raise DacliError(f"{info_path}: field '{coder}_step' missing or malformed")
         self.info = info
         self.name: str = info["name"]
         self.weights_hash: str = info["weights_hash"]
@@ -89,9 +91,9 @@ class OnnxDAC:
         """The codebook count to code with: all when None; refused outside 1..n_codebooks."""
         return codes_type.codebook_count(n_codebooks, self.n_codebooks)
 
-    def steps(self, rows: int) -> "OnnxSteps":
-        """A decode of ``rows`` rows (channels) of one stream, push by push."""
-        return OnnxSteps(self, rows)
+    def steps(self, rows: int, coder: str = "decoder") -> "OnnxSteps":
+        """A decode (an encode) of ``rows`` rows (channels) of one stream, push by push."""
+        return OnnxSteps(self, coder, rows)
 
     def decode(self, codes: Any) -> np.ndarray:
         """Codes (channels, K, frames) or (K, frames) → float32 audio (channels, samples) at the model
@@ -107,9 +109,9 @@ class OnnxDAC:
         n = self.check_n_codebooks(n_codebooks)
         x = np.asarray(audio, np.float32)
         x = x.reshape(-1, x.shape[-1])
-        x = np.pad(x, ((0, 0), (0, -x.shape[-1] % self.hop_length)))[:, None, :]
-        codes = self._session("encoder").run(["codes"], {"audio": np.ascontiguousarray(x)})[0]
-        return codes[:, :n].astype(np.int32)
+        x = np.pad(x, ((0, 0), (0, -x.shape[-1] % self.hop_length)))
+        steps = self.steps(x.shape[0], "encoder")
+        return np.concatenate([steps.push(x), steps.push(x[:, :0], last=True)], -1)[:, :n]
 
 
 def _ints(x: Any, n: int) -> bool:
@@ -117,37 +119,44 @@ def _ints(x: Any, n: int) -> bool:
 
 
 class OnnxSteps:
-    """The decoder's step graph (docs/FORMAT.md, "ONNX graphs") run push by push for one stream of
-    ``rows`` rows: :meth:`push` takes (rows, K, n) codes and returns the (rows, m) float32 samples
-    they make final; the last push (``last``, any number of frames) ends the stream with the frames of
-    zeros that carry its last samples out. As :class:`dacli.runtime.stepping.Steps` is for torch."""
+    """A step graph of an export (docs/FORMAT.md, "ONNX graphs") run push by push for one stream of
+    ``rows`` rows, as :class:`dacli.runtime.stepping.Steps` runs torch's: :meth:`push` takes the next
+    frames — (rows, K, n) codes for the decoder, (rows, n · hop) samples for the encoder — and returns
+    what they make final — (rows, m) float32 samples, (rows, n_codebooks, m) codes; the last push
+    (``last``, any number of frames) ends the stream with the frames of zeros that carry its last
+    outputs out."""
 
-    def __init__(self, model: OnnxDAC, rows: int) -> None:
-        self.model, self.rows = model, rows
-        step = model.info["decoder_step"]
-        self.delay, self.length = step["delay"], step["length"]
+    def __init__(self, model: OnnxDAC, coder: str, rows: int) -> None:
+        self.model, self.coder, self.rows = model, coder, rows
+        step = model.info[f"{coder}_step"]
+        self.delay, self.length = step["delay"], step["length"]  # in outputs
+        self.per_frame = 1 if coder == "decoder" else model.hop_length  # inputs per frame
         self.states: List[np.ndarray] = [np.zeros((rows, c, n), np.float32) for c, n in step["states"]]
         self.position = 0  # frames pushed
-        self.emitted = 0   # output samples given out (those of positions below 0 included)
+        self.emitted = 0   # outputs given out (those of positions below 0 included)
 
-    def _run(self, codes: np.ndarray, frames: int) -> np.ndarray:
-        feeds = {"codes": np.ascontiguousarray(codes, np.int64), "position": np.full(self.rows, self.position, np.int64),
-                 "frames": np.full(self.rows, frames, np.int64)}
+    def _run(self, x: np.ndarray, frames: int) -> np.ndarray:
+        feeds = {"codes" if self.coder == "decoder" else "audio": x, "frames": np.full(self.rows, frames, np.int64),
+                 "position": np.full(self.rows, self.position, np.int64)}
         feeds.update((f"state{i}", s) for i, s in enumerate(self.states))
-        y, *self.states = self.model._session("decoder_step").run(None, feeds)
-        self.position += codes.shape[-1]
-        return y[:, 0]
+        y, *self.states = self.model._session(f"{self.coder}_step").run(None, feeds)
+        self.position += x.shape[-1] // self.per_frame
+        return y
 
-    def push(self, codes: np.ndarray, last: bool = False) -> np.ndarray:
-        frames = self.position + codes.shape[-1] if last else UNKNOWN_LENGTH
-        if last:  # the frames that carry the stream's last samples out: their codes are zeroed in the graph
-            samples = self.length[0] * frames + self.length[1]
-            tail = max(0, math.ceil((samples + self.delay) / self.model.hop_length) - frames)
-            codes = np.concatenate([codes, np.zeros((*codes.shape[:2], tail), np.int64)], -1)
-        y = self._run(codes, frames) if codes.shape[-1] else np.zeros((self.rows, 0), np.float32)
-        start = self.emitted - self.delay  # the position of y's first sample
+    def push(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.int64) if self.coder == "decoder" else np.asarray(x, np.float32)[:, None]
+        frames = self.position + x.shape[-1] // self.per_frame if last else UNKNOWN_LENGTH
+        if last:  # the frames that carry the last outputs out: the graph zeroes their inputs
+            n = self.length[0] * frames + self.length[1]
+            tail = max(0, math.ceil((n + self.delay) / self.length[0]) - frames)
+            x = np.concatenate([x, np.zeros((*x.shape[:2], tail * self.per_frame), x.dtype)], -1)
+        if x.shape[-1]:
+            y = self._run(np.ascontiguousarray(x), frames)
+        else:
+            y = np.zeros((self.rows, 1 if self.coder == "decoder" else self.model.n_codebooks, 0), np.float32)
+        start = self.emitted - self.delay  # the position of y's first output
         self.emitted += y.shape[-1]
-        y = y[:, max(0, -start):]
+        y = y[..., max(0, -start):]
         if last:
-            y = y[:, :max(0, samples - max(0, start))]
-        return np.ascontiguousarray(y, np.float32)
+            y = y[..., :max(0, n - max(0, start))]
+        return np.ascontiguousarray(y[:, 0], np.float32) if self.coder == "decoder" else y.astype(np.int32)

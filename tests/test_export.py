@@ -74,9 +74,12 @@ def test_bundled_graphs_encode_and_decode_as_dacli_does(bundled_export):
     assert (info["decoder_context"], info["encoder_context"]) == (10, 8)  # model.receptive, from the layers
     onnx = OnnxDAC(bundled_export)
     check_parity(onnx, model, music(44100, 3.0, 2), 3)
-    assert sorted(p.name for p in bundled_export.iterdir()) == ["dacli-onnx.json", "decoder_step.onnx", "encoder.onnx"]
+    assert sorted(p.name for p in bundled_export.iterdir()) == ["dacli-onnx.json", "decoder_step.onnx",
+                                                                "encoder_step.onnx"]
     assert info["decoder_step"]["delay"] == 4757 and info["decoder_step"]["length"] == [512, 0]  # 9.3 frames late
-    assert len(info["decoder_step"]["states"]) == 30  # 2 per residual unit, 1 per other convolution
+    assert info["encoder_step"]["delay"] == 8 and info["encoder_step"]["length"] == [1, 0]  # frames
+    assert len(info["decoder_step"]["states"]) == len(info["encoder_step"]["states"]) == 30  # 2 per residual
+    # unit, 1 per other convolution
 
 
 @pytest.mark.parametrize("architecture", [None, FIXTURES / "tiny24.pth"])
@@ -105,6 +108,55 @@ def test_the_step_graph_decodes_alike_however_the_codes_are_split(tmp_path_facto
     for width in (0.05, 0.5, 3.0):  # the push loop of files, through decode_windows
         y = dacli.windows.decode_array(onnx, codes, width)
         assert y.shape == ref.shape and float(np.abs(y - ref).max()) <= 1e-5, width
+
+
+def test_streams_at_different_positions_share_a_call_of_the_step_graph(bundled_export):
+    """Two streams in one call per push, the second started 5 frames after the first, each row with its
+    own position and state: each row's samples are those of its stream decoded alone."""
+    onnx = OnnxDAC(bundled_export)
+    session, info = onnx._session("decoder_step"), onnx.info["decoder_step"]
+    codes = np.random.default_rng(2).integers(0, 1024, (2, 3, 40))
+    start = [0, 5]
+
+    def run(rows, positions, states):
+        feeds = {"codes": rows, "position": np.array(positions, np.int64),
+                 "frames": np.full(len(positions), 1 << 40, np.int64)}
+        feeds.update((f"state{i}", st) for i, st in enumerate(states))
+        y, *states = session.run(None, feeds)
+        return y[:, 0], states
+
+    zeros = [np.zeros((1, c, n), np.float32) for c, n in info["states"]]
+    alone = [run(codes[i:i + 1, :, :35], [0], zeros)[0] for i in (0, 1)]
+    together, states = [[], []], [np.zeros((2, c, n), np.float32) for c, n in info["states"]]
+    for t in range(0, 35, 5):  # stream 1 pushes frames 0 … 4 at t = 5, and so on
+        live = [i for i in (0, 1) if t >= start[i]]
+        rows = np.concatenate([codes[i:i + 1, :, t - start[i]:t - start[i] + 5] for i in live])
+        y, new = run(rows, [t - start[i] for i in live], [st[live] for st in states])
+        for j, i in enumerate(live):
+            together[i].append(y[j])
+            for st, n in zip(states, new):
+                st[i] = n[j]
+    for i in (0, 1):
+        y = np.concatenate(together[i])
+        assert float(np.abs(y - alone[i][0, :y.shape[0]]).max()) <= 1e-5, i
+
+
+def test_the_encoder_step_graph_gives_the_codes_of_a_one_pass_encode_however_the_audio_is_split(bundled_export):
+    """Stereo music pushed a frame, a few frames or all at once, the two rows at different positions in
+    each call (one stream started three frames later): codes equal to torch's fp32 one-pass encode."""
+    onnx, model = OnnxDAC(bundled_export), dacli.load_model(None, "cpu", "fp32")
+    x = music(44100, 1.2, 2)[:, :100 * 512]
+    ref = model.encode(x).numpy()
+    hop = 512
+    for split in ([100], [1] * 100, [7, 1, 30, 2, 60]):
+        steps, parts, t = onnx.steps(2, "encoder"), [], 0
+        for n in split:
+            parts.append(steps.push(x[:, t * hop:(t + n) * hop]))
+            t += n
+        parts.append(steps.push(x[:, :0], last=True))
+        codes = np.concatenate(parts, -1)
+        assert codes.shape == ref.shape and np.array_equal(codes, ref), split
+
 
 
 def test_graphs_hold_the_folded_weights_not_weight_norm(bundled_export):
