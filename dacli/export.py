@@ -36,9 +36,9 @@ from .fileio import os_reason
 from .graphs import DecoderStep, EncoderStep, fold_weight_norm
 from .model import DAC
 from .model.receptive import context_frames, convolutions
+from .onnx_model import VERSION
 
 OPSET = 17
-FORMAT_VERSION = 2  # of dacli-onnx.json (2: step graphs)
 
 
 def _convs(module: nn.Module) -> list:
@@ -80,7 +80,7 @@ def export_graphs(model: DAC, folder: Path) -> Dict[str, Any]:
         _export_step(steps["encoder"], torch.zeros(2, 1, 12 * plain.hop_length), "encoder_step", folder)
         _export_step(steps["decoder"], torch.zeros(2, plain.n_codebooks, 12, dtype=torch.long), "decoder_step", folder)
     info = {
-        "format": "dacli-onnx", "version": FORMAT_VERSION, "name": model.name or "",
+        "format": "dacli-onnx", "version": VERSION, "name": model.name or "",
         "weights_hash": model.weights_hash, "sample_rate": model.sample_rate, "hop_length": plain.hop_length,
         "n_codebooks": model.n_codebooks, "codebook_size": model.codebook_size,
         "bits_per_code": int(round(model.bits_per_code)),

@@ -150,7 +150,7 @@ class _Chain(nn.Module):
 
         def signal(x, at):  # zero outside the layer's signal
             first = (position * at.scale - at.delay).unsqueeze(1)
-            pos = first + torch.cumsum(torch.ones_like(x[0, 0], dtype=torch.long), 0) - 1
+            pos = first + torch.arange(x.shape[-1], device=x.device)
             inside = (pos >= 0) & (pos < (frames * at.length[0] + at.length[1]).unsqueeze(1))
             return x * inside.unsqueeze(1).to(x.dtype)
 
