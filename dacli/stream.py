@@ -7,7 +7,7 @@ is pushed, ended and restarted on its own, and gives what it would give alone.
 **Per-layer state.** :class:`dacli.runtime.stepping.Steps` runs an encoder or decoder a push at a time
 for all the streams of one object, each layer keeping per stream only the inputs its next outputs need:
 a push costs the same whatever came before, the state has a fixed size, and the streams of a push
-run through each layer in one call (a decoder's streams once past their first pushes, whatever each
+run through each layer in one call (a decoder's streams from their first push, whatever each
 pushes; encoder streams that are in the same state and push as many samples).
 
 **Exactness.** Why the outputs are the one pass's bit for bit, alone or beside other streams, and

@@ -8,15 +8,18 @@ Encoder and decoder are chains of layers along time: convolutions (zero padding 
 on each side, stride 1 or s), transposed convolutions (kernel 2s, stride s), Snake and tanh
 (pointwise), residual units (a convolution pair plus the skip path). A convolution's left padding is a
 stretch of zeros at the start of its input, its right padding zeros appended at the end, and a push
-runs it 'valid' on the inputs it has not yet used plus the ``(k − 1)·d`` before them.
+runs it 'valid' on the inputs it has not yet used plus the ``(k − 1)·d`` before them. In a decoder
+(every layer of stride 1 on its input) a slot starts holding ``(k − 1)·d`` zeros instead, so that its
+layers hold the same lengths from its first push on; the outputs that then lie before its signal are
+set to zero, as the padding is, and dropped at the end of the chain (:meth:`Steps._uniform`).
 
 **Slots.** Each streamed layer keeps what it holds per stream slot (:class:`_State`). The slots of a
 push whose layers hold the same lengths and that bring inputs of the same length run together: their
-rows stacked, one call per layer. In a decoder every slot past its first pushes holds the same
-lengths, and those slots run together whatever each pushes (:meth:`Steps.push`). What the slots that
-ran together hold stays one stacked tensor until other slots come, so pushes of the same streams cost
-no copies. The outputs equal a one-pass run's bit for bit, alone or
-stacked, once the model is :func:`dacli.runtime.streamable` (docs/PERFORMANCE.md, Exactness).
+rows stacked, one call per layer. In a decoder every slot holds the same lengths, and all run
+together whatever each pushes (:meth:`Steps.push`). What the slots that ran together hold stays one
+stacked tensor until other slots come, so pushes of the same streams cost no copies. The outputs
+equal a one-pass run's bit for bit, alone or stacked, once the model is
+:func:`dacli.runtime.streamable` (docs/PERFORMANCE.md, Exactness).
 """
 
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
@@ -37,8 +40,23 @@ class _Group:
     frames of zeros after each slot's input where they pushed fewer frames than the longest (``short``;
     their outputs there are dropped), counted at the current layer's rate (``rate``: samples per frame)."""
 
-    def __init__(self, slots: Slots, rows: Tuple[int, ...], short: Tuple[int, ...]) -> None:
+    def __init__(self, slots: Slots, rows: Tuple[int, ...], short: Tuple[int, ...],
+                 starts: Tuple[int, ...] = ()) -> None:
         self.slots, self.rows, self.short, self.rate = slots, rows, short, 1
+        self.starts = starts  # frames each slot pushed before (where layers start with zeros: see Steps)
+        self.first = min(starts, default=0)  # the least of them
+
+    def zero_start(self, y: torch.Tensor, delay: Optional[int]) -> torch.Tensor:
+        """``y`` (a layer's new outputs, ``delay`` samples behind the input) with the outputs that lie
+        before each slot's signal set to zero: where a one-pass run has its zero padding."""
+        if delay is None or self.first * self.rate >= delay:
+            return y
+        row = 0
+        for r, start in zip(self.rows, self.starts):
+            if start * self.rate < delay:
+                y[row:row + r, ..., :delay - start * self.rate] = 0
+            row += r
+        return y
 
     def ending(self, t: torch.Tensor, end: int, width: int) -> torch.Tensor:
         """Each slot's ``width`` samples of ``t`` up to where its own input ends (the longest's at
@@ -72,14 +90,15 @@ class _State:
             for s, r in zip(g.slots, g.rows):
                 self.alone[s], start = t[start:start + r], start + r
 
-    def get(self, g: _Group) -> Optional[torch.Tensor]:
-        """The stacked tensor of the group's slots, or None for slots not started."""
+    def get(self, g: _Group, fresh: Any = None) -> Optional[torch.Tensor]:
+        """The stacked tensor of the group's slots, or None for slots not started; with ``fresh``
+        (rows → a tensor), slots not started hold what it gives."""
         if self.together is not None and self.together[0].slots == g.slots:
             return self.together[1]
         self._split()
-        if g.slots[0] not in self.alone:
+        if g.slots[0] not in self.alone and fresh is None:
             return None
-        parts = [self.alone[s] for s in g.slots]
+        parts = [self.alone[s] if s in self.alone else fresh(r) for s, r in zip(g.slots, g.rows)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def set(self, g: _Group, t: torch.Tensor) -> None:
@@ -125,6 +144,11 @@ def _zeros(x, n, channels=None):
     return x.new_zeros(shape).contiguous(memory_format=torch.channels_last)
 
 
+def _fresh(x, n):
+    """rows → what a slot not yet started holds: ``n`` zeros, shaped like ``x``'s samples."""
+    return lambda rows: x.new_zeros((rows, x.shape[1], 1, n)).contiguous(memory_format=torch.channels_last)
+
+
 def _out_channels(layer) -> int:
     """A runtime.convs.FastConv's output channels ((out, in, 1, k); transposed: stride × out phases)."""
     return layer.weight.shape[0] // (int(layer.stride) if layer.transposed else 1)
@@ -158,9 +182,11 @@ class _Conv:
             self.r = (layer.kernel_size - 1) * layer.dilation
         self.held = _State(self.r if self.s == 1 else None)
         self.states = [self.held]
+        self.uniform = False  # a slot starts holding r zeros, not p (Steps: a decoder's layers)
+        self.delay: Optional[int] = None  # then: its outputs' lag behind its input, zeroed before the signal
 
     def run(self, x, g: _Group, last: bool):
-        held = self.held.get(g)
+        held = self.held.get(g, _fresh(x, self.r) if self.uniform else None)
         parts = [_zeros(x, self.p) if held is None else held, x]
         buf = _cat(parts + [_zeros(x, self.p)] if last else parts)
         del x, parts  # freed (when it was copied into buf) before the convolution's output is made
@@ -168,7 +194,7 @@ class _Conv:
         self.held.set(g, _kept(g.ending(buf, buf.shape[-1], buf.shape[-1] - n * self.s)))
         if n == 0:
             return _zeros(buf, 0, _out_channels(self.layer)).to(self.layer.bias.dtype)
-        return self.layer.conv(buf[..., :(n - 1) * self.s + self.r + 1], padding=0)
+        return g.zero_start(self.layer.conv(buf[..., :(n - 1) * self.s + self.r + 1], padding=0), self.delay)
 
 
 class _ConvTranspose:
@@ -181,14 +207,18 @@ class _ConvTranspose:
         self.frames = _Conv(layer)
         self.states = self.frames.states
         self.drop: Dict[Hashable, int] = {}  # per slot: samples still to drop at the start
+        self.delay: Optional[int] = None  # uniform (Steps): its outputs' lag, zeroed before the signal
 
     def run(self, x, g: _Group, last: bool):
         y = self.layer.phases(self.frames.run(x, g, last))
-        drop = self.drop.get(g.slots[0], self.p)
-        if drop:
-            y, drop = y[..., drop:], max(0, drop - y.shape[-1])
-        self.drop.update((s, drop) for s in g.slots)
         g.rate *= int(self.layer.stride)
+        if self.delay is not None:
+            y = g.zero_start(y, self.delay)
+        else:
+            drop = self.drop.get(g.slots[0], self.p)
+            if drop:
+                y, drop = y[..., drop:], max(0, drop - y.shape[-1])
+            self.drop.update((s, drop) for s in g.slots)
         return y[..., :y.shape[-1] - self.p] if last else y
 
 
@@ -201,19 +231,21 @@ class _Residual:
         self.head: List[Any] = [_Pointwise(snake1), _Conv(conv7), _Pointwise(snake2)]
         self.pending = _State(self.head[1].p)
         self.states = [self.pending] + self.head[1].states
+        self.delay: Optional[int] = None  # uniform (Steps): its outputs' lag, zeroed before the signal
 
     def run(self, x, g: _Group, last: bool):
         box = [x]
         for op in self.head:
             box.append(op.run(box.pop(), g, last))
         y = box.pop()
-        pending = self.pending.get(g)
+        pending = self.pending.get(g, None if self.delay is None else _fresh(x, self.head[1].p))
         pending = x if pending is None else _cat([pending, x])
         n = y.shape[-1]
         self.pending.set(g, _kept(g.ending(pending, pending.shape[-1], pending.shape[-1] - n)))
         if not n:
             return _zeros(y, 0, _out_channels(self.conv1)).to(y.dtype)
-        return self.conv1(y, add=pending[..., :n].to(y.dtype).contiguous(memory_format=torch.channels_last))
+        return g.zero_start(self.conv1(y, add=pending[..., :n].to(y.dtype).contiguous(memory_format=torch.channels_last)),
+                            self.delay)
 
 
 def _ops(layers) -> list:
@@ -250,25 +282,52 @@ class Steps:
         self.ops = _ops(inner.model if hasattr(inner, "model") else inner.block)
         self.in_channels = int(self.ops[0].layer.weight.shape[1])
         self.states = [st for op in self.ops for st in op.states]
-        self.drops = [op.drop for op in self.ops if isinstance(op, _ConvTranspose)]
+        self.uniform = self._uniform()
+        self.drops = [] if self.uniform else [op.drop for op in self.ops if isinstance(op, _ConvTranspose)]
+        self.position: Dict[Hashable, int] = {}  # per started slot: frames pushed
+        self.dropping: Dict[Hashable, int] = {}  # uniform: per started slot, outputs still before its signal
         self.shapes: Dict[Hashable, tuple] = {}  # per started slot: what its layers hold, in lengths
         steady = tuple(st.steady for st in self.states) + (0,) * len(self.drops)
         self.steady = None if None in steady else steady  # what every slot holds past its first pushes
 
+    def _uniform(self) -> bool:
+        """Whether every slot holds the same lengths from its first push (a decoder: every layer has
+        stride 1 on its input): then each layer starts a slot with as many zeros as it keeps ((k − 1)·d,
+        not the padding), gives as many outputs as it takes, each ``delay`` behind, and sets those that
+        lie before the slot's signal to zero — the one pass's zero padding; the outputs before the
+        signal are dropped at the end of the chain."""
+        if any(op.s != 1 for op in self.ops if isinstance(op, _Conv)):
+            return False
+        delay = 0
+        for op in self.ops:
+            if isinstance(op, _Conv):
+                op.uniform, delay = True, delay + op.p
+                op.delay = delay
+            elif isinstance(op, _ConvTranspose):
+                op.frames.uniform, delay = True, delay * int(op.layer.stride) + op.p
+                op.delay = delay
+            elif isinstance(op, _Residual):
+                op.head[1].uniform, delay = True, delay + op.head[1].p
+                op.delay = delay
+        self.delay = delay
+        return True
+
     def push(self, inputs: Dict[Any, torch.Tensor], last: Sequence[Any] = ()) -> Dict[Any, torch.Tensor]:
-        """Slots that hold the same lengths and push as many frames run together; past their first
-        pushes (in a decoder, whose layers all have stride 1 on frames) slots run together whatever
-        they push, the shorter inputs followed by zeros whose outputs are dropped."""
+        """Slots that hold the same lengths and push as many frames run together; in a decoder (whose
+        layers all have stride 1 on frames: :meth:`_uniform`) every slot holds the same lengths, and all
+        run together whatever they push, the shorter inputs followed by zeros whose outputs are
+        dropped (those that end here apart: their layers append their right padding)."""
         groups: Dict[tuple, List[Hashable]] = {}
         for s, x in inputs.items():
             shape, end = self.shapes.get(s), s in last
-            alike = shape is not None and shape == self.steady and not end
-            groups.setdefault((shape, None if alike else x.shape[-1], end), []).append(s)
+            alike = self.uniform or (shape is not None and shape == self.steady and not end)
+            groups.setdefault((None if self.uniform else shape, None if alike else x.shape[-1], end), []).append(s)
         out: Dict[Any, torch.Tensor] = {}
         for (_, _, end), members in groups.items():
             most = max(inputs[s].shape[-1] for s in members)
             slots = tuple(sorted(members, key=lambda s: (most - inputs[s].shape[-1], _order(s))))
-            g = _Group(slots, tuple(inputs[s].shape[0] for s in slots), tuple(most - inputs[s].shape[-1] for s in slots))
+            g = _Group(slots, tuple(inputs[s].shape[0] for s in slots), tuple(most - inputs[s].shape[-1] for s in slots),
+                       tuple(self.position.get(s, 0) for s in slots))
             x = torch.cat([F.pad(inputs[s], (0, most - inputs[s].shape[-1])) for s in slots]) if len(slots) > 1 \
                 else inputs[slots[0]]
             box = [self.coder._in(x)]  # the only reference to a layer's input: it is freed once used
@@ -278,11 +337,18 @@ class Steps:
             y, start = box.pop()[:, :, 0].float(), 0
             for s, r, short in zip(slots, g.rows, g.short):
                 out[s], start = y[start:start + r, :, :y.shape[-1] - short * g.rate], start + r
+                self.position[s] = self.position.get(s, 0) + inputs[s].shape[-1]
+                if self.uniform:  # the outputs before the slot's signal go
+                    drop = self.dropping.get(s, self.delay)
+                    self.dropping[s] = max(0, drop - out[s].shape[-1])
+                    out[s] = out[s][..., drop:]
             shape = tuple(-1 if st.together is None else st.together[1].shape[-1] for st in self.states)
             self.shapes.update((s, shape + tuple(d[slots[0]] for d in self.drops)) for s in slots)
         return out
 
     def end(self, slot: Hashable) -> None:
+        self.position.pop(slot, None)
+        self.dropping.pop(slot, None)
         for st in self.states:
             st.drop(slot)
         for d in self.drops:
@@ -290,6 +356,9 @@ class Steps:
         self.shapes.pop(slot, None)
 
     def copy(self, src: Hashable, dst: Hashable) -> None:
+        for table in (self.position, self.dropping):
+            if src in table:
+                table[dst] = table[src]
         for st in self.states:
             st.copy(src, dst)
         for d in self.drops:
