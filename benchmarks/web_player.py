@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from dacli import bench
+
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
-sys.path.insert(0, str(ROOT))
-from dacli import bench  # noqa: E402
 
 
 def serve(isolated: bool):

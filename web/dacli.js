@@ -309,6 +309,15 @@ export class Model {
     return [out.audio.data, states.map((_, i) => out[`next${i}`])];
   }
 
+  // One push of silence through the step graph, so that the first push of a file does not pay for the
+  // session's first run (kernels set up, weights laid out): playback then starts sooner.
+  async warmUp() {
+    const ort = this.ort, states = this.info.decoder_step.states;
+    const codes = [Array.from({ length: 1 }, () => new Int32Array(32))];
+    await this.push(codes, 1, 0, 32, 32,
+                    states.map(([c, n]) => new ort.Tensor("float32", new Float32Array(c * n), [1, c, n])));
+  }
+
   // A .dac file's bytes → {sampleRate, channels: [Float32Array…], header}: the model-rate audio of
   // FORMAT.md's "Decoding" steps 1-3, by pushes of `width` frames through the step graph (FORMAT.md, "ONNX
   // graphs"), then the frames that carry the last samples out. onReady(channels, from, upto, fraction) each
@@ -358,5 +367,7 @@ export async function loadModel(ort, base) {
   } catch {
     session = await ort.InferenceSession.create(graph, { executionProviders: ["wasm"] });
   }
-  return new Model(info, session, ort);
+  const model = new Model(info, session, ort);
+  await model.warmUp();
+  return model;
 }
