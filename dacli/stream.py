@@ -201,14 +201,10 @@ class StreamDecoder(_Streams):
         """The samples the codes of each slot make final, all slots in one push of the layers (the
         codes of slots alike turned to latents in one call)."""
         import torch
-        m = self.model
 
-        def latents(c):
-            if not c.shape[-1]:
-                return torch.zeros(c.shape[0], self.steps.in_channels, 0, device=m.device)
-            return m.quantizer.from_codes(torch.from_numpy(c).long().to(m.device))
+        from .windows import latents
         with torch.inference_mode():
-            z = _stacked(codes, latents, np.concatenate)
+            z = _stacked(codes, lambda c: latents(self.model, c, self.steps.in_channels), np.concatenate)
             out = self.steps.push(z, last=list(z) if last else ())
             return {k: y[:, 0].cpu().numpy() for k, y in out.items()}
 

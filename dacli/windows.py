@@ -347,12 +347,17 @@ def _pusher(model: Any, rows: int, scope: contextlib.ExitStack) -> Any:
     scope.enter_context(torch.inference_mode())
 
     def push(c: np.ndarray, last: bool) -> np.ndarray:
-        if c.shape[-1]:
-            z = model.quantizer.from_codes(torch.from_numpy(c).long().to(model.device))
-        else:
-            z = torch.zeros(rows, steps.in_channels, 0, device=model.device)
-        return steps.push({0: z}, last=[0] if last else ())[0][:, 0].cpu().numpy()
+        return steps.push({0: latents(model, c, steps.in_channels)}, last=[0] if last else ())[0][:, 0].cpu().numpy()
     return push
+
+
+def latents(model: "DAC", codes: np.ndarray, channels: int) -> Any:
+    """(rows, K, n) integer codes → the decoder's input, (rows, ``channels``, n) latents on the model's
+    device (none when n is 0: the push that only ends a stream)."""
+    import torch
+    if not codes.shape[-1]:
+        return torch.zeros(codes.shape[0], channels, 0, device=model.device)
+    return model.quantizer.from_codes(torch.from_numpy(codes).long().to(model.device))
 
 
 def decode_array(model: "DAC", codes: Any, window_seconds: Optional[float] = None) -> np.ndarray:

@@ -40,8 +40,7 @@ class _Group:
     frames of zeros after each slot's input where they pushed fewer frames than the longest (``short``;
     their outputs there are dropped), counted at the current layer's rate (``rate``: samples per frame)."""
 
-    def __init__(self, slots: Slots, rows: Tuple[int, ...], short: Tuple[int, ...],
-                 starts: Tuple[int, ...] = ()) -> None:
+    def __init__(self, slots: Slots, rows: Tuple[int, ...], short: Tuple[int, ...], starts: Tuple[int, ...]) -> None:
         self.slots, self.rows, self.short, self.rate = slots, rows, short, 1
         self.starts = starts  # frames each slot pushed before (where layers start with zeros: see Steps)
         self.first = min(starts, default=0)  # the least of them
@@ -78,10 +77,9 @@ class _State:
     """One layer's tensor per slot (rows × channels × 1 × length): one stacked tensor for the slots
     last run together, single views for the others."""
 
-    def __init__(self, steady: Optional[int]) -> None:
+    def __init__(self) -> None:
         self.alone: Dict[Hashable, torch.Tensor] = {}
         self.together: Optional[Tuple[_Group, torch.Tensor]] = None
-        self.steady = steady  # its length once a stream is past its first pushes (None: it varies)
 
     def _split(self) -> None:
         if self.together is not None:
@@ -180,7 +178,7 @@ class _Conv:
         else:
             self.s, self.p = int(layer.stride), int(layer.padding)
             self.r = (layer.kernel_size - 1) * layer.dilation
-        self.held = _State(self.r if self.s == 1 else None)
+        self.held = _State()
         self.states = [self.held]
         self.uniform = False  # a slot starts holding r zeros, not p (Steps: a decoder's layers)
         self.delay: Optional[int] = None  # then: its outputs' lag behind its input, zeroed before the signal
@@ -200,25 +198,19 @@ class _Conv:
 class _ConvTranspose:
     """A transposed convolution of kernel 2s, stride s, padding p, as runtime.convs.FastConvTranspose1d
     runs it: a kernel-2 convolution of the input frames (padding 1) whose output m (frames m − 1 and m)
-    is samples m·s … m·s + s − 1, the first p and the last p of all of them dropped."""
+    is samples m·s … m·s + s − 1; of all of them the first p lie before the signal (zeroed here,
+    dropped at the end of the chain) and the last p are dropped."""
 
     def __init__(self, layer):
         self.layer, self.p = layer, int(layer.padding)
         self.frames = _Conv(layer)
         self.states = self.frames.states
-        self.drop: Dict[Hashable, int] = {}  # per slot: samples still to drop at the start
-        self.delay: Optional[int] = None  # uniform (Steps): its outputs' lag, zeroed before the signal
+        self.delay = 0  # its outputs' lag, zeroed before the signal (set by Steps: it streams only in a decoder)
 
     def run(self, x, g: _Group, last: bool):
         y = self.layer.phases(self.frames.run(x, g, last))
         g.rate *= int(self.layer.stride)
-        if self.delay is not None:
-            y = g.zero_start(y, self.delay)
-        else:
-            drop = self.drop.get(g.slots[0], self.p)
-            if drop:
-                y, drop = y[..., drop:], max(0, drop - y.shape[-1])
-            self.drop.update((s, drop) for s in g.slots)
+        y = g.zero_start(y, self.delay)
         return y[..., :y.shape[-1] - self.p] if last else y
 
 
@@ -229,7 +221,7 @@ class _Residual:
     def __init__(self, unit):
         snake1, conv7, snake2, self.conv1 = unit.block
         self.head: List[Any] = [_Pointwise(snake1), _Conv(conv7), _Pointwise(snake2)]
-        self.pending = _State(self.head[1].p)
+        self.pending = _State()
         self.states = [self.pending] + self.head[1].states
         self.delay: Optional[int] = None  # uniform (Steps): its outputs' lag, zeroed before the signal
 
@@ -283,12 +275,9 @@ class Steps:
         self.in_channels = int(self.ops[0].layer.weight.shape[1])
         self.states = [st for op in self.ops for st in op.states]
         self.uniform = self._uniform()
-        self.drops = [] if self.uniform else [op.drop for op in self.ops if isinstance(op, _ConvTranspose)]
         self.position: Dict[Hashable, int] = {}  # per started slot: frames pushed
         self.dropping: Dict[Hashable, int] = {}  # uniform: per started slot, outputs still before its signal
-        self.shapes: Dict[Hashable, tuple] = {}  # per started slot: what its layers hold, in lengths
-        steady = tuple(st.steady for st in self.states) + (0,) * len(self.drops)
-        self.steady = None if None in steady else steady  # what every slot holds past its first pushes
+        self.shapes: Dict[Hashable, tuple] = {}  # not uniform: per started slot, what its layers hold, in lengths
 
     def _uniform(self) -> bool:
         """Whether every slot holds the same lengths from its first push (a decoder: every layer has
@@ -297,6 +286,8 @@ class Steps:
         lie before the slot's signal to zero — the one pass's zero padding; the outputs before the
         signal are dropped at the end of the chain."""
         if any(op.s != 1 for op in self.ops if isinstance(op, _Conv)):
+            if any(isinstance(op, _ConvTranspose) for op in self.ops):
+                raise ValueError("cannot stream a chain with both strided and transposed convolutions")
             return False
         delay = 0
         for op in self.ops:
@@ -319,11 +310,11 @@ class Steps:
         dropped (those that end here apart: their layers append their right padding)."""
         groups: Dict[tuple, List[Hashable]] = {}
         for s, x in inputs.items():
-            shape, end = self.shapes.get(s), s in last
-            alike = self.uniform or (shape is not None and shape == self.steady and not end)
-            groups.setdefault((None if self.uniform else shape, None if alike else x.shape[-1], end), []).append(s)
+            key = (s in last,) if self.uniform else (self.shapes.get(s), x.shape[-1], s in last)
+            groups.setdefault(key, []).append(s)
         out: Dict[Any, torch.Tensor] = {}
-        for (_, _, end), members in groups.items():
+        for key, members in groups.items():
+            end = key[-1]
             most = max(inputs[s].shape[-1] for s in members)
             slots = tuple(sorted(members, key=lambda s: (most - inputs[s].shape[-1], _order(s))))
             g = _Group(slots, tuple(inputs[s].shape[0] for s in slots), tuple(most - inputs[s].shape[-1] for s in slots),
@@ -342,8 +333,9 @@ class Steps:
                     drop = self.dropping.get(s, self.delay)
                     self.dropping[s] = max(0, drop - out[s].shape[-1])
                     out[s] = out[s][..., drop:]
-            shape = tuple(-1 if st.together is None else st.together[1].shape[-1] for st in self.states)
-            self.shapes.update((s, shape + tuple(d[slots[0]] for d in self.drops)) for s in slots)
+            if not self.uniform:
+                shape = tuple(-1 if st.together is None else st.together[1].shape[-1] for st in self.states)
+                self.shapes.update((s, shape) for s in slots)
         return out
 
     def end(self, slot: Hashable) -> None:
@@ -351,20 +343,15 @@ class Steps:
         self.dropping.pop(slot, None)
         for st in self.states:
             st.drop(slot)
-        for d in self.drops:
-            d.pop(slot, None)
         self.shapes.pop(slot, None)
 
     def copy(self, src: Hashable, dst: Hashable) -> None:
-        for table in (self.position, self.dropping):
+        tables: Tuple[Dict[Hashable, Any], ...] = (self.position, self.dropping, self.shapes)
+        for table in tables:
             if src in table:
                 table[dst] = table[src]
         for st in self.states:
             st.copy(src, dst)
-        for d in self.drops:
-            if src in d:
-                d[dst] = d[src]
-        self.shapes[dst] = self.shapes[src]
 
     def held(self, slot: Hashable) -> int:
         """Elements of every tensor the layers keep for a slot's pushes to come (a fixed number)."""
