@@ -121,7 +121,7 @@ def test_a_streamable_convolution_gives_every_stretch_the_samples_of_the_whole(c
     torch.manual_seed(channels + dilation)
     layer = FastConv1d(WNConv1d(channels, channels, 7, padding=3 * dilation, dilation=dilation), torch.float32,
                        onednn_op(torch.float32))
-    layer.fold = True
+    layer.stable = True
     reach, cl = 6 * dilation, torch.channels_last
     x = torch.randn(1, channels, 1, 4000).contiguous(memory_format=cl)
     with torch.no_grad():

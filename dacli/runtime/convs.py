@@ -42,26 +42,12 @@ def _packed(w, conv_args, input_shape):
 
 
 STABLE_FROM = 128  # outputs per row from which oneDNN is taken to compute every row alike (see FastConv.stable_width)
-_WIDTHS: dict = {}  # FastConv.stable_width's findings in this process, per shape, dtype, stride and rows
+_WIDTHS: dict = {}  # FastConv.stable_width's findings in this process, per shape, dtype, stride and dilation
 
 
 def _pad(x, left, right):
     """``x`` with zero samples put before and after it (channels-last)."""
     return F.pad(x, (left, right)).contiguous(memory_format=torch.channels_last) if left or right else x
-
-
-def _fold(x, d):
-    """(B, C, 1, L) channels-last, L a multiple of d → (B, C, d, L/d) channels-last: row r holds samples
-    r, r + d, r + 2d, …, so a tap of dilation d along the signal is a tap of one along a row."""
-    n, c, _, length = x.shape
-    rows = x.permute(0, 2, 3, 1).reshape(n, length // d, d, c).transpose(1, 2)  # (B, d, L/d, C)
-    return rows.contiguous().permute(0, 3, 1, 2)
-
-
-def _unfold(y):
-    """The inverse of :func:`_fold`."""
-    n, c, d, length = y.shape
-    return y.permute(0, 3, 2, 1).contiguous().view(n, 1, length * d, c).permute(0, 3, 1, 2)
 
 
 class FastConv(nn.Module):
@@ -80,8 +66,8 @@ class FastConv(nn.Module):
         super().__init__()
         self.kernel_size, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
         self.padding, self.default_padding = conv.padding, conv.default_padding
-        self.fold = False  # computed so that no output depends on the input's length (see conv): streamable
-        self._widths: Optional[dict] = None  # with fold: the table of stable_width for this layer's shape
+        self.stable = False  # computed so that no output depends on the input's length (see conv): streamable
+        self._widths: Optional[dict] = None  # the table of stable_width for this layer's shape
         w, b = self.inference_weight(conv.weight().detach(), conv.bias.detach())
         self.register_buffer("weight", w.to(dtype).contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", b.to(dtype))
@@ -129,53 +115,40 @@ class FastConv(nn.Module):
         """The convolution of a (B, C, 1, L) channels-last tensor, plus ``add`` if given; with the
         module's padding or ``padding`` (0: 'valid', as :mod:`dacli.runtime.stepping` runs it).
 
-        With ``fold`` set, every output is computed the same way whatever the length and start of the
+        With ``stable`` set, every output is computed the same way whatever the length and start of the
         stretch it is computed in and whatever the other rows of the batch: the padding is zeros put in
-        place, a dilated convolution (dilation d) runs undilated along the d rows of the signal folded
-        by :func:`_fold` (row r: samples r, r + d, …), and a row is widened with zeros to a
-        :meth:`stable_width`, the extra outputs dropped (why: docs/PERFORMANCE.md, "Exactness"). It
-        costs the copies. Without ``fold``, an undilated convolution run 'valid' (a push of
-        :mod:`dacli.runtime.stepping`) gets its rows widened alike."""
+        place and a row is widened with zeros to a :meth:`stable_width`, the extra outputs dropped (why:
+        docs/PERFORMANCE.md, "Exactness"). Without it, a convolution run 'valid' (a push of
+        :mod:`dacli.runtime.stepping`) gets its rows widened alike if it is undilated."""
         stride, own, dilation = self.conv_args()
         padding = own if padding is None else padding
-        if not self.fold and (padding or dilation > 1):  # a push of an undilated one ('valid') as below
+        if not self.stable and (padding or dilation > 1):  # a push of an undilated one ('valid') as below
             return self._run(x, self.weight, ((1, stride), (0, padding), (1, dilation)), add)
-        k, total, batch = self.kernel_size, x.shape[-1] + 2 * padding, x.shape[0]
-        n = (total - (k - 1) * dilation - 1) // stride + 1  # outputs
-        if dilation == 1 or stride != 1 or add is not None:
-            wide = self.stable_width(n, batch) - n  # outputs more, on zeros appended, then dropped
-            x = _pad(x, padding, padding + wide * stride)
-            add = add if add is None else _pad(add, 0, wide)
-            return self._run(x, self.weight, ((1, stride), (0, 0), (1, dilation)), add)[..., :n]
-        d = dilation
-        width = self.stable_width(-(-total // d) - k + 1, batch) + k - 1  # of each folded row
-        y = _unfold(self._run(_fold(_pad(x, padding, width * d - total + padding), d), self.weight,
-                              ((1, 1), (0, 0), (1, 1))))
-        return y[..., :n]
-
-    def folded_rows(self) -> int:
-        """The rows :meth:`conv` convolves with ``fold`` set: the dilation of a dilated convolution of
-        stride 1 (folded), else 1."""
-        return self.dilation if self.dilation > 1 and self.stride == 1 else 1
+        k, batch = self.kernel_size, x.shape[0]
+        n = (x.shape[-1] + 2 * padding - (k - 1) * dilation - 1) // stride + 1  # outputs
+        wide = self.stable_width(n, batch) - n  # outputs more, on zeros appended, then dropped
+        x = _pad(x, padding, padding + wide * stride)
+        add = add if add is None else _pad(add, 0, wide)
+        return self._run(x, self.weight, ((1, stride), (0, 0), (1, dilation)), add)[..., :n]
 
     def _probe(self):
-        """(weight, input channels, stride, kernel) of the undilated convolution :meth:`conv` runs
-        with ``fold`` set."""
-        return self.weight, self.weight.shape[1], self.conv_args()[0], self.kernel_size
+        """(weight, input channels, stride, kernel, dilation) of the convolution :meth:`conv` runs
+        with ``stable`` set."""
+        return self.weight, self.weight.shape[1], self.conv_args()[0], self.kernel_size, self.dilation
 
     def stable_width(self, n: int, batch: int = 1) -> int:
         """The fewest outputs per row, at least ``n``, that this convolution, as :meth:`conv` runs it
-        with ``fold`` set on ``batch`` rows, computes as it computes long rows of a batch of one. Each
+        with ``stable`` set on ``batch`` rows, computes as it computes long rows of a batch of one. Each
         number up to :data:`STABLE_FROM` is tried once per process, for each shape, dtype, stride,
-        folded rows and batch, the first time a row of it is computed: outputs of random input computed
+        dilation and batch, the first time a row of it is computed: outputs of random input computed
         in rows of that many against those of a row of ``STABLE_FROM + 1`` alone; where they differ,
         the next number is tried. 1x1 products (transposed convolutions included) in a batch of one are
         the same for any length. What differs where: docs/PERFORMANCE.md, "Exactness"."""
         if n > STABLE_FROM or (batch == 1 and self._probe()[3] == 1):
             return n
         if self._widths is None:
-            w, _, stride, _ = self._probe()
-            key = (tuple(w.shape), w.dtype, w.device, stride, self.folded_rows())
+            w, _, stride, _, dilation = self._probe()
+            key = (tuple(w.shape), w.dtype, w.device, stride, dilation)
             self._widths = _WIDTHS.setdefault(key, {})
         table = self._widths
         if (n, batch) not in table:
@@ -188,16 +161,16 @@ class FastConv(nn.Module):
     def _computes_alike(self, n: int, batch: int, table: dict) -> bool:
         """Whether ``batch`` rows of ``n`` outputs compute them as a row of ``STABLE_FROM + 1`` alone
         (see stable_width)."""
-        w, channels, stride, k = self._probe()
-        args, cl = ((1, stride), (0, 0), (1, 1)), torch.channels_last
+        w, channels, stride, k, d = self._probe()
+        args, cl = ((1, stride), (0, 0), (1, d)), torch.channels_last
         with torch.no_grad():
             if "reference" not in table:
                 g = torch.Generator().manual_seed(0)
-                x = torch.randn(1, channels, self.folded_rows(), STABLE_FROM * stride + k, generator=g)
+                x = torch.randn(1, channels, 1, STABLE_FROM * stride + (k - 1) * d + 1, generator=g)
                 x = x.to(device=w.device, dtype=w.dtype).contiguous(memory_format=cl)
                 table["reference"] = x, self._run(x, w, args)
             x, whole = table["reference"]
-            x = x[..., :(n - 1) * stride + k].expand(batch, -1, -1, -1).contiguous(memory_format=cl)
+            x = x[..., :(n - 1) * stride + (k - 1) * d + 1].expand(batch, -1, -1, -1).contiguous(memory_format=cl)
             return bool((self._run(x, w, args) == whole[..., :n]).all())
 
     def extra_repr(self):
@@ -246,7 +219,7 @@ class FastConvTranspose1d(FastConv):
         return 1, 1, 1
 
     def _probe(self):
-        return _pair_view(self.weight), 2 * self.weight.shape[1], 1, 1
+        return _pair_view(self.weight), 2 * self.weight.shape[1], 1, 1, 1
 
     def phases(self, y):
         """The (N, s·out, 1, M) output of :meth:`conv` as the (N, out, 1, M·s) signal it interleaves."""
@@ -256,12 +229,12 @@ class FastConvTranspose1d(FastConv):
 
     def conv(self, x, add=None, padding=None):
         """The kernel-2 convolution of the input frames, padding 1 (or ``padding``): (N, s·out, 1, L + 1)
-        (L + 2·padding − 1). With ``fold`` set (:func:`dacli.runtime.streamable`) or for a push
+        (L + 2·padding − 1). With ``stable`` set (:func:`dacli.runtime.streamable`) or for a push
         (``padding`` 0, :mod:`dacli.runtime.stepping`): as one 1x1 convolution of frames m − 1 and m
         stacked along the channels, the same products in one call, since oneDNN computes a kernel of two
         taps differently for inputs of different lengths, a 1x1 one not, in rows of a
         :meth:`stable_width`."""
-        if not self.fold and padding != 0:
+        if not self.stable and padding != 0:
             return super().conv(x, padding=padding)
         cl = torch.channels_last
         frames = x if padding == 0 else F.pad(x, (1, 1))

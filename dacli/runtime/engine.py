@@ -222,12 +222,13 @@ def prepare(model: DAC, device="auto", precision="auto") -> DAC:
 
 def streamable(model: DAC) -> DAC:
     """Make a prepared model compute every sample the same way whatever the length of the stretch it is
-    computed in, in place (idempotent); returns it. Its dilated convolutions run folded
-    (:meth:`dacli.runtime.convs.FastConv.conv`), its transposed ones as one 1x1 product of two frames
+    computed in, in place (idempotent); returns it. Its convolutions take their padding as zeros in place
+    and compute rows of a width that oneDNN computes alike (:meth:`dacli.runtime.convs.FastConv.conv`),
+    its transposed ones as one 1x1 product of two frames
     (:meth:`dacli.runtime.convs.FastConvTranspose1d.conv`), and its latents come from a table
     (:meth:`ProductQuantizer.tabulate`). Streaming (:mod:`dacli.stream`) needs it: then the streamed
     audio and codes equal this model's own one-pass ``decode`` and ``encode`` bit for bit in float32.
-    Its results move from the unfolded model's by float32 rounding only (decoded audio by 3.1e-7 at most,
+    Its results move from the model as loaded by float32 rounding only (decoded audio by 3.1e-7 at most,
     codes not at all, measured on 2 s of music with the bundled and full-size models);
     it encodes and decodes a little slower (docs/PERFORMANCE.md, Streaming)."""
     check_prepared(model.decoder)
@@ -235,7 +236,7 @@ def streamable(model: DAC) -> DAC:
     if not getattr(model, "streamable", False):
         for m in model.modules():
             if isinstance(m, (FastConv1d, FastConvTranspose1d)):
-                m.fold = True
+                m.stable = True
                 m.pack = m.onednn is not None  # pushes repeat their shapes: no weight reorder per call
         model.quantizer.tabulate()  # type: ignore[operator]
         model.streamable = True  # type: ignore[assignment]
@@ -261,7 +262,7 @@ class Streaming:
         scopes = getattr(model, "_streaming_scopes", 0)
         if scopes == 0 and not getattr(model, "streamable", False):
             convs = [m for m in model.modules() if isinstance(m, (FastConv1d, FastConvTranspose1d))]
-            saved = ([(c, c.fold, c.pack, {k: list(v) for k, v in c._packs.items()}) for c in convs],
+            saved = ([(c, c.stable, c.pack, {k: list(v) for k, v in c._packs.items()}) for c in convs],
                      model.quantizer.table)
             streamable(model)
             model._streaming_saved = saved  # type: ignore[assignment]
@@ -277,8 +278,8 @@ class Streaming:
         saved = getattr(model, "_streaming_saved", None)
         if scopes == 0 and saved is not None:
             convs, table = saved
-            for c, fold, pack, packs in convs:
-                c.fold, c.pack, c._packs = fold, pack, packs
+            for c, stable, pack, packs in convs:
+                c.stable, c.pack, c._packs = stable, pack, packs
             model.quantizer.table = table
             model.streamable = False  # type: ignore[assignment]
             model._streaming_saved = None  # type: ignore[assignment]
