@@ -7,8 +7,8 @@ is pushed, ended and restarted on its own, and gives what it would give alone.
 **Per-layer state.** :class:`dacli.runtime.stepping.Steps` runs an encoder or decoder a push at a time
 for all the streams of one object, each layer keeping per stream only the inputs its next outputs need:
 a push costs the same whatever came before, the state has a fixed size, and the streams of a push
-run through each layer in one call (a decoder's streams from their first push, whatever each
-pushes; encoder streams that are in the same state and push as many samples).
+run through each layer in one call, from their first push, whatever each pushes (an encoder takes
+whole frames of samples: the rest of a frame waits for its next push).
 
 **Exactness.** Why the outputs are the one pass's bit for bit, alone or beside other streams, and
 where they are not (``mixed``, ``bf16``): docs/PERFORMANCE.md, "Exactness".
@@ -261,6 +261,7 @@ class StreamDecoder(_Streams):
 class _EncodeSlot:
     def __init__(self, channels: int) -> None:
         self.channels, self.received = channels, 0
+        self.waiting = np.zeros((channels, 0), np.float32)  # the samples of a frame not yet whole
 
 
 class StreamEncoder(_Streams):
@@ -314,17 +315,23 @@ class StreamEncoder(_Streams):
             return _stacked(z, codes, torch.cat)
 
     def _step(self, items: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
-        live = {k: a for k, a in items.items() if a.shape[-1]}
-        for k, a in live.items():
-            self._slots[k].received += a.shape[-1]
-        out = self._encode(live, last=False) if live else {}
+        """The encoder takes whole frames of samples (its layers then hold the same lengths in every
+        slot, and all slots share each call): a frame's samples wait until it is whole."""
+        hop, live = self.model.hop_length, {}
+        for k, a in items.items():
+            s = self._slots[k]
+            s.received += a.shape[-1]
+            a = np.concatenate([s.waiting, a], -1) if s.waiting.shape[-1] else a
+            whole = a.shape[-1] - a.shape[-1] % hop
+            live[k], s.waiting = a[:, :whole], a[:, whole:]
+        out = self._encode({k: a for k, a in live.items() if a.shape[-1]}, last=False)
         return {k: out.get(k, np.zeros((a.shape[0], self.n_codebooks, 0), np.int32)) for k, a in items.items()}
 
     def _finish(self, slots: Dict[int, _EncodeSlot]) -> Dict[int, np.ndarray]:
-        pad = {k: np.zeros((s.channels, -s.received % self.model.hop_length), np.float32)  # encode's padding
-               for k, s in slots.items()}
+        rest = {k: np.concatenate([s.waiting, np.zeros((s.channels, -s.received % self.model.hop_length), np.float32)],
+                                  -1) for k, s in slots.items()}  # the last frame padded, as encode pads
         try:
-            return self._encode(pad, last=True)
+            return self._encode(rest, last=True)
         finally:
             for k in slots:
                 self.steps.end(k)

@@ -361,6 +361,44 @@ def test_many_encoder_streams_each_give_what_they_give_alone(models):
     assert np.array_equal(np.concatenate(got[1], -1), m.encode(audio[1]).numpy())
 
 
+def test_encoder_streams_share_each_call_from_their_first_push(models, monkeypatch):
+    """Encoder streams of the bundled model joining one push apart, mono and stereo, each push bringing
+    each any number of samples: a push that completes a frame of any of them runs each layer once for
+    all of them (as many calls as one stream's push of a frame), and each stream's codes are its own
+    encode."""
+    from dacli.runtime.convs import FastConv
+    m = models("bundled")
+    rng = np.random.default_rng(12)
+    audio = {k: (0.1 * rng.standard_normal((1 + k % 2, 12 * m.hop_length))).astype(np.float32) for k in range(4)}
+    sizes = [{k: int(rng.integers(0, 2 * m.hop_length)) for k in audio} for _ in range(30)]
+    calls = []
+    run = FastConv._run
+    monkeypatch.setattr(FastConv, "_run", lambda self, *a, **kw: calls.append(self) or run(self, *a, **kw))
+
+    def stream():
+        enc, got, at, per_push = StreamEncoder(m, streams=len(audio)), {k: [] for k in audio}, dict.fromkeys(audio, 0), []
+        for t, size in enumerate(sizes):
+            push = {k: a[:, at[k]:at[k] + size[k]] for k, a in audio.items() if k <= t and at[k] < a.shape[-1]}
+            at.update((k, at[k] + x.shape[-1]) for k, x in push.items())
+            del calls[:]
+            for k, c in enc.push(push).items():
+                got[k].append(c)
+            per_push.append(len(calls))
+        ends = enc.flush()
+        return {k: np.concatenate(got[k] + [ends[k]], -1) for k in audio}, per_push
+
+    stream()  # each layer finds its stable widths for these numbers of rows (extra calls)
+    codes, per_push = stream()
+    one = StreamEncoder(m)
+    one.push(audio[0][:, :m.hop_length])
+    del calls[:]
+    one.push(audio[0][:, m.hop_length:2 * m.hop_length])
+    steady = len(calls)
+    assert steady > 0 and per_push.count(steady) > 10 and set(per_push) <= {0, steady}, per_push
+    for k, a in audio.items():
+        assert np.array_equal(codes[k], m.encode(a).numpy()), k
+
+
 def test_streams_that_push_alike_share_each_call_and_give_what_they_give_alone(models, monkeypatch):
     """Streams of the bundled model joining one push apart, mono and stereo, 9 and 4 codebooks, one
     frame each push: every push, the first pushes of a stream included, runs each layer once for all

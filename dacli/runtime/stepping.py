@@ -6,20 +6,21 @@ the runtime's layers is here, in one place (:func:`_ops` says which streamed for
 
 Encoder and decoder are chains of layers along time: convolutions (zero padding ``p = (k − 1)·d / 2``
 on each side, stride 1 or s), transposed convolutions (kernel 2s, stride s), Snake and tanh
-(pointwise), residual units (a convolution pair plus the skip path). A convolution's left padding is a
-stretch of zeros at the start of its input, its right padding zeros appended at the end, and a push
-runs it 'valid' on the inputs it has not yet used plus the ``(k − 1)·d`` before them. In a decoder
-(every layer of stride 1 on its input) a slot starts holding ``(k − 1)·d`` zeros instead, so that its
-layers hold the same lengths from its first push on; the outputs that then lie before its signal are
-set to zero, as the padding is, and dropped at the end of the chain (:meth:`Steps._uniform`).
+(pointwise), residual units (a convolution pair plus the skip path). A slot starts with each
+convolution holding zeros, as many as it keeps from push to push: ``(k − 1)·d`` (stride 1), or the s
+or more that put a strided one's outputs on whole positions of the one pass's output; a push runs it
+'valid' on what it holds and the new inputs, and the last push appends the zeros of its right padding.
+So every slot holds the same lengths from its first push on; the outputs that lie before its signal
+are set to zero, as the one pass's padding is, and dropped at the end of the chain (:meth:`Steps.push`).
+An encoder takes whole frames of samples a push (its strides' product), a decoder any number of frames.
 
 **Slots.** Each streamed layer keeps what it holds per stream slot (:class:`_State`). The slots of a
-push whose layers hold the same lengths and that bring inputs of the same length run together: their
-rows stacked, one call per layer. In a decoder every slot holds the same lengths, and all run
-together whatever each pushes (:meth:`Steps.push`). What the slots that ran together hold stays one
-stacked tensor until other slots come, so pushes of the same streams cost no copies. The outputs
-equal a one-pass run's bit for bit, alone or stacked, once the model is
-:func:`dacli.runtime.streamable` (docs/PERFORMANCE.md, Exactness).
+push run together, their rows stacked, one call per layer, whatever each pushes: the shorter inputs
+are followed by zeros whose outputs are dropped (slots that end in a push run apart: their layers
+append their right padding). What the slots that ran together hold stays one stacked tensor until
+other slots come, so pushes of the same streams cost no copies. The outputs equal a one-pass run's
+bit for bit, alone or stacked, once the model is :func:`dacli.runtime.streamable`
+(docs/PERFORMANCE.md, Exactness).
 """
 
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
@@ -36,19 +37,20 @@ Slots = Tuple[Hashable, ...]
 
 
 class _Group:
-    """The slots run together in one call: their keys, the rows (channels) each has, in order, and the
-    frames of zeros after each slot's input where they pushed fewer frames than the longest (``short``;
-    their outputs there are dropped), counted at the current layer's rate (``rate``: samples per frame)."""
+    """The slots run together in one call: their keys, the rows (channels) each has, in order, the
+    units (a decoder's frames, an encoder's frames of samples) each pushed before (``starts``) and the
+    units of zeros after each slot's input where they pushed fewer than the longest (``short``; their
+    outputs there are dropped), counted at the current layer's rate (``rate``: samples per unit)."""
 
-    def __init__(self, slots: Slots, rows: Tuple[int, ...], short: Tuple[int, ...], starts: Tuple[int, ...]) -> None:
-        self.slots, self.rows, self.short, self.rate = slots, rows, short, 1
-        self.starts = starts  # frames each slot pushed before (where layers start with zeros: see Steps)
+    def __init__(self, slots: Slots, rows: Tuple[int, ...], short: Tuple[int, ...], starts: Tuple[int, ...],
+                 rate: int) -> None:
+        self.slots, self.rows, self.short, self.starts, self.rate = slots, rows, short, starts, rate
         self.first = min(starts, default=0)  # the least of them
 
-    def zero_start(self, y: torch.Tensor, delay: Optional[int]) -> torch.Tensor:
+    def zero_start(self, y: torch.Tensor, delay: int) -> torch.Tensor:
         """``y`` (a layer's new outputs, ``delay`` samples behind the input) with the outputs that lie
         before each slot's signal set to zero: where a one-pass run has its zero padding."""
-        if delay is None or self.first * self.rate >= delay:
+        if self.first * self.rate >= delay:
             return y
         row = 0
         for r, start in zip(self.rows, self.starts):
@@ -88,14 +90,12 @@ class _State:
             for s, r in zip(g.slots, g.rows):
                 self.alone[s], start = t[start:start + r], start + r
 
-    def get(self, g: _Group, fresh: Any = None) -> Optional[torch.Tensor]:
-        """The stacked tensor of the group's slots, or None for slots not started; with ``fresh``
-        (rows → a tensor), slots not started hold what it gives."""
+    def get(self, g: _Group, fresh: Any) -> torch.Tensor:
+        """The stacked tensor of the group's slots, those not started holding what ``fresh`` (rows →
+        a tensor) gives."""
         if self.together is not None and self.together[0].slots == g.slots:
             return self.together[1]
         self._split()
-        if g.slots[0] not in self.alone and fresh is None:
-            return None
         parts = [self.alone[s] if s in self.alone else fresh(r) for s, r in zip(g.slots, g.rows)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -168,8 +168,9 @@ class _Pointwise:
 
 class _Conv:
     """A convolution of stride s, padding p, reach r = (k − 1)·d, run 'valid' on its input stream:
-    p zeros, the signal, p zeros at the end; output t sees inputs t·s … t·s + r of that stream.
-    Each slot holds the inputs from its next output's first on: fewer than r + s."""
+    ``keep`` zeros (set by :meth:`Steps._place`), the signal, p zeros at the end. Each slot
+    holds the ``keep`` inputs from its next output's first on; a push of n·s inputs gives n outputs,
+    each ``delay`` samples behind (zeroed before the signal)."""
 
     def __init__(self, layer):
         self.layer = layer
@@ -180,16 +181,16 @@ class _Conv:
             self.r = (layer.kernel_size - 1) * layer.dilation
         self.held = _State()
         self.states = [self.held]
-        self.uniform = False  # a slot starts holding r zeros, not p (Steps: a decoder's layers)
-        self.delay: Optional[int] = None  # then: its outputs' lag behind its input, zeroed before the signal
+        self.keep, self.delay = self.r, 0  # see Steps._place
 
     def run(self, x, g: _Group, last: bool):
-        held = self.held.get(g, _fresh(x, self.r) if self.uniform else None)
-        parts = [_zeros(x, self.p) if held is None else held, x]
+        parts = [self.held.get(g, _fresh(x, self.keep)), x]
         buf = _cat(parts + [_zeros(x, self.p)] if last else parts)
         del x, parts  # freed (when it was copied into buf) before the convolution's output is made
-        n = (buf.shape[-1] - self.r - 1) // self.s + 1 if buf.shape[-1] > self.r else 0  # outputs whose inputs are in
-        self.held.set(g, _kept(g.ending(buf, buf.shape[-1], buf.shape[-1] - n * self.s)))
+        length = buf.shape[-1]
+        n = max(0, (length - self.r - 1) // self.s + 1) if last else (length - self.keep) // self.s
+        self.held.set(g, _kept(g.ending(buf, length, length - n * self.s)))
+        g.rate //= self.s
         if n == 0:
             return _zeros(buf, 0, _out_channels(self.layer)).to(self.layer.bias.dtype)
         return g.zero_start(self.layer.conv(buf[..., :(n - 1) * self.s + self.r + 1], padding=0), self.delay)
@@ -205,7 +206,7 @@ class _ConvTranspose:
         self.layer, self.p = layer, int(layer.padding)
         self.frames = _Conv(layer)
         self.states = self.frames.states
-        self.delay = 0  # its outputs' lag, zeroed before the signal (set by Steps: it streams only in a decoder)
+        self.delay = 0  # its outputs' lag, zeroed before the signal (see Steps._place)
 
     def run(self, x, g: _Group, last: bool):
         y = self.layer.phases(self.frames.run(x, g, last))
@@ -223,15 +224,14 @@ class _Residual:
         self.head: List[Any] = [_Pointwise(snake1), _Conv(conv7), _Pointwise(snake2)]
         self.pending = _State()
         self.states = [self.pending] + self.head[1].states
-        self.delay: Optional[int] = None  # uniform (Steps): its outputs' lag, zeroed before the signal
+        self.delay = 0  # its outputs' lag, zeroed before the signal (see Steps._place)
 
     def run(self, x, g: _Group, last: bool):
         box = [x]
         for op in self.head:
             box.append(op.run(box.pop(), g, last))
         y = box.pop()
-        pending = self.pending.get(g, None if self.delay is None else _fresh(x, self.head[1].p))
-        pending = x if pending is None else _cat([pending, x])
+        pending = _cat([self.pending.get(g, _fresh(x, self.head[1].p)), x])
         n = y.shape[-1]
         self.pending.set(g, _kept(g.ending(pending, pending.shape[-1], pending.shape[-1] - n)))
         if not n:
@@ -263,9 +263,10 @@ def _ops(layers) -> list:
 class Steps:
     """A prepared encoder or decoder (``model.encoder``, ``model.decoder``) run a push at a time for
     any number of stream slots (any hashable keys): :meth:`push` takes each slot's next (rows, C, n)
-    float input and returns the (rows, C', m) float32 outputs it makes final; a slot in ``last`` ends
-    its input there (the right padding). A slot starts with its first push; :meth:`end` forgets it;
-    :meth:`copy` starts a slot holding what another holds (to end it early without ending that one)."""
+    float input (an encoder: n a multiple of :attr:`unit`) and returns the (rows, C', m) float32
+    outputs it makes final; a slot in ``last`` ends its input there (the right padding). A slot starts
+    with its first push; :meth:`end` forgets it; :meth:`copy` starts a slot holding what another holds
+    (to end it early without ending that one)."""
 
     def __init__(self, coder: ChannelsLast) -> None:
         check_prepared(coder)
@@ -274,52 +275,52 @@ class Steps:
         self.ops = _ops(inner.model if hasattr(inner, "model") else inner.block)
         self.in_channels = int(self.ops[0].layer.weight.shape[1])
         self.states = [st for op in self.ops for st in op.states]
-        self.uniform = self._uniform()
-        self.position: Dict[Hashable, int] = {}  # per started slot: frames pushed
-        self.dropping: Dict[Hashable, int] = {}  # uniform: per started slot, outputs still before its signal
-        self.shapes: Dict[Hashable, tuple] = {}  # not uniform: per started slot, what its layers hold, in lengths
+        self.unit = 1  # inputs a push takes as a whole: the product of the strides (set by _place)
+        self.delay = self._place()
+        self.position: Dict[Hashable, int] = {}  # per started slot: units pushed
+        self.dropping: Dict[Hashable, int] = {}  # per started slot: outputs still before its signal
 
-    def _uniform(self) -> bool:
-        """Whether every slot holds the same lengths from its first push (a decoder: every layer has
-        stride 1 on its input): then each layer starts a slot with as many zeros as it keeps ((k − 1)·d,
-        not the padding), gives as many outputs as it takes, each ``delay`` behind, and sets those that
-        lie before the slot's signal to zero — the one pass's zero padding; the outputs before the
-        signal are dropped at the end of the chain."""
-        if any(op.s != 1 for op in self.ops if isinstance(op, _Conv)):
-            if any(isinstance(op, _ConvTranspose) for op in self.ops):
-                raise ValueError("cannot stream a chain with both strided and transposed convolutions")
-            return False
+    def _place(self) -> int:
+        """Each layer's zeros at the start (``keep``) and lag (``delay``, in its output samples), from
+        the first layer on; returns the chain's lag. A convolution of stride 1 keeps its reach and lags
+        its padding more; a strided one (kernel 2s) keeps the s or more inputs that put its outputs on
+        whole positions of the one pass's, its lag counted in its outputs; a transposed one multiplies
+        the lag by its stride and adds its padding; a residual unit lags as its dilated convolution."""
+        strided = [op.s for op in self.ops if isinstance(op, _Conv) and op.s > 1]
+        if strided and any(isinstance(op, _ConvTranspose) for op in self.ops):
+            raise ValueError("cannot stream a chain with both strided and transposed convolutions")
+        for stride in strided:
+            self.unit *= stride
         delay = 0
         for op in self.ops:
-            if isinstance(op, _Conv):
-                op.uniform, delay = True, delay + op.p
-                op.delay = delay
+            conv = op if isinstance(op, _Conv) else op.head[1] if isinstance(op, _Residual) else None
+            if conv is not None and conv.s > 1:
+                conv.keep = conv.s + (conv.p - delay - conv.s) % conv.s
+                delay = (delay + conv.keep - conv.p) // conv.s
+            elif conv is not None:
+                delay += conv.p
             elif isinstance(op, _ConvTranspose):
-                op.frames.uniform, delay = True, delay * int(op.layer.stride) + op.p
+                delay = delay * int(op.layer.stride) + op.p
+            if not isinstance(op, _Pointwise):
                 op.delay = delay
-            elif isinstance(op, _Residual):
-                op.head[1].uniform, delay = True, delay + op.head[1].p
-                op.delay = delay
-        self.delay = delay
-        return True
+        return delay
 
     def push(self, inputs: Dict[Any, torch.Tensor], last: Sequence[Any] = ()) -> Dict[Any, torch.Tensor]:
-        """Slots that hold the same lengths and push as many frames run together; in a decoder (whose
-        layers all have stride 1 on frames: :meth:`_uniform`) every slot holds the same lengths, and all
-        run together whatever they push, the shorter inputs followed by zeros whose outputs are
-        dropped (those that end here apart: their layers append their right padding)."""
-        groups: Dict[tuple, List[Hashable]] = {}
+        """All slots run together whatever they push, the shorter inputs followed by zeros whose
+        outputs are dropped (those that end here apart: their layers append their right padding)."""
+        groups: Dict[bool, List[Hashable]] = {}
         for s, x in inputs.items():
-            key = (s in last,) if self.uniform else (self.shapes.get(s), x.shape[-1], s in last)
-            groups.setdefault(key, []).append(s)
+            if x.shape[-1] % self.unit:
+                raise ValueError(f"an encoder streams whole frames: {x.shape[-1]} samples, not a multiple of {self.unit}")
+            groups.setdefault(s in last, []).append(s)
         out: Dict[Any, torch.Tensor] = {}
-        for key, members in groups.items():
-            end = key[-1]
-            most = max(inputs[s].shape[-1] for s in members)
-            slots = tuple(sorted(members, key=lambda s: (most - inputs[s].shape[-1], _order(s))))
-            g = _Group(slots, tuple(inputs[s].shape[0] for s in slots), tuple(most - inputs[s].shape[-1] for s in slots),
-                       tuple(self.position.get(s, 0) for s in slots))
-            x = torch.cat([F.pad(inputs[s], (0, most - inputs[s].shape[-1])) for s in slots]) if len(slots) > 1 \
+        for end, members in groups.items():
+            units = {s: inputs[s].shape[-1] // self.unit for s in members}
+            most = max(units.values())
+            slots = tuple(sorted(members, key=lambda s: (most - units[s], _order(s))))
+            g = _Group(slots, tuple(inputs[s].shape[0] for s in slots), tuple(most - units[s] for s in slots),
+                       tuple(self.position.get(s, 0) for s in slots), self.unit)
+            x = torch.cat([F.pad(inputs[s], (0, (most - units[s]) * self.unit)) for s in slots]) if len(slots) > 1 \
                 else inputs[slots[0]]
             box = [self.coder._in(x)]  # the only reference to a layer's input: it is freed once used
             del x
@@ -328,14 +329,10 @@ class Steps:
             y, start = box.pop()[:, :, 0].float(), 0
             for s, r, short in zip(slots, g.rows, g.short):
                 out[s], start = y[start:start + r, :, :y.shape[-1] - short * g.rate], start + r
-                self.position[s] = self.position.get(s, 0) + inputs[s].shape[-1]
-                if self.uniform:  # the outputs before the slot's signal go
-                    drop = self.dropping.get(s, self.delay)
-                    self.dropping[s] = max(0, drop - out[s].shape[-1])
-                    out[s] = out[s][..., drop:]
-            if not self.uniform:
-                shape = tuple(-1 if st.together is None else st.together[1].shape[-1] for st in self.states)
-                self.shapes.update((s, shape) for s in slots)
+                self.position[s] = self.position.get(s, 0) + units[s]
+                drop = self.dropping.get(s, self.delay)  # the outputs before the slot's signal go
+                self.dropping[s] = max(0, drop - out[s].shape[-1])
+                out[s] = out[s][..., drop:]
         return out
 
     def end(self, slot: Hashable) -> None:
@@ -343,11 +340,9 @@ class Steps:
         self.dropping.pop(slot, None)
         for st in self.states:
             st.drop(slot)
-        self.shapes.pop(slot, None)
 
     def copy(self, src: Hashable, dst: Hashable) -> None:
-        tables: Tuple[Dict[Hashable, Any], ...] = (self.position, self.dropping, self.shapes)
-        for table in tables:
+        for table in (self.position, self.dropping):
             if src in table:
                 table[dst] = table[src]
         for st in self.states:
