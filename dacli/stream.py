@@ -323,7 +323,7 @@ class StreamEncoder(_Streams):
             s.received += a.shape[-1]
             a = np.concatenate([s.waiting, a], -1) if s.waiting.shape[-1] else a
             whole = a.shape[-1] - a.shape[-1] % hop
-            live[k], s.waiting = a[:, :whole], a[:, whole:]
+            live[k], s.waiting = a[:, :whole], a[:, whole:].copy()  # not a view that keeps the push alive
         out = self._encode({k: a for k, a in live.items() if a.shape[-1]}, last=False)
         return {k: out.get(k, np.zeros((a.shape[0], self.n_codebooks, 0), np.int32)) for k, a in items.items()}
 
