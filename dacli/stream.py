@@ -260,7 +260,7 @@ class StreamDecoder(_Streams):
 
 class _EncodeSlot:
     def __init__(self, channels: int) -> None:
-        self.channels, self.received = channels, 0
+        self.channels = channels
         self.waiting = np.zeros((channels, 0), np.float32)  # the samples of a frame not yet whole
 
 
@@ -320,7 +320,6 @@ class StreamEncoder(_Streams):
         hop, live = self.model.hop_length, {}
         for k, a in items.items():
             s = self._slots[k]
-            s.received += a.shape[-1]
             a = np.concatenate([s.waiting, a], -1) if s.waiting.shape[-1] else a
             whole = a.shape[-1] - a.shape[-1] % hop
             live[k], s.waiting = a[:, :whole], a[:, whole:].copy()  # not a view that keeps the push alive
@@ -328,8 +327,9 @@ class StreamEncoder(_Streams):
         return {k: out.get(k, np.zeros((a.shape[0], self.n_codebooks, 0), np.int32)) for k, a in items.items()}
 
     def _finish(self, slots: Dict[int, _EncodeSlot]) -> Dict[int, np.ndarray]:
-        rest = {k: np.concatenate([s.waiting, np.zeros((s.channels, -s.received % self.model.hop_length), np.float32)],
-                                  -1) for k, s in slots.items()}  # the last frame padded, as encode pads
+        rest = {k: np.concatenate([s.waiting, np.zeros((s.channels, -s.waiting.shape[-1] % self.model.hop_length),
+                                                       np.float32)], -1)
+                for k, s in slots.items()}  # the last frame padded, as encode pads
         try:
             return self._encode(rest, last=True)
         finally:
