@@ -23,6 +23,7 @@ bit for bit, alone or stacked, once the model is :func:`dacli.runtime.streamable
 (docs/PERFORMANCE.md, Exactness).
 """
 
+import math
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
@@ -275,7 +276,7 @@ class Steps:
         self.ops = _ops(inner.model if hasattr(inner, "model") else inner.block)
         self.in_channels = int(self.ops[0].layer.weight.shape[1])
         self.states = [st for op in self.ops for st in op.states]
-        self.unit = 1  # inputs a push takes as a whole: the product of the strides (set by _place)
+        self.unit = math.prod(op.s for op in self.ops if isinstance(op, _Conv))  # inputs a push takes whole
         self.delay = self._place()
         self.position: Dict[Hashable, int] = {}  # per started slot: units pushed
         self.dropping: Dict[Hashable, int] = {}  # per started slot: outputs still before its signal
@@ -286,11 +287,8 @@ class Steps:
         its padding more; a strided one (kernel 2s) keeps the s or more inputs that put its outputs on
         whole positions of the one pass's, its lag counted in its outputs; a transposed one multiplies
         the lag by its stride and adds its padding; a residual unit lags as its dilated convolution."""
-        strided = [op.s for op in self.ops if isinstance(op, _Conv) and op.s > 1]
-        if strided and any(isinstance(op, _ConvTranspose) for op in self.ops):
+        if self.unit > 1 and any(isinstance(op, _ConvTranspose) for op in self.ops):
             raise ValueError("cannot stream a chain with both strided and transposed convolutions")
-        for stride in strided:
-            self.unit *= stride
         delay = 0
         for op in self.ops:
             conv = op if isinstance(op, _Conv) else op.head[1] if isinstance(op, _Residual) else None
