@@ -229,8 +229,8 @@ def streamable(model: DAC) -> DAC:
     (:meth:`ProductQuantizer.tabulate`). Streaming (:mod:`dacli.stream`) needs it: then the streamed
     audio and codes equal this model's own one-pass ``decode`` and ``encode`` bit for bit in float32.
     Its results move from the model as loaded by float32 rounding only (decoded audio by 3.4e-7 at most,
-    codes not at all, measured on 2 s of music with the bundled and full-size models);
-    it encodes and decodes a little slower (docs/PERFORMANCE.md, Streaming)."""
+    codes not at all, measured on 2 s of music with the bundled and full-size models); its one pass
+    runs about as fast as the model as loaded (docs/PERFORMANCE.md, Streaming)."""
     check_prepared(model.decoder)
     model._streaming_saved = None  # type: ignore[assignment]  # asked for for good: no open scope undoes it
     if not getattr(model, "streamable", False):
