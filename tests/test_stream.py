@@ -133,6 +133,29 @@ def test_a_streamable_convolution_gives_every_stretch_the_samples_of_the_whole(c
             assert torch.equal(part, whole[..., start:start + n * dilation]), (n, start)
 
 
+@pytest.mark.parametrize("channels, kernel", [(768, 1), (384, 7)])
+def test_rows_of_a_batch_give_the_samples_of_the_whole_joined_or_not(channels, kernel):
+    """Several rows at once (the streams of a push), each a stretch of one signal: joined into one row
+    or widened, every row's outputs are the very outputs of the whole signal convolved at once."""
+    from dacli.model.layers import WNConv1d
+    from dacli.runtime.convs import FastConv1d, onednn_op
+    torch.manual_seed(channels + kernel)
+    layer = FastConv1d(WNConv1d(channels, channels, kernel, padding=(kernel - 1) // 2), torch.float32,
+                       onednn_op(torch.float32))
+    layer.stable = True
+    reach, cl, rng = kernel - 1, torch.channels_last, np.random.default_rng(kernel)
+    x = torch.randn(1, channels, 1, 3000).contiguous(memory_format=cl)
+    with torch.no_grad():
+        whole = layer.conv(x, padding=0)
+        for batch, n in [(2, 1), (4, 8), (3, 13), (8, 1), (4, 64), (2, 200)]:
+            starts = rng.integers(0, 2000, batch)
+            rows = torch.cat([x[..., s:s + n + reach] for s in starts]).contiguous(memory_format=cl)
+            add = torch.randn(batch, channels, 1, n).contiguous(memory_format=cl)
+            assert torch.equal(layer.conv(rows, padding=0), torch.cat([whole[..., s:s + n] for s in starts])), (batch, n)
+            alone = [layer.conv(rows[i:i + 1], add=add[i:i + 1], padding=0) for i in range(batch)]
+            assert torch.equal(layer.conv(rows, add=add, padding=0), torch.cat(alone)), (batch, n)
+
+
 def test_encoder_gain_is_applied_before_the_encoder(models):
     m = models("tiny44")
     x = (0.05 * np.random.default_rng(2).standard_normal((1, 9000))).astype(np.float32)

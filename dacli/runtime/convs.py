@@ -50,6 +50,19 @@ def _pad(x, left, right):
     return F.pad(x, (left, right)).contiguous(memory_format=torch.channels_last) if left or right else x
 
 
+def _join(x):
+    """(B, C, 1, L) channels-last → the (1, C, 1, B·L) row of its rows end to end (a view where ``x``
+    is contiguous)."""
+    b, c, _, length = x.shape
+    return x.permute(0, 2, 3, 1).reshape(1, 1, b * length, c).permute(0, 3, 1, 2)
+
+
+def _split(y, batch):
+    """The inverse of :func:`_join`: (1, C, 1, B·L) → (B, C, 1, L) channels-last."""
+    _, c, _, total = y.shape
+    return y.permute(0, 2, 3, 1).reshape(batch, 1, total // batch, c).permute(0, 3, 1, 2)
+
+
 class FastConv(nn.Module):
     """The inference form of a weight-normalised convolution (see the subclasses). Keeps the plain
     module's geometry (``kernel_size``, ``stride``, ``dilation``, ``padding``, ``default_padding``,
@@ -116,20 +129,35 @@ class FastConv(nn.Module):
         module's padding or ``padding`` (0: 'valid', as :mod:`dacli.runtime.stepping` runs it).
 
         With ``stable`` set, every output is computed the same way whatever the length and start of the
-        stretch it is computed in and whatever the other rows of the batch: the padding is zeros put in
-        place and a row is widened with zeros to a :meth:`stable_width`, the extra outputs dropped (why:
+        stretch it is computed in and whatever the other rows of the batch (:meth:`rows`; why:
         docs/PERFORMANCE.md, "Exactness"). Without it, a convolution run 'valid' (a push of
-        :mod:`dacli.runtime.stepping`) gets its rows widened alike if it is undilated."""
+        :mod:`dacli.runtime.stepping`) is computed alike if it is undilated."""
         stride, own, dilation = self.conv_args()
         padding = own if padding is None else padding
         if not self.stable and (padding or dilation > 1):  # a push of an undilated one ('valid') as below
             return self._run(x, self.weight, ((1, stride), (0, padding), (1, dilation)), add)
-        k, batch = self.kernel_size, x.shape[0]
-        n = (x.shape[-1] + 2 * padding - (k - 1) * dilation - 1) // stride + 1  # outputs
+        return self.rows(x, add, padding)
+
+    def rows(self, x, add=None, padding=0):
+        """The convolution of :meth:`_probe` of the rows of ``x`` (B, C, 1, L), ``padding`` zeros put on
+        each side, each output computed as in a long row of a batch of one: the padding is zeros put in
+        place and each row is widened with zeros to a :meth:`stable_width`, the extra outputs dropped;
+        or, at stride 1 where that computes no more outputs, the rows are joined end to end into one
+        row (a mere view in channels-last memory), whose outputs that straddle two rows are dropped."""
+        w, _, stride, k, dilation = self._probe()
+        reach, batch, length = (k - 1) * dilation, x.shape[0], x.shape[-1] + 2 * padding
+        n = (length - reach - 1) // stride + 1  # outputs per row
+        args = ((1, stride), (0, 0), (1, dilation))
+        if batch > 1 and stride == 1:
+            joined = max(self.stable_width(batch * length - reach), batch * length)  # outputs of the one row
+            if reach == 0 and joined == batch * length or joined <= batch * self.stable_width(n, batch):
+                row = _pad(_join(_pad(x, padding, padding)), 0, joined + reach - batch * length)
+                add = add if add is None else _pad(_join(_pad(add, 0, length - n)), 0, joined - batch * length)
+                return _split(self._run(row, w, args, add)[..., :batch * length], batch)[..., :n]
         wide = self.stable_width(n, batch) - n  # outputs more, on zeros appended, then dropped
         x = _pad(x, padding, padding + wide * stride)
         add = add if add is None else _pad(add, 0, wide)
-        return self._run(x, self.weight, ((1, stride), (0, 0), (1, dilation)), add)[..., :n]
+        return self._run(x, w, args, add)[..., :n]
 
     def _probe(self):
         """(weight, input channels, stride, kernel, dilation) of the convolution :meth:`conv` runs
@@ -232,16 +260,13 @@ class FastConvTranspose1d(FastConv):
         (L + 2·padding − 1). With ``stable`` set (:func:`dacli.runtime.streamable`) or for a push
         (``padding`` 0, :mod:`dacli.runtime.stepping`): as one 1x1 convolution of frames m − 1 and m
         stacked along the channels, the same products in one call, since oneDNN computes a kernel of two
-        taps differently for inputs of different lengths, a 1x1 one not, in rows of a
-        :meth:`stable_width`."""
+        taps differently for inputs of different lengths, a 1x1 one in a batch of one not (rows
+        joined into one: :meth:`FastConv.rows`)."""
         if not self.stable and padding != 0:
             return super().conv(x, padding=padding)
-        cl = torch.channels_last
         frames = x if padding == 0 else F.pad(x, (1, 1))
-        pair = torch.cat([frames[..., :-1], frames[..., 1:]], 1).contiguous(memory_format=cl)  # taps m − 1, m
-        n = pair.shape[-1]
-        pair = _pad(pair, 0, self.stable_width(n, pair.shape[0]) - n)
-        return self._run(pair, _pair_view(self.weight), ((1, 1), (0, 0), (1, 1)))[..., :n]
+        pair = torch.cat([frames[..., :-1], frames[..., 1:]], 1)  # taps m − 1, m
+        return self.rows(pair.contiguous(memory_format=torch.channels_last))
 
     def forward(self, x):
         length = x.shape[-1]
