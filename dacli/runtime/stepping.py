@@ -6,7 +6,8 @@ the runtime's layers is here, in one place (:func:`_ops` says which streamed for
 
 Encoder and decoder are chains of layers along time: convolutions (zero padding ``p = (k − 1)·d / 2``
 on each side, stride 1 or s), transposed convolutions (kernel 2s, stride s), Snake and tanh
-(pointwise), residual units (a convolution pair plus the skip path). A slot starts with each
+(pointwise), residual units (a convolution pair plus the skip path, whose inputs the dilated
+convolution holds: it keeps the unit's inputs and takes Snake of them each push). A slot starts with each
 convolution holding zeros, as many as it keeps from push to push: ``(k − 1)·d`` (stride 1), or the s
 or more that put a strided one's outputs on whole positions of the one pass's output; a push runs it
 'valid' on what it holds and the new inputs, and the last push appends the zeros of its right padding.
@@ -184,13 +185,19 @@ class _Conv:
         self.states = [self.held]
         self.keep, self.delay = self.r, 0  # see Steps._place
 
-    def run(self, x, g: _Group, last: bool):
+    def take(self, x, g: _Group, last: bool):
+        """(what the convolution runs on: the inputs held, ``x`` and at the end the right padding; its
+        number of outputs), keeping the inputs the next push needs."""
         parts = [self.held.get(g, _fresh(x, self.keep)), x]
         buf = _cat(parts + [_zeros(x, self.p)] if last else parts)
-        del x, parts  # freed (when it was copied into buf) before the convolution's output is made
         length = buf.shape[-1]
         n = max(0, (length - self.r - 1) // self.s + 1) if last else (length - self.keep) // self.s
         self.held.set(g, _kept(g.ending(buf, length, length - n * self.s)))
+        return buf, n
+
+    def run(self, x, g: _Group, last: bool):
+        buf, n = self.take(x, g, last)
+        del x  # freed (when it was copied into buf) before the convolution's output is made
         g.rate //= self.s
         if n == 0:
             return _zeros(buf, 0, _out_channels(self.layer)).to(self.layer.bias.dtype)
@@ -217,28 +224,25 @@ class _ConvTranspose:
 
 
 class _Residual:
-    """A residual unit (Snake, dilated convolution, Snake, 1x1 convolution, plus its input): the input
-    waits in ``pending`` until the block's output for it comes."""
+    """A residual unit (Snake, dilated convolution, Snake, 1x1 convolution, plus its input): its
+    dilated convolution holds the unit's own inputs, Snake taken of them each push (Snake of zeros is
+    zero), so the skip path's inputs, p behind, lie in the same buffer."""
 
     def __init__(self, unit):
-        snake1, conv7, snake2, self.conv1 = unit.block
-        self.head: List[Any] = [_Pointwise(snake1), _Conv(conv7), _Pointwise(snake2)]
-        self.pending = _State()
-        self.states = [self.pending] + self.head[1].states
+        self.snake1, conv7, self.snake2, self.conv1 = unit.block
+        self.conv7 = _Conv(conv7)
+        self.states = self.conv7.states
         self.delay = 0  # its outputs' lag, zeroed before the signal (see Steps._place)
 
     def run(self, x, g: _Group, last: bool):
-        box = [x]
-        for op in self.head:
-            box.append(op.run(box.pop(), g, last))
-        y = box.pop()
-        pending = _cat([self.pending.get(g, _fresh(x, self.head[1].p)), x])
-        n = y.shape[-1]
-        self.pending.set(g, _kept(g.ending(pending, pending.shape[-1], pending.shape[-1] - n)))
+        conv = self.conv7
+        buf, n = conv.take(x, g, last)
+        del x
         if not n:
-            return _zeros(y, 0, _out_channels(self.conv1)).to(y.dtype)
-        return g.zero_start(self.conv1(y, add=pending[..., :n].to(y.dtype).contiguous(memory_format=torch.channels_last)),
-                            self.delay)
+            return _zeros(buf, 0, _out_channels(self.conv1)).to(self.conv1.bias.dtype)
+        y = self.snake2(g.zero_start(conv.layer.conv(self.snake1(buf), padding=0), conv.delay))
+        skip = buf[..., conv.p:conv.p + n].to(y.dtype).contiguous(memory_format=torch.channels_last)
+        return g.zero_start(self.conv1(y, add=skip), self.delay)
 
 
 def _ops(layers) -> list:
@@ -291,7 +295,7 @@ class Steps:
             raise ValueError("cannot stream a chain with both strided and transposed convolutions")
         delay = 0
         for op in self.ops:
-            conv = op if isinstance(op, _Conv) else op.head[1] if isinstance(op, _Residual) else None
+            conv = op if isinstance(op, _Conv) else op.conv7 if isinstance(op, _Residual) else None
             if conv is not None and conv.s > 1:
                 conv.keep = conv.s + (conv.p - delay - conv.s) % conv.s
                 delay = (delay + conv.keep - conv.p) // conv.s
