@@ -1,0 +1,86 @@
+"""Where a push's time goes, layer by layer: N streams of P-frame pushes through
+dacli.runtime.stepping.Steps against the same layers run on one long push (the one pass through the
+same code, its weights packed), each layer's seconds per frame and their ratio.
+
+    python benchmarks/stream_layers.py [--model 44khz-8kbps] [--precision mixed] [--streams 4] [--frames 8]
+                                       [--runs 3]
+
+Random codes (the speed of a convolution does not depend on its values). The long pushes are 832
+frames, the first two untimed (the second packs the weights for that shape); the streams push 832
+frames each, timed after 16. The two take turns ``--runs`` times; each layer keeps its fastest run
+of each. Run it on an idle machine.
+"""
+
+import argparse
+import time
+from collections import defaultdict
+
+import torch
+
+from dacli import bench
+from dacli.stream import StreamDecoder
+
+LONG = 832
+
+
+def timed_stream(m, codes, streams, frames, skip, end):
+    """(layers, seconds per layer, frames decoded) of the pushes after ``skip`` frames up to ``end``."""
+    d = StreamDecoder(m, streams=streams)
+    at = 0
+    while at < skip:
+        d.push({s: codes[s][..., at:at + frames] for s in range(streams)})
+        at += frames
+    seconds: dict = defaultdict(float)
+    for i, op in enumerate(d.steps.ops):
+        def run(x, g, last, run=op.run, i=i):
+            t = time.perf_counter()
+            y = run(x, g, last)
+            seconds[i] += time.perf_counter() - t
+            return y
+        op.run = run
+    while at + frames <= end:
+        d.push({s: codes[s][..., at:at + frames] for s in range(streams)})
+        at += frames
+    done = streams * (at - skip)
+    d.flush()
+    return d.steps.ops, seconds, done
+
+
+def name(op) -> str:
+    layer = getattr(op, "layer", None) or op.conv7.layer
+    shape = f"{tuple(layer.weight.shape)} d{layer.dilation}" if hasattr(layer, "weight") else type(layer).__name__
+    return f"{type(op).__name__.strip('_')} {shape}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="44khz-8kbps")
+    ap.add_argument("--precision", default="mixed")
+    ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+    print("machine:", bench.describe_machine(bench.machine()))
+    m = bench.make_model(a.model, "cpu", a.precision)
+    torch.manual_seed(0)
+    n = 3 * LONG
+    codes = [torch.randint(0, m.codebook_size, (1, m.n_codebooks, n)).numpy() for _ in range(a.streams)]
+    one: dict = {}
+    push: dict = {}
+    for _ in range(a.runs):  # taking turns; each layer's fastest of the runs
+        ops, t, one_frames = timed_stream(m, codes[:1], 1, LONG, 2 * LONG, 3 * LONG)
+        one = {i: min(v, one.get(i, v)) for i, v in t.items()}
+        _, t, push_frames = timed_stream(m, codes, a.streams, a.frames, 16, 16 + LONG)
+        push = {i: min(v, push.get(i, v)) for i, v in t.items()}
+    total_one, total_push = sum(one.values()) / one_frames, sum(push.values()) / push_frames
+    print(f"{a.model} ({m.precision}): {a.streams} streams x {a.frames} frames against pushes of {LONG} frames, "
+          f"µs per frame; share {total_one / total_push:.3f}")
+    for i, op in enumerate(ops):
+        x, y = one[i] / one_frames, push[i] / push_frames
+        print(f"{i:3d} {name(op):38s} long {x * 1e6:8.1f}  streams {y * 1e6:8.1f}  x{y / x:5.2f}  "
+              f"{(y - x) * a.streams * a.frames * 1e3:+6.2f} ms a push")
+    print(f"    all layers: long {total_one * 1e6:.1f}, streams {total_push * 1e6:.1f} µs per frame")
+
+
+if __name__ == "__main__":
+    main()
