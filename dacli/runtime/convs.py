@@ -150,7 +150,7 @@ class FastConv(nn.Module):
         args = ((1, stride), (0, 0), (1, dilation))
         if batch > 1 and stride == 1:
             joined = max(self.stable_width(batch * length - reach), batch * length)  # outputs of the one row
-            if reach == 0 and joined == batch * length or joined <= batch * self.stable_width(n, batch):
+            if (reach == 0 and joined == batch * length) or joined <= batch * self.stable_width(n, batch):
                 row = _pad(_join(_pad(x, padding, padding)), 0, joined + reach - batch * length)
                 add = add if add is None else _pad(_join(_pad(add, 0, length - n)), 0, joined - batch * length)
                 return _split(self._run(row, w, args, add)[..., :batch * length], batch)[..., :n]
