@@ -3,18 +3,22 @@ dacli.runtime.stepping.Steps against the same layers run on one long push (the o
 same code, its weights packed), each layer's seconds per frame and their ratio.
 
     python benchmarks/stream_layers.py [--model 44khz-8kbps] [--precision mixed] [--streams 4] [--frames 8]
-                                       [--runs 3]
+                                       [--runs 3] [--fit 1 2 4 8 16]
 
 Random codes (the speed of a convolution does not depend on its values). The long pushes are 832
 frames, the first two untimed (the second packs the weights for that shape); the streams push 832
 frames each, timed after 16. The two take turns ``--runs`` times; each layer keeps its fastest run
-of each. Run it on an idle machine.
+of each. ``--fit``: pushes of each of these sizes instead of ``--frames``, and each layer's time a push
+fitted as a fixed part plus a part per frame (least squares), against the long pushes' time per frame
+and the one pass of the model as loaded (``model.decode`` of 832 frames, timed in the same turns).
+Run it on an idle machine.
 """
 
 import argparse
 import time
 from collections import defaultdict
 
+import numpy as np
 import torch
 
 from dacli import bench
@@ -59,12 +63,16 @@ def main():
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--fit", type=int, nargs="+", metavar="FRAMES",
+                    help="push sizes whose times are fitted as fixed + per frame, layer by layer")
     a = ap.parse_args()
     print("machine:", bench.describe_machine(bench.machine()))
     m = bench.make_model(a.model, "cpu", a.precision)
     torch.manual_seed(0)
     n = 3 * LONG
     codes = [torch.randint(0, m.codebook_size, (1, m.n_codebooks, n)).numpy() for _ in range(a.streams)]
+    if a.fit:
+        return fit(m, codes, a)
     one: dict = {}
     push: dict = {}
     for _ in range(a.runs):  # taking turns; each layer's fastest of the runs
@@ -80,6 +88,38 @@ def main():
         print(f"{i:3d} {name(op):38s} long {x * 1e6:8.1f}  streams {y * 1e6:8.1f}  x{y / x:5.2f}  "
               f"{(y - x) * a.streams * a.frames * 1e3:+6.2f} ms a push")
     print(f"    all layers: long {total_one * 1e6:.1f}, streams {total_push * 1e6:.1f} µs per frame")
+
+
+def fit(m, codes, a):
+    """Each layer's time a push of N streams as fixed + per frame over the push sizes ``a.fit``."""
+    one: dict = {}
+    push: dict = {}
+    loaded = float("inf")
+    for _ in range(a.runs):  # taking turns; each layer's fastest of the runs
+        t0 = time.perf_counter()
+        m.decode(torch.from_numpy(codes[0][..., :LONG]).long())
+        loaded = min(loaded, (time.perf_counter() - t0) / LONG)
+        ops, t, one_frames = timed_stream(m, codes[:1], 1, LONG, 2 * LONG, 3 * LONG)
+        one = {i: min(v / one_frames, one.get(i, v / one_frames)) for i, v in t.items()}
+        for p in a.fit:
+            _, t, done = timed_stream(m, codes, a.streams, p, 16, 16 + LONG)
+            pushes = done / (a.streams * p)
+            push.update({(i, p): min(v / pushes, push.get((i, p), v / pushes)) for i, v in t.items()})
+    design = np.array([[1.0, p] for p in a.fit])
+    print(f"{a.model} ({m.precision}): {a.streams} streams, pushes of {a.fit} frames, each layer's time a push "
+          f"fitted as fixed + per frame (of one stream) against pushes of {LONG} frames")
+    fixed_all, frame_all = 0.0, 0.0
+    for i, op in enumerate(ops):
+        fixed, slope = np.linalg.lstsq(design, np.array([push[i, p] for p in a.fit]), rcond=None)[0]
+        frame = slope / a.streams
+        fixed_all, frame_all = fixed_all + fixed, frame_all + frame
+        print(f"{i:3d} {name(op):38s} fixed {fixed * 1e3:6.3f} ms  per frame {frame * 1e6:7.1f} µs  "
+              f"long {one[i] * 1e6:7.1f} µs  x{frame / one[i]:5.2f}")
+    print(f"    all layers: fixed {fixed_all * 1e3:.2f} ms a push, {frame_all * 1e6:.1f} µs per frame; long pushes "
+          f"{sum(one.values()) * 1e6:.1f} µs per frame; the one pass as loaded {loaded * 1e6:.1f} µs per frame")
+    for p in a.fit:
+        share = a.streams * p * loaded / (fixed_all + frame_all * a.streams * p)
+        print(f"    {a.streams} x {p} frames: the layers' share of the one pass as loaded {share:.3f}")
 
 
 if __name__ == "__main__":

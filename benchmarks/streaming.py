@@ -16,7 +16,8 @@ is made streamable, the price of streamability. Then the streams axis: N streams
 different music decoded by one ``StreamDecoder(m, streams=N)``, every push carrying pushes of 1, 4 or 8
 frames of all N: aggregate real-time factor (stream-seconds per second), push latency p50/p99 against
 the audio a push carries, and the share of the one-pass throughput (``model.decode`` of the model as
-loaded), each the faster of two streamed runs. ``--streams-only`` runs just that axis. Run it on an idle
+loaded, timed twice beside the streams, taking turns), each the faster of two streamed runs.
+``--streams-only`` runs just that axis. Run it on an idle
 machine.
 """
 
@@ -48,17 +49,19 @@ def best(f, runs=3):
     return min(times), out
 
 
-def stream_times(make, pieces, runs=1):
+def stream_times(make, pieces, runs=1, before=None):
     """(total seconds, per-push seconds, pushes until the first output) of the fastest of ``runs``
     streamed runs (the one pass is the best of three), after a stream of the first 40 pieces (the first
     push of each length in a process also finds the lengths its rows are computed in,
-    dacli.runtime.convs.FastConv.stable_width)."""
+    dacli.runtime.convs.FastConv.stable_width); ``before()`` runs before each of them."""
     warm = make()
     for piece in pieces[:40]:
         warm.push(piece)
     warm.flush()
     best_run = None
     for _ in range(runs):
+        if before is not None:
+            before()
         stream, lat, first = make(), [], None
         t0 = time.perf_counter()
         for i, piece in enumerate(pieces):
@@ -73,11 +76,12 @@ def stream_times(make, pieces, runs=1):
     return best_run
 
 
-def streams_axis(m, codes, seconds, one_pass, streams):
+def streams_axis(m, codes, seconds, streams):
     """Each N of ``streams``, each push size of AXIS_PUSHES: N streams (the codes rotated, so each
     stream plays other music) pushed together through one StreamDecoder; the shares against the one
-    pass as loaded (``one_pass`` seconds) and as streamable; each the faster of two streamed runs (the
-    machine's speed drifts between the one pass and the streams)."""
+    pass as loaded and as streamable (the latter timed once, first). The one pass as loaded and the
+    streams take turns twice, each row's share the fastest streamed run against the faster of
+    the two one passes timed beside them: the machine's speed drifts by 10 % and more within minutes."""
     rows, frame_ms, frames = [], 1e3 * m.hop_length / m.sample_rate, codes.shape[-1]
     with runtime.streaming(m):
         best(lambda: m.decode(codes), 2)  # a scope's first calls pack the weights for this shape
@@ -86,9 +90,11 @@ def streams_axis(m, codes, seconds, one_pass, streams):
         each = [np.roll(codes, 37 * k, -1) for k in range(n_streams)]
         for n in AXIS_PUSHES:
             pieces = [{k: c[:, :, t:t + n] for k, c in enumerate(each)} for t in range(0, frames, n)]
-            total, lat, _ = stream_times(lambda: StreamDecoder(m, streams=n_streams), pieces, runs=2)
+            beside: list = []
+            total, lat, _ = stream_times(lambda: StreamDecoder(m, streams=n_streams), pieces, runs=2,
+                                         before=lambda: beside.append(best(lambda: m.decode(codes), 1)[0]))
             rows.append({"streams": n_streams, "push_frames": n, "realtime": n_streams * seconds / total,
-                         "share_of_one_pass": n_streams * one_pass / total,
+                         "one_pass_s": min(beside), "share_of_one_pass": n_streams * min(beside) / total,
                          "share_of_streamable_one_pass": n_streams * streamable_pass / total,
                          "p50_ms": 1e3 * float(np.percentile(lat, 50)), "p99_ms": 1e3 * float(np.percentile(lat, 99)),
                          "audio_per_push_ms": n * frame_ms})
@@ -104,7 +110,7 @@ def run(name, precision, seconds, music, lookahead=True, streams=(), streams_onl
     plain_dec, plain_y = best(lambda: m.decode(codes))
     if streams_only:
         return {"model": name, "precision": m.precision, "seconds": seconds, "frame_ms": frame_ms,
-                "decode_s_not_streamable": plain_dec, "streams": streams_axis(m, codes, seconds, plain_dec, streams)}
+                "decode_s_not_streamable": plain_dec, "streams": streams_axis(m, codes, seconds, streams)}
     plain_enc, _ = best(lambda: m.encode(x))
     stream_times(lambda: StreamDecoder(m), [codes[:, :, t:t + 8] for t in range(0, codes.shape[-1], 8)])
     after_dec, after_y = best(lambda: m.decode(codes))  # a stream that has ended leaves the model as it was
@@ -139,7 +145,7 @@ def run(name, precision, seconds, music, lookahead=True, streams=(), streams_onl
         row["lookahead"].append({"frames": la, "ms": la * frame_ms, "snr_db": float(min(snr, 300.0)),
                                  "max_abs": float(np.abs(err).max()),
                                  "mel_distance": mel, "exact": bool((err == 0).all())})
-    row["streams"] = streams_axis(m, codes, seconds, plain_dec, streams)
+    row["streams"] = streams_axis(m, codes, seconds, streams)
     return row
 
 
@@ -147,8 +153,9 @@ def show_streams(row):
     print(f"  streams (one pass as loaded: {row['decode_s_not_streamable']:.2f} s for {row['seconds']:g} s):")
     for r in row["streams"]:
         print(f"  {r['streams']:3d} streams, pushes of {r['push_frames']} frames: {r['realtime']:6.2f}x real time "
-              f"in all, {r['share_of_one_pass']:.2f} of one pass ({r['share_of_streamable_one_pass']:.2f} "
-              f"streamable), push p50 {r['p50_ms']:.1f} ms p99 "
+              f"in all, {r['share_of_one_pass']:.2f} of one pass ({r['one_pass_s']:.2f} s beside it; "
+              f"{r['share_of_streamable_one_pass']:.2f} of the streamable one), "
+              f"push p50 {r['p50_ms']:.1f} ms p99 "
               f"{r['p99_ms']:.1f} ms (audio per push {r['audio_per_push_ms']:.1f} ms)")
 
 
