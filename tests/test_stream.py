@@ -252,6 +252,7 @@ print(marks[0], marks[1])
 """
 
 
+@pytest.mark.slow  # a process measured
 def test_one_frame_pushes_run_in_flat_memory(tmp_path):
     """6000 one-frame pushes (70 s of audio) in a fresh process: the resident memory after 6000 is
     within 8 MiB of that after 1500 (the stream keeps no history)."""
