@@ -51,9 +51,9 @@ def best(f, runs=3):
 
 def stream_times(make, pieces, runs=1, before=None):
     """(total seconds, per-push seconds, pushes until the first output) of the fastest of ``runs``
-    streamed runs (the one pass is the best of three), after a stream of the first 40 pieces (the first
-    push of each length in a process also finds the lengths its rows are computed in,
-    dacli.runtime.convs.FastConv.stable_width); ``before()`` runs before each of them."""
+    streamed runs, after a stream of the first 40 pieces (the first push of each length in a process
+    also finds the lengths its rows are computed in, dacli.runtime.convs.FastConv.stable_width);
+    ``before()`` runs before each of them."""
     warm = make()
     for piece in pieces[:40]:
         warm.push(piece)
