@@ -50,6 +50,13 @@ def timed_stream(m, codes, streams, frames, skip, end):
     return d.steps.ops, seconds, done
 
 
+def keep_fastest(kept: dict, seconds: dict, per: float, key=lambda i: i) -> None:
+    """Each layer's seconds divided by ``per`` into ``kept`` (under ``key(layer)``) where faster than
+    what it holds."""
+    for i, v in seconds.items():
+        kept[key(i)] = min(v / per, kept.get(key(i), v / per))
+
+
 def name(op) -> str:
     layer = getattr(op, "layer", None) or op.conv7.layer
     shape = f"{tuple(layer.weight.shape)} d{layer.dilation}" if hasattr(layer, "weight") else type(layer).__name__
@@ -77,14 +84,14 @@ def main():
     push: dict = {}
     for _ in range(a.runs):  # taking turns; each layer's fastest of the runs
         ops, t, one_frames = timed_stream(m, codes[:1], 1, LONG, 2 * LONG, 3 * LONG)
-        one = {i: min(v, one.get(i, v)) for i, v in t.items()}
+        keep_fastest(one, t, one_frames)
         _, t, push_frames = timed_stream(m, codes, a.streams, a.frames, 16, 16 + LONG)
-        push = {i: min(v, push.get(i, v)) for i, v in t.items()}
-    total_one, total_push = sum(one.values()) / one_frames, sum(push.values()) / push_frames
+        keep_fastest(push, t, push_frames)
+    total_one, total_push = sum(one.values()), sum(push.values())
     print(f"{a.model} ({m.precision}): {a.streams} streams x {a.frames} frames against pushes of {LONG} frames, "
           f"µs per frame; share {total_one / total_push:.3f}")
     for i, op in enumerate(ops):
-        x, y = one[i] / one_frames, push[i] / push_frames
+        x, y = one[i], push[i]
         print(f"{i:3d} {name(op):38s} long {x * 1e6:8.1f}  streams {y * 1e6:8.1f}  x{y / x:5.2f}  "
               f"{(y - x) * a.streams * a.frames * 1e3:+6.2f} ms a push")
     print(f"    all layers: long {total_one * 1e6:.1f}, streams {total_push * 1e6:.1f} µs per frame")
@@ -100,11 +107,10 @@ def fit(m, codes, a):
         m.decode(torch.from_numpy(codes[0][..., :LONG]).long())
         loaded = min(loaded, (time.perf_counter() - t0) / LONG)
         ops, t, one_frames = timed_stream(m, codes[:1], 1, LONG, 2 * LONG, 3 * LONG)
-        one = {i: min(v / one_frames, one.get(i, v / one_frames)) for i, v in t.items()}
+        keep_fastest(one, t, one_frames)
         for p in a.fit:
             _, t, done = timed_stream(m, codes, a.streams, p, 16, 16 + LONG)
-            pushes = done / (a.streams * p)
-            push.update({(i, p): min(v / pushes, push.get((i, p), v / pushes)) for i, v in t.items()})
+            keep_fastest(push, t, done / (a.streams * p), key=lambda i, p=p: (i, p))  # seconds a push
     design = np.array([[1.0, p] for p in a.fit])
     print(f"{a.model} ({m.precision}): {a.streams} streams, pushes of {a.fit} frames, each layer's time a push "
           f"fitted as fixed + per frame (of one stream) against pushes of {LONG} frames")

@@ -17,8 +17,7 @@ different music decoded by one ``StreamDecoder(m, streams=N)``, every push carry
 frames of all N: aggregate real-time factor (stream-seconds per second), push latency p50/p99 against
 the audio a push carries, and the share of the one-pass throughput (``model.decode`` of the model as
 loaded, timed twice beside the streams, taking turns), each the faster of two streamed runs.
-``--streams-only`` runs just that axis. Run it on an idle
-machine.
+``--streams-only`` runs just that axis. Run it on an idle machine.
 """
 
 import argparse
